@@ -1,0 +1,127 @@
+// Shared helpers for kernel tests: fresh random inputs, tolerance checks relative to the output's max-abs,
+// uploads in either precision, and one GPU per test process.
+
+import { Gpu, type Precision } from "../lib/gpu.ts";
+
+let gpuPromise: Promise<Gpu> | undefined;
+/** One device for the whole test process (creating devices repeatedly is slow on lavapipe). */
+export function testGpu(): Promise<Gpu> {
+  gpuPromise ??= Gpu.create();
+  return gpuPromise;
+}
+
+/** Seed from the clock, printed so a failure can be replayed with TEST_SEED=... */
+export function freshSeed(label: string): number {
+  const env = Deno.env.get("TEST_SEED");
+  const seed = env ? Number(env) : (Date.now() ^ (Math.random() * 0x7fffffff)) >>> 0;
+  if (Deno.env.get("TEST_VERBOSE")) console.log(`${label}: TEST_SEED=${seed}`);
+  return seed;
+}
+
+/** Small deterministic generator for test data (mulberry32). */
+export function testRng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/** Normal(0, scale) samples as a Float64Array (Box-Muller). */
+export function randn(n: number, rand: () => number, scale = 1): Float64Array {
+  const out = new Float64Array(n);
+  for (let i = 0; i < n; i++) {
+    const u = Math.max(rand(), 1e-12), v = rand();
+    out[i] = scale * Math.sqrt(-2 * Math.log(u)) * Math.cos(2 * Math.PI * v);
+  }
+  return out;
+}
+
+/** Values as stored on the GPU for this precision (so the float64 reference sees exactly the same inputs). */
+export function quantize(x: ArrayLike<number>, precision: Precision): Float64Array {
+  const out = new Float64Array(x.length);
+  const round = precision === "f16" ? Math.f16round : Math.fround;
+  for (let i = 0; i < x.length; i++) out[i] = round(x[i]);
+  return out;
+}
+
+export function toTyped(x: ArrayLike<number>, precision: Precision): Float32Array | Float16Array {
+  return precision === "f16" ? Float16Array.from(x) : Float32Array.from(x);
+}
+
+export function upload(gpu: Gpu, x: ArrayLike<number>, precision: Precision, label = ""): GPUBuffer {
+  return gpu.bufferFrom(toTyped(x, precision), label);
+}
+
+export async function download(
+  gpu: Gpu,
+  buf: GPUBuffer,
+  count: number,
+  precision: Precision,
+): Promise<Float64Array> {
+  const bytes = await gpu.read(buf, 0, count * (precision === "f16" ? 2 : 4));
+  const arr = precision === "f16" ? new Float16Array(bytes) : new Float32Array(bytes);
+  return Float64Array.from(arr);
+}
+
+/** A buffer of `count` elements of the precision, filled with NaN so unwritten outputs fail the check. */
+export function poisoned(gpu: Gpu, count: number, precision: Precision, label = ""): GPUBuffer {
+  const buf = gpu.buffer(count * (precision === "f16" ? 2 : 4), label);
+  gpu.poison(buf);
+  return buf;
+}
+
+export const TOL: Record<Precision, number> = { f32: 1e-5, f16: 1e-2 };
+
+/**
+ * Largest |actual - expected| relative to max |expected|; throws when it exceeds tol or when any value is
+ * not finite (a NaN means the kernel left an element unwritten). Returns the error for the closing report.
+ */
+export function assertClose(
+  actual: ArrayLike<number>,
+  expected: ArrayLike<number>,
+  tol: number,
+  label: string,
+): number {
+  if (actual.length !== expected.length) {
+    throw new Error(`${label}: length ${actual.length} != expected ${expected.length}`);
+  }
+  let maxAbs = 0;
+  for (let i = 0; i < expected.length; i++) maxAbs = Math.max(maxAbs, Math.abs(expected[i]));
+  const denom = maxAbs > 0 ? maxAbs : 1;
+  let worst = 0, at = -1;
+  for (let i = 0; i < expected.length; i++) {
+    if (!Number.isFinite(actual[i])) {
+      throw new Error(`${label}: element ${i} is ${actual[i]} (expected ${expected[i]}): not written?`);
+    }
+    const e = Math.abs(actual[i] - expected[i]) / denom;
+    if (e > worst) [worst, at] = [e, i];
+  }
+  if (worst > tol) {
+    throw new Error(
+      `${label}: max relative error ${worst.toExponential(3)} > ${tol} at ${at} ` +
+        `(got ${actual[at]}, expected ${expected[at]}, max-abs ${maxAbs})`,
+    );
+  }
+  recordError(label, worst);
+  return worst;
+}
+
+// Largest error per check label over the test run; printed with ERROR_REPORT=1 (for the closing note).
+const worstSeen = new Map<string, number>();
+function recordError(label: string, err: number) {
+  const key = label.replace(/\s*\[.*\]$/, "");
+  worstSeen.set(key, Math.max(worstSeen.get(key) ?? 0, err));
+}
+globalThis.addEventListener("unload", () => {
+  if (!Deno.env.get("ERROR_REPORT")) return;
+  for (const [k, v] of [...worstSeen].sort()) console.log(`max-rel-error ${k}: ${v.toExponential(2)}`);
+});
+
+/** Precisions this adapter can test. */
+export function precisions(gpu: Gpu): Precision[] {
+  return gpu.f16 ? ["f32", "f16"] : ["f32"];
+}
