@@ -1,0 +1,26 @@
+// Bias gradient of a convolution: db[co] = sum over all M output pixels of dy[p][co].
+// Split into KSPLIT fixed chunks of pixels, partial sums to part [KSPLIT][CO] f32, summed afterwards in a fixed
+// order by reduce_splits.wgsl (deterministic, no atomics). One invocation per (chunk, 4 channels).
+// Layouts: dy NHWC flattened to [M][CO] act. Constants: M CO KSPLIT WG NWX.
+
+const CO4: u32 = CO / 4u;
+const KCHUNK: u32 = (M + KSPLIT - 1u) / KSPLIT;
+
+@group(0) @binding(0) var<storage, read> dy: array<act4>;
+@group(0) @binding(1) var<storage, read_write> part: array<vec4<f32>>;
+
+@compute @workgroup_size(WG)
+fn bias_grad(@builtin(global_invocation_id) gid: vec3u) {
+  let tid = gid.x + gid.y * (NWX * WG);
+  if (tid >= CO4 * KSPLIT) {
+    return;
+  }
+  let c4 = tid % CO4;
+  let s = tid / CO4;
+  var acc = vec4<f32>(0.0);
+  let p1 = min(M, (s + 1u) * KCHUNK);
+  for (var p = s * KCHUNK; p < p1; p++) {
+    acc += vec4<f32>(dy[p * CO4 + c4]);
+  }
+  part[s * CO4 + c4] = acc;
+}
