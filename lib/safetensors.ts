@@ -1,0 +1,257 @@
+/**
+ * Minimal safetensors reader/writer (https://github.com/huggingface/safetensors).
+ *
+ * Layout: 8-byte little-endian u64 header length N, then N bytes of UTF-8 JSON
+ * `{name: {dtype, shape, data_offsets: [begin, end]}, "__metadata__": {str: str}}` (padded with spaces to
+ * 8-byte alignment), then the raw little-endian tensor data; offsets are relative to the start of the
+ * data section.
+ */
+
+export type SafetensorsDType = "F32" | "F64" | "I32" | "I64" | "U8";
+
+export type SafetensorsData = Float32Array | Float64Array | Int32Array | BigInt64Array | Uint8Array;
+
+export interface SafetensorsTensor {
+  dtype: SafetensorsDType;
+  shape: number[];
+  data: SafetensorsData;
+}
+
+export interface SafetensorsFile {
+  tensors: Record<string, SafetensorsTensor>;
+  metadata: Record<string, string>;
+}
+
+const BYTES_PER_ELEMENT: Record<SafetensorsDType, number> = { F32: 4, F64: 8, I32: 4, I64: 8, U8: 1 };
+
+// Header length cap (the reference implementation uses 100 MB).
+const MAX_HEADER_BYTES = 100_000_000;
+
+function isLittleEndian(): boolean {
+  return new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
+}
+
+function expectedConstructor(dtype: SafetensorsDType): string {
+  switch (dtype) {
+    case "F32":
+      return "Float32Array";
+    case "F64":
+      return "Float64Array";
+    case "I32":
+      return "Int32Array";
+    case "I64":
+      return "BigInt64Array";
+    case "U8":
+      return "Uint8Array";
+  }
+}
+
+function numel(shape: number[]): number {
+  let n = 1;
+  for (const d of shape) n *= d;
+  return n;
+}
+
+function checkShape(name: string, shape: unknown): number[] {
+  if (!Array.isArray(shape) || !shape.every((d) => Number.isSafeInteger(d) && d >= 0)) {
+    throw new Error(`safetensors: tensor "${name}" has an invalid shape ${JSON.stringify(shape)}`);
+  }
+  return shape as number[];
+}
+
+/** Serialises tensors (and optional string metadata) to safetensors bytes. Tensors are written in name order. */
+export function encodeSafetensors(
+  tensors: Record<string, SafetensorsTensor>,
+  metadata?: Record<string, string>,
+): Uint8Array {
+  if (!isLittleEndian()) throw new Error("safetensors: big-endian hosts are not supported");
+  const names = Object.keys(tensors).sort();
+  const header: Record<string, unknown> = {};
+  if (metadata !== undefined) {
+    for (const [k, v] of Object.entries(metadata)) {
+      if (typeof v !== "string") throw new Error(`safetensors: metadata value for "${k}" must be a string`);
+    }
+    header["__metadata__"] = metadata;
+  }
+  let offset = 0;
+  for (const name of names) {
+    if (name === "__metadata__") throw new Error('safetensors: "__metadata__" is not a valid tensor name');
+    const t = tensors[name];
+    if (!(t.dtype in BYTES_PER_ELEMENT)) throw new Error(`safetensors: unsupported dtype ${t.dtype}`);
+    const shape = checkShape(name, t.shape);
+    if (t.data.constructor.name !== expectedConstructor(t.dtype)) {
+      throw new Error(
+        `safetensors: tensor "${name}" has dtype ${t.dtype} but data is a ${t.data.constructor.name}`,
+      );
+    }
+    if (t.data.length !== numel(shape)) {
+      throw new Error(
+        `safetensors: tensor "${name}" has ${t.data.length} elements, shape ${JSON.stringify(shape)} needs ${
+          numel(shape)
+        }`,
+      );
+    }
+    const nbytes = t.data.byteLength;
+    header[name] = { dtype: t.dtype, shape, data_offsets: [offset, offset + nbytes] };
+    offset += nbytes;
+  }
+  let json = JSON.stringify(header);
+  const enc = new TextEncoder();
+  let headerBytes = enc.encode(json);
+  const pad = (8 - (headerBytes.length % 8)) % 8;
+  if (pad > 0) {
+    json += " ".repeat(pad);
+    headerBytes = enc.encode(json);
+  }
+  const out = new Uint8Array(8 + headerBytes.length + offset);
+  new DataView(out.buffer).setBigUint64(0, BigInt(headerBytes.length), true);
+  out.set(headerBytes, 8);
+  let pos = 8 + headerBytes.length;
+  for (const name of names) {
+    const d = tensors[name].data;
+    out.set(new Uint8Array(d.buffer, d.byteOffset, d.byteLength), pos);
+    pos += d.byteLength;
+  }
+  return out;
+}
+
+/** Writes a safetensors file atomically (temporary file in the same directory, then rename). */
+export function writeSafetensors(
+  path: string,
+  tensors: Record<string, SafetensorsTensor>,
+  metadata?: Record<string, string>,
+): void {
+  const bytes = encodeSafetensors(tensors, metadata);
+  const tmp = `${path}.tmp-${Deno.pid}-${crypto.randomUUID()}`;
+  try {
+    Deno.writeFileSync(tmp, bytes);
+    Deno.renameSync(tmp, path);
+  } catch (e) {
+    try {
+      Deno.removeSync(tmp);
+    } catch {
+      // the temporary file may not exist
+    }
+    throw e;
+  }
+}
+
+/** Parses safetensors bytes, returning tensors and metadata. Tensor data is copied (aligned, independent). */
+export function decodeSafetensors(bytes: Uint8Array): SafetensorsFile {
+  if (!isLittleEndian()) throw new Error("safetensors: big-endian hosts are not supported");
+  if (bytes.length < 8) throw new Error(`safetensors: file too short (${bytes.length} bytes)`);
+  const n64 = new DataView(bytes.buffer, bytes.byteOffset, 8).getBigUint64(0, true);
+  if (n64 > BigInt(MAX_HEADER_BYTES)) throw new Error(`safetensors: header length ${n64} is too large`);
+  const n = Number(n64);
+  if (8 + n > bytes.length) {
+    throw new Error(`safetensors: header length ${n} exceeds file size ${bytes.length}`);
+  }
+  let header: unknown;
+  try {
+    header = JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(bytes.subarray(8, 8 + n)));
+  } catch (e) {
+    throw new Error(`safetensors: invalid JSON header: ${(e as Error).message}`);
+  }
+  if (header === null || typeof header !== "object" || Array.isArray(header)) {
+    throw new Error("safetensors: header is not a JSON object");
+  }
+  const dataStart = 8 + n;
+  const dataLen = bytes.length - dataStart;
+  const tensors: Record<string, SafetensorsTensor> = {};
+  let metadata: Record<string, string> = {};
+  const ranges: [number, number, string][] = [];
+  for (const [name, entry] of Object.entries(header as Record<string, unknown>)) {
+    if (name === "__metadata__") {
+      if (entry === null || typeof entry !== "object" || Array.isArray(entry)) {
+        throw new Error("safetensors: __metadata__ must be an object");
+      }
+      for (const [k, v] of Object.entries(entry as Record<string, unknown>)) {
+        if (typeof v !== "string") throw new Error(`safetensors: metadata value for "${k}" is not a string`);
+      }
+      metadata = entry as Record<string, string>;
+      continue;
+    }
+    if (entry === null || typeof entry !== "object") {
+      throw new Error(`safetensors: entry for tensor "${name}" is not an object`);
+    }
+    const { dtype, shape, data_offsets } = entry as Record<string, unknown>;
+    if (typeof dtype !== "string" || !(dtype in BYTES_PER_ELEMENT)) {
+      throw new Error(`safetensors: tensor "${name}" has unsupported dtype ${JSON.stringify(dtype)}`);
+    }
+    const dt = dtype as SafetensorsDType;
+    const sh = checkShape(name, shape);
+    if (
+      !Array.isArray(data_offsets) || data_offsets.length !== 2 ||
+      !data_offsets.every((o) => Number.isSafeInteger(o) && o >= 0)
+    ) {
+      throw new Error(
+        `safetensors: tensor "${name}" has invalid data_offsets ${JSON.stringify(data_offsets)}`,
+      );
+    }
+    const [begin, end] = data_offsets as number[];
+    if (end < begin || end > dataLen) {
+      throw new Error(
+        `safetensors: tensor "${name}" data_offsets [${begin}, ${end}] out of range (data is ${dataLen} bytes)`,
+      );
+    }
+    const bpe = BYTES_PER_ELEMENT[dt];
+    if (end - begin !== numel(sh) * bpe) {
+      throw new Error(
+        `safetensors: tensor "${name}" has ${end - begin} bytes, shape ${JSON.stringify(sh)} ${dt} needs ${
+          numel(sh) * bpe
+        }`,
+      );
+    }
+    ranges.push([begin, end, name]);
+    // Copy into a fresh buffer so the typed array is aligned and independent of `bytes` (explicitly: a
+    // node Buffer's slice() is a view, not a copy).
+    const copyBytes = new Uint8Array(end - begin);
+    copyBytes.set(bytes.subarray(dataStart + begin, dataStart + end));
+    const copy = copyBytes.buffer;
+    let data: SafetensorsData;
+    switch (dt) {
+      case "F32":
+        data = new Float32Array(copy);
+        break;
+      case "F64":
+        data = new Float64Array(copy);
+        break;
+      case "I32":
+        data = new Int32Array(copy);
+        break;
+      case "I64":
+        data = new BigInt64Array(copy);
+        break;
+      case "U8":
+        data = new Uint8Array(copy);
+        break;
+    }
+    tensors[name] = { dtype: dt, shape: sh, data };
+  }
+  ranges.sort((a, b) => a[0] - b[0]);
+  for (let i = 1; i < ranges.length; i++) {
+    if (ranges[i][0] < ranges[i - 1][1]) {
+      throw new Error(`safetensors: tensors "${ranges[i - 1][2]}" and "${ranges[i][2]}" overlap`);
+    }
+  }
+  return { tensors, metadata };
+}
+
+/** Parses safetensors bytes and returns the tensors (see `decodeSafetensors` for the metadata too). */
+export function readSafetensors(bytes: Uint8Array): Record<string, SafetensorsTensor> {
+  return decodeSafetensors(bytes).tensors;
+}
+
+/** Reads and parses a safetensors file from disk. */
+export function loadSafetensors(path: string): SafetensorsFile {
+  return decodeSafetensors(Deno.readFileSync(path));
+}
+
+/** Returns the tensor `name` as a Float32Array (converting F64), with a clear error if missing. */
+export function getF32(tensors: Record<string, SafetensorsTensor>, name: string): Float32Array {
+  const t = tensors[name];
+  if (t === undefined) throw new Error(`safetensors: missing tensor "${name}"`);
+  if (t.data instanceof Float32Array) return t.data;
+  if (t.data instanceof Float64Array) return Float32Array.from(t.data);
+  throw new Error(`safetensors: tensor "${name}" is ${t.dtype}, expected F32 or F64`);
+}
