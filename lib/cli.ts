@@ -1,0 +1,279 @@
+// Command line of main.ts: every hyperparameter of the dict can be overridden, plus run options.
+// Invalid flags or values fail with one line that names the flag and the accepted values.
+
+import { parseArgs } from "node:util";
+
+export interface Hyp {
+  opt: {
+    train_epochs: number;
+    batch_size: number;
+    lr: number;
+    momentum: number;
+    weight_decay: number;
+    label_smoothing: number;
+    whiten_bias_epochs: number;
+  };
+  aug: { flip: boolean; translate: number };
+  net: { widths: [number, number, number]; scaling_factor: number; tta_level: number };
+}
+
+export interface RunOptions {
+  runs: number;
+  trainN?: number;
+  seed: number;
+  precision: "auto" | "f16" | "f32";
+  data?: string;
+  saveWeights?: string;
+  logDir: string;
+  quiet: boolean;
+}
+
+type Kind = "int" | "posint" | "float" | "bool" | "widths" | "string" | "choice";
+interface Flag {
+  name: string;
+  kind: Kind;
+  help: string;
+  choices?: string[];
+  set: (h: Hyp, o: RunOptions, v: unknown) => void;
+  get: (h: Hyp, o: RunOptions) => unknown;
+}
+
+const FLAGS: Flag[] = [
+  {
+    name: "runs",
+    kind: "posint",
+    help: "independent training runs (the reference: 25)",
+    set: (_h, o, v) => o.runs = v as number,
+    get: (_h, o) => o.runs,
+  },
+  {
+    name: "epochs",
+    kind: "float",
+    help: "training epochs (may be fractional)",
+    set: (h, _o, v) => h.opt.train_epochs = v as number,
+    get: (h) => h.opt.train_epochs,
+  },
+  {
+    name: "batch-size",
+    kind: "posint",
+    help: "training batch size",
+    set: (h, _o, v) => h.opt.batch_size = v as number,
+    get: (h) => h.opt.batch_size,
+  },
+  {
+    name: "lr",
+    kind: "float",
+    help: "learning rate per 1024 examples (decoupled)",
+    set: (h, _o, v) => h.opt.lr = v as number,
+    get: (h) => h.opt.lr,
+  },
+  {
+    name: "momentum",
+    kind: "float",
+    help: "Nesterov momentum, in [0, 1)",
+    set: (h, _o, v) => h.opt.momentum = v as number,
+    get: (h) => h.opt.momentum,
+  },
+  {
+    name: "weight-decay",
+    kind: "float",
+    help: "weight decay per 1024 examples (decoupled from the lr)",
+    set: (h, _o, v) => h.opt.weight_decay = v as number,
+    get: (h) => h.opt.weight_decay,
+  },
+  {
+    name: "label-smoothing",
+    kind: "float",
+    help: "label smoothing of the cross-entropy, in [0, 1]",
+    set: (h, _o, v) => h.opt.label_smoothing = v as number,
+    get: (h) => h.opt.label_smoothing,
+  },
+  {
+    name: "whiten-bias-epochs",
+    kind: "int",
+    help: "epochs during which the whitening bias trains",
+    set: (h, _o, v) => h.opt.whiten_bias_epochs = v as number,
+    get: (h) => h.opt.whiten_bias_epochs,
+  },
+  {
+    name: "flip",
+    kind: "bool",
+    help: "random flip once, then alternate every epoch (true|false)",
+    set: (h, _o, v) => h.aug.flip = v as boolean,
+    get: (h) => h.aug.flip,
+  },
+  {
+    name: "translate",
+    kind: "int",
+    help: "random translation range in pixels (reflect padding)",
+    set: (h, _o, v) => h.aug.translate = v as number,
+    get: (h) => h.aug.translate,
+  },
+  {
+    name: "widths",
+    kind: "widths",
+    help: "channel widths of the three blocks, a,b,c (multiples of 4)",
+    set: (h, _o, v) => h.net.widths = v as [number, number, number],
+    get: (h) => h.net.widths.join(","),
+  },
+  {
+    name: "scale",
+    kind: "float",
+    help: "output scaling factor of the logits",
+    set: (h, _o, v) => h.net.scaling_factor = v as number,
+    get: (h) => h.net.scaling_factor,
+  },
+  {
+    name: "tta",
+    kind: "choice",
+    choices: ["0", "1", "2"],
+    help: "test-time augmentation level: 0 none, 1 mirror, 2 mirror + translate",
+    set: (h, _o, v) => h.net.tta_level = Number(v),
+    get: (h) => h.net.tta_level,
+  },
+  {
+    name: "train-n",
+    kind: "posint",
+    help: "train on the first N training images only (quick runs on slow adapters)",
+    set: (_h, o, v) => o.trainN = v as number,
+    get: (_h, o) => o.trainN ?? "all",
+  },
+  {
+    name: "seed",
+    kind: "int",
+    help: "seed of run 0; run i uses seed + i",
+    set: (_h, o, v) => o.seed = v as number,
+    get: (_h, o) => o.seed,
+  },
+  {
+    name: "precision",
+    kind: "choice",
+    choices: ["auto", "f16", "f32"],
+    help: "activation storage: auto = f16 on GPUs with shader-f16, f32 on CPU adapters",
+    set: (_h, o, v) => o.precision = v as RunOptions["precision"],
+    get: (_h, o) => o.precision,
+  },
+  {
+    name: "data",
+    kind: "string",
+    help: "CIFAR-10 from a local cifar-10-binary.tar.gz or a folder of the six .bin files",
+    set: (_h, o, v) => o.data = v as string,
+    get: (_h, o) => o.data ?? "download (cached under data/)",
+  },
+  {
+    name: "save-weights",
+    kind: "string",
+    help: "write the trained weights as safetensors (PyTorch state-dict names); -runI added when runs > 1",
+    set: (_h, o, v) => o.saveWeights = v as string,
+    get: (_h, o) => o.saveWeights ?? "no",
+  },
+  {
+    name: "log-dir",
+    kind: "string",
+    help: "folder of the JSON log",
+    set: (_h, o, v) => o.logDir = v as string,
+    get: (_h, o) => o.logDir,
+  },
+];
+
+export class UsageError extends Error {}
+
+function convert(f: Flag, raw: string): unknown {
+  const bad = (what: string) => new UsageError(`--${f.name} ${JSON.stringify(raw)}: expected ${what}`);
+  switch (f.kind) {
+    case "int":
+    case "posint": {
+      const v = Number(raw);
+      if (!/^-?\d+$/.test(raw.trim()) || !Number.isSafeInteger(v) || (f.kind === "posint" ? v < 1 : v < 0)) {
+        throw bad(f.kind === "posint" ? "a positive integer" : "a non-negative integer");
+      }
+      return v;
+    }
+    case "float": {
+      const v = Number(raw);
+      if (raw.trim() === "" || !Number.isFinite(v)) throw bad("a finite number");
+      return v;
+    }
+    case "bool":
+      if (!["true", "false", "1", "0"].includes(raw)) throw bad("true or false");
+      return raw === "true" || raw === "1";
+    case "widths": {
+      const parts = raw.split(",").map((s) => Number(s.trim()));
+      if (parts.length !== 3 || parts.some((v) => !Number.isInteger(v) || v < 4 || v % 4 !== 0)) {
+        throw bad("three comma-separated multiples of 4, e.g. 64,256,256");
+      }
+      return parts;
+    }
+    case "choice":
+      if (!f.choices!.includes(raw)) throw bad(`one of ${f.choices!.join(", ")}`);
+      return raw;
+    case "string":
+      if (raw === "") throw bad("a non-empty value");
+      return raw;
+  }
+}
+
+/** Apply the command line to (copies of) the defaults. Returns help text instead when --help is given. */
+export function parseCommandLine(
+  args: string[],
+  defaults: Hyp,
+  defaultOpts: RunOptions,
+): { hyp: Hyp; opts: RunOptions; help?: string } {
+  const hyp: Hyp = structuredClone(defaults);
+  const opts: RunOptions = structuredClone(defaultOpts);
+  const options: Record<string, { type: "string" | "boolean" }> = {
+    help: { type: "boolean" },
+    quiet: { type: "boolean" },
+  };
+  for (const f of FLAGS) options[f.name] = { type: "string" };
+  let parsed;
+  try {
+    parsed = parseArgs({ args, options, allowPositionals: false, strict: true });
+  } catch (e) {
+    const msg = (e as Error).message.split("\n")[0];
+    throw new UsageError(`${msg} (see --help for the accepted flags)`);
+  }
+  const values = parsed.values as Record<string, string | boolean | undefined>;
+  if (values.help) return { hyp, opts, help: usage(hyp, opts) };
+  opts.quiet = Boolean(values.quiet);
+  for (const f of FLAGS) {
+    const raw = values[f.name];
+    if (typeof raw === "string") f.set(hyp, opts, convert(f, raw));
+  }
+  validate(hyp);
+  return { hyp, opts };
+}
+
+function validate(h: Hyp) {
+  const fail = (m: string) => {
+    throw new UsageError(m);
+  };
+  if (!(h.opt.train_epochs > 0)) fail(`--epochs ${h.opt.train_epochs}: expected a number > 0`);
+  if (!(h.opt.momentum >= 0 && h.opt.momentum < 1)) fail(`--momentum ${h.opt.momentum}: expected 0 <= m < 1`);
+  if (!(h.opt.lr > 0)) fail(`--lr ${h.opt.lr}: expected a number > 0`);
+  if (!(h.opt.weight_decay >= 0)) fail(`--weight-decay ${h.opt.weight_decay}: expected a number >= 0`);
+  if (!(h.opt.label_smoothing >= 0 && h.opt.label_smoothing <= 1)) {
+    fail(`--label-smoothing ${h.opt.label_smoothing}: expected 0 <= s <= 1`);
+  }
+  if (h.aug.translate > 8) fail(`--translate ${h.aug.translate}: expected 0..8`);
+}
+
+function usage(h: Hyp, o: RunOptions): string {
+  const lines = [
+    "airbench94 (BatchNorm-free) on WebGPU: train CIFAR-10 and report test accuracy.",
+    "",
+    "usage: deno run -A main.ts [flags]",
+    "",
+  ];
+  for (const f of FLAGS) {
+    const arg = f.kind === "bool"
+      ? " true|false"
+      : f.kind === "choice"
+      ? ` ${f.choices!.join("|")}`
+      : " VALUE";
+    lines.push(`  --${f.name}${arg}`.padEnd(34) + `${f.help} [default: ${f.get(h, o)}]`);
+  }
+  lines.push("  --quiet".padEnd(34) + "no progress line or status messages");
+  lines.push("  --help".padEnd(34) + "this text");
+  return lines.join("\n");
+}

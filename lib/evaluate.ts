@@ -1,0 +1,91 @@
+// Test-set evaluation with test-time augmentation (the recipe's `infer`), all on the GPU.
+//
+// level 0: net(x); level 1: mirror(x) = 0.5 net(x) + 0.5 net(flip x);
+// level 2: 0.5 mirror(x) + 0.5 mean(mirror(pad1-reflect crop at (0,0)), mirror(crop at (2,2))),
+//   i.e. the views shifted by (-1,-1) and (+1,+1).
+// The recipe evaluates in batches of 2000; every image is independent, so we use the largest batch whose
+// activations fit the adapter's storage-binding limit (same result).
+
+import type { CifarSplit } from "./cifar.ts";
+import type { Gpu, Op, Precision } from "./gpu.ts";
+import { EvalLoader, type View } from "./loader.ts";
+import { type Net } from "./model.ts";
+import { countCorrect, scaleAdd } from "./ops.ts";
+import { type GpuTimer, submitOps } from "./steps.ts";
+
+/** Views and their weights in the final logits for each TTA level. */
+export function ttaViews(level: number): { view: View; weight: number }[] {
+  const mirror = (dy: number, dx: number, w: number) => [
+    { view: { flip: false, dy, dx }, weight: w / 2 },
+    { view: { flip: true, dy, dx }, weight: w / 2 },
+  ];
+  if (level === 0) return [{ view: { flip: false, dy: 0, dx: 0 }, weight: 1 }];
+  if (level === 1) return mirror(0, 0, 1);
+  if (level === 2) return [...mirror(0, 0, 0.5), ...mirror(-1, -1, 0.25), ...mirror(1, 1, 0.25)];
+  throw new Error(`TTA level ${level}: expected 0, 1 or 2`);
+}
+
+export class Evaluator {
+  private readonly loader: EvalLoader;
+  private readonly labels: GPUBuffer;
+  private readonly acc: GPUBuffer; // f32 [B][10] weighted sum of the views' logits
+  private readonly correct: GPUBuffer; // u32 per batch
+  private readonly batches = new Map<number, Op[][]>();
+
+  constructor(readonly gpu: Gpu, p: Precision, readonly net: Net, test: CifarSplit) {
+    this.loader = new EvalLoader(gpu, test.images, test.labels, { precision: p, batchSize: net.batch });
+    this.labels = gpu.buffer(net.batch * 4, "eval.labels");
+    this.acc = gpu.buffer(net.batch * 10 * 4, "eval.logits");
+    this.correct = gpu.buffer(this.loader.numBatches * 4, "eval.correct");
+  }
+
+  get n(): number {
+    return this.loader.n;
+  }
+
+  private ops(level: number): Op[][] {
+    let cached = this.batches.get(level);
+    if (cached) return cached;
+    const { gpu, net } = this;
+    const views = ttaViews(level);
+    cached = [];
+    for (let b = 0; b < this.loader.numBatches; b++) {
+      const ops: Op[] = [];
+      views.forEach(({ view, weight }, i) => {
+        ops.push(this.loader.viewOp(b, view, net.x, this.labels), ...net.forwardOps);
+        ops.push(
+          scaleAdd(gpu, { acc: this.acc, x: net.logits, n: net.batch * 10, a: i === 0 ? 0 : 1, b: weight }),
+        );
+      });
+      const count = this.loader.batchCount(b);
+      ops.push(
+        countCorrect(gpu, { logits: this.acc, labels: this.labels, out: this.correct, slot: b, N: count }),
+      );
+      cached.push(ops);
+    }
+    this.batches.set(level, cached);
+    return cached;
+  }
+
+  /** Accuracy on the whole test set; one submit per batch, `onBatch` called after each for progress. */
+  async accuracy(
+    level: number,
+    timer?: GpuTimer,
+    onBatch?: (done: number, total: number) => void,
+  ): Promise<number> {
+    const all = this.ops(level);
+    for (let b = 0; b < all.length; b++) {
+      submitOps(this.gpu, all[b], timer);
+      if (onBatch) {
+        await this.gpu.sync();
+        onBatch(b + 1, all.length);
+      }
+    }
+    const counts = new Uint32Array(await this.gpu.read(this.correct));
+    return counts.reduce((a, c) => a + c, 0) / this.loader.n;
+  }
+
+  destroy(): void {
+    this.loader.destroy();
+  }
+}

@@ -1,0 +1,95 @@
+// Console table (the reference's columns), live progress line, and the JSON log written atomically.
+
+import { dirname, join } from "node:path";
+
+export const COLUMNS = [
+  "run ",
+  "epoch",
+  "train_loss",
+  "train_acc",
+  "val_acc",
+  "tta_val_acc",
+  "total_time_seconds",
+];
+
+export interface EpochRow {
+  run?: number | string;
+  epoch: number | string;
+  train_loss?: number;
+  train_acc?: number;
+  val_acc?: number;
+  tta_val_acc?: number;
+  total_time_seconds?: number;
+}
+
+function cell(v: unknown): string {
+  if (typeof v === "number") return Number.isInteger(v) ? String(v) : v.toFixed(4);
+  if (typeof v === "string") return v;
+  return "";
+}
+
+function line(cols: string[]): string {
+  return cols.map((c) => `| ${c} `).join("") + "|";
+}
+
+export function printHeader(): void {
+  const head = line(COLUMNS);
+  console.log("-".repeat(head.length));
+  console.log(head);
+  console.log("-".repeat(head.length));
+}
+
+export function printRow(row: EpochRow, final = false): void {
+  const vals = COLUMNS.map((c) => {
+    const key = c.trim() as keyof EpochRow;
+    return cell(row[key]).padStart(c.length);
+  });
+  const s = line(vals);
+  console.log(s);
+  if (final) console.log("-".repeat(s.length));
+}
+
+/** A live status line on stderr when it is a terminal (rewritten in place), silent otherwise. */
+export class Progress {
+  private readonly tty = Deno.stderr.isTerminal();
+  private readonly enc = new TextEncoder();
+  constructor(private quiet = false) {}
+  update(text: string): void {
+    if (!this.tty || this.quiet) return;
+    Deno.stderr.writeSync(this.enc.encode(`\r\x1b[2K${text}`));
+  }
+  clear(): void {
+    if (!this.tty || this.quiet) return;
+    Deno.stderr.writeSync(this.enc.encode("\r\x1b[2K"));
+  }
+}
+
+export function formatDuration(s: number): string {
+  if (!Number.isFinite(s)) return "?";
+  if (s < 90) return `${s.toFixed(0)} s`;
+  if (s < 5400) return `${(s / 60).toFixed(1)} min`;
+  return `${(s / 3600).toFixed(1)} h`;
+}
+
+/** Write text to `path` through a temp file in the same folder and a rename (never half-written). */
+export function writeAtomic(path: string, text: string): void {
+  Deno.mkdirSync(dirname(path), { recursive: true });
+  const tmp = join(dirname(path), `.${crypto.randomUUID()}.tmp`);
+  try {
+    Deno.writeTextFileSync(tmp, text);
+    Deno.renameSync(tmp, path);
+  } catch (e) {
+    try {
+      Deno.removeSync(tmp);
+    } catch { /* the temp file was never created */ }
+    throw e;
+  }
+}
+
+export function meanStd(xs: number[]): { mean: number; std: number } {
+  const n = xs.length;
+  const mean = xs.reduce((a, b) => a + b, 0) / Math.max(n, 1);
+  // Sample standard deviation, as torch.std (unbiased); 0 for a single run.
+  const std = n > 1 ? Math.sqrt(xs.reduce((a, b) => a + (b - mean) ** 2, 0) / (n - 1)) : 0;
+  return { mean, std };
+}

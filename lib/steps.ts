@@ -1,0 +1,148 @@
+// Per-step values on the GPU, and encoding many training steps into one submit.
+//
+// Every step's `Step` struct (kernels/common.wgsl) is written once into a table; before each step's compute
+// pass the encoder copies that entry into the small uniform buffer the kernels bind. The host therefore never
+// waits inside an epoch: it only reads the per-step loss/accuracy stats at the end of a chunk.
+
+import type { Gpu, Op } from "./gpu.ts";
+
+export const STEP_BYTES = 32;
+export const STEP_WHITEN_BIAS = 1;
+export const STEP_EMA = 2;
+
+export interface StepValues {
+  step: number;
+  epoch: number;
+  batchStart: number;
+  flags: number;
+  lr: number;
+  weightDecay: number;
+  momentum: number;
+  emaDecay: number;
+}
+
+export function packSteps(steps: StepValues[]): ArrayBuffer {
+  const buf = new ArrayBuffer(steps.length * STEP_BYTES);
+  const u = new Uint32Array(buf), f = new Float32Array(buf);
+  steps.forEach((s, i) => {
+    const o = i * 8;
+    u[o] = s.step;
+    u[o + 1] = s.epoch;
+    u[o + 2] = s.batchStart;
+    u[o + 3] = s.flags;
+    f[o + 4] = s.lr;
+    f[o + 5] = s.weightDecay;
+    f[o + 6] = s.momentum;
+    f[o + 7] = s.emaDecay;
+  });
+  return buf;
+}
+
+/** The table of all steps and the uniform the kernels read the current one from. */
+export class StepTable {
+  readonly table: GPUBuffer;
+  readonly current: GPUBuffer;
+
+  constructor(readonly gpu: Gpu, readonly capacity: number) {
+    this.table = gpu.buffer(capacity * STEP_BYTES, "steps.table");
+    this.current = gpu.device.createBuffer({
+      size: STEP_BYTES,
+      usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST,
+      label: "steps.current",
+    });
+  }
+
+  write(steps: StepValues[]): void {
+    if (steps.length > this.capacity) {
+      throw new Error(`${steps.length} steps exceed the table (${this.capacity})`);
+    }
+    this.gpu.write(this.table, new Uint8Array(packSteps(steps)));
+  }
+}
+
+/** GPU timing of submitted chunks with timestamp queries (where the adapter has them). */
+export class GpuTimer {
+  private qs?: GPUQuerySet;
+  private resolve?: GPUBuffer;
+  private pending: number[] = []; // query pair indices written but not yet read
+  private next = 0;
+  private readonly capacity = 256; // pairs
+  seconds = 0;
+
+  constructor(readonly gpu: Gpu) {
+    if (gpu.timestamps) {
+      this.qs = gpu.device.createQuerySet({ type: "timestamp", count: this.capacity * 2 });
+      this.resolve = gpu.device.createBuffer({
+        size: this.capacity * 16,
+        usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC,
+      });
+    }
+  }
+
+  get enabled(): boolean {
+    return this.qs !== undefined;
+  }
+
+  /** Timestamp writes for a pass that starts (begin) and/or ends (end) a timed span. */
+  writes(begin: boolean, end: boolean): GPUComputePassTimestampWrites | undefined {
+    if (!this.qs || (!begin && !end)) return undefined;
+    const pair = this.next;
+    const w: GPUComputePassTimestampWrites = { querySet: this.qs };
+    if (begin) w.beginningOfPassWriteIndex = pair * 2;
+    if (end) {
+      w.endOfPassWriteIndex = pair * 2 + 1;
+      this.pending.push(pair);
+      this.next = (this.next + 1) % this.capacity;
+    }
+    return w;
+  }
+
+  /** Without timestamp queries, wall-clock seconds around synced submits stand in for GPU time. */
+  wall(seconds: number): void {
+    if (!this.qs) this.seconds += seconds;
+  }
+
+  /** Resolve the spans ended so far into `seconds` (call at a sync point, e.g. the end of an epoch). */
+  async collect(): Promise<void> {
+    if (!this.qs || !this.resolve || this.pending.length === 0) return;
+    const enc = this.gpu.device.createCommandEncoder();
+    enc.resolveQuerySet(this.qs, 0, this.capacity * 2, this.resolve, 0);
+    this.gpu.device.queue.submit([enc.finish()]);
+    const t = new BigUint64Array(await this.gpu.read(this.resolve));
+    for (const pair of this.pending) this.seconds += Number(t[pair * 2 + 1] - t[pair * 2]) / 1e9;
+    this.pending = [];
+  }
+}
+
+/**
+ * Encode steps [from, to) into one command buffer and submit it: per step, copy its Step entry into the
+ * uniform, then one compute pass with all the step's ops. With a timer, the chunk is one timed span.
+ */
+export function submitSteps(
+  gpu: Gpu,
+  table: StepTable,
+  from: number,
+  to: number,
+  ops: Op[],
+  timer?: GpuTimer,
+): void {
+  gpu.checkAlive();
+  const enc = gpu.device.createCommandEncoder();
+  for (let s = from; s < to; s++) {
+    enc.copyBufferToBuffer(table.table, s * STEP_BYTES, table.current, 0, STEP_BYTES);
+    const pass = enc.beginComputePass({ timestampWrites: timer?.writes(s === from, s === to - 1) });
+    for (const op of ops) op.encode(pass);
+    pass.end();
+  }
+  gpu.device.queue.submit([enc.finish()]);
+}
+
+/** Submit a list of ops as one timed span (whitening upload, evaluation). */
+export function submitOps(gpu: Gpu, ops: Op[], timer?: GpuTimer): void {
+  gpu.checkAlive();
+  const enc = gpu.device.createCommandEncoder();
+  const pass = enc.beginComputePass({ timestampWrites: timer?.writes(true, true) });
+  for (const op of ops) op.encode(pass);
+  pass.end();
+  gpu.device.queue.submit([enc.finish()]);
+}
