@@ -15,13 +15,7 @@ import { initParams, Net, NetState, ParamLayout, trainFlopsPerImage } from "./li
 import { formatDuration, meanStd, printHeader, printRow, Progress, writeAtomic } from "./lib/report.ts";
 import { Rng } from "./lib/rng.ts";
 import { writeSafetensors } from "./lib/safetensors.ts";
-import {
-  alphaSchedule,
-  decoupledHyperparameters,
-  stepsPerEpoch,
-  totalSteps,
-  triangleSchedule,
-} from "./lib/schedule.ts";
+import { alphaSchedule, decoupledHyperparameters, totalSteps, triangleSchedule } from "./lib/schedule.ts";
 import {
   GpuTimer,
   STEP_EMA,

@@ -285,7 +285,7 @@ class LookaheadState:
 # Evaluation
 
 
-def infer(model, images_norm, tta_level=0):
+def infer(model, images_norm, tta_level=0, chunk=2000):
     def infer_basic(inputs, net):
         return net(inputs).clone()
 
@@ -307,11 +307,11 @@ def infer(model, images_norm, tta_level=0):
     model.eval()
     infer_fn = [infer_basic, infer_mirror, infer_mirror_translate][tta_level]
     with torch.no_grad():
-        return torch.cat([infer_fn(inputs, model) for inputs in images_norm.split(2000)])
+        return torch.cat([infer_fn(inputs, model) for inputs in images_norm.split(chunk)])
 
 
-def evaluate(model, images_norm, labels, tta_level=0):
-    logits = infer(model, images_norm, tta_level)
+def evaluate(model, images_norm, labels, tta_level=0, chunk=2000):
+    logits = infer(model, images_norm, tta_level, chunk)
     return (logits.argmax(1) == labels).float().mean().item()
 
 
@@ -409,7 +409,7 @@ def train_run(run, args, data):
         # Accuracy and loss from the last training batch of the epoch
         train_acc = (outputs.detach().argmax(1) == labels).float().mean().item()
         train_loss = loss.item() / batch_size
-        val_acc = evaluate(model, test_images, test_labels, tta_level=0)
+        val_acc = evaluate(model, test_images, test_labels, tta_level=0, chunk=args.eval_batch)
         epoch_rows.append(
             {
                 "epoch": epoch,
@@ -433,7 +433,7 @@ def train_run(run, args, data):
         )
 
     t0 = time.perf_counter()
-    tta_val_acc = evaluate(model, test_images, test_labels, tta_level=args.tta)
+    tta_val_acc = evaluate(model, test_images, test_labels, tta_level=args.tta, chunk=args.eval_batch)
     tta_time = time.perf_counter() - t0
     print_training_details(
         {"epoch": "eval", "tta_val_acc": tta_val_acc, "train_time_s": train_time}, is_final_entry=True
@@ -466,6 +466,10 @@ def parse_args(argv=None):
     p.add_argument("--runs", type=int, default=1)
     p.add_argument("--seed", type=int, default=0, help="run r uses torch.manual_seed(seed + r)")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument(
+        "--eval-batch", type=int, default=250,
+        help="inference chunk size (the recipe uses 2000; same results, but large chunks are very slow on CPU)",
+    )
     p.add_argument("--out", type=str, default=None, help="write a JSON result here")
     args = p.parse_args(argv)
     args.widths = tuple(int(w) for w in args.widths.split(","))
@@ -519,6 +523,7 @@ def main(argv=None):
             "runs": args.runs,
             "seed": args.seed,
             "threads": torch.get_num_threads(),
+            "eval_batch": args.eval_batch,
             "kilostep_scale": kilostep_scale,
             "lr_sgd": lr_sgd,
             "wd_sgd": wd_sgd,
