@@ -9,7 +9,7 @@ import { join } from "node:path";
 import { type Cifar10, loadCifar10 } from "./lib/cifar.ts";
 import { type Hyp, parseCommandLine, type RunOptions, UsageError } from "./lib/cli.ts";
 import { Evaluator } from "./lib/evaluate.ts";
-import { Gpu, type Precision } from "./lib/gpu.ts";
+import { Gpu, type Precision, warmUp } from "./lib/gpu.ts";
 import { TrainLoader } from "./lib/loader.ts";
 import { initParams, Net, NetState, ParamLayout, trainFlopsPerImage } from "./lib/model.ts";
 import { formatDuration, meanStd, printHeader, printRow, Progress, writeAtomic } from "./lib/report.ts";
@@ -139,6 +139,13 @@ async function trainRun(
   table.write(planSteps(hyp, loader, total));
   const stepOps = [loader.gatherOp(table.current, net.x, labels), ...net.forwardOps, ...net.trainOps];
   await gpu.checkCompile();
+  if (run === 0) {
+    // Drivers that compile shaders on first use would charge it to the timed steps: compile now.
+    await warmUp(gpu, stepOps);
+    await evaluator.warm(0);
+    await evaluator.warm(hyp.net.tta_level);
+    state.load(params); // the warm-up dispatches touched the state
+  }
 
   let chunk = 1, step = 0;
   try {

@@ -28,11 +28,12 @@ export interface ConvTiles {
   TM: number; // output pixels per invocation (forward / input gradient)
   TN4: number; // vec4 output channels per invocation
   TMV: number; // vec4 input channels per invocation (weight gradient)
+  TN4W: number; // vec4 output channels per invocation (weight gradient)
   WG: number; // workgroup size
   splitTarget: number; // weight gradient: aim for at least this many invocations
 }
 
-export const DEFAULT_TILES: ConvTiles = { TM: 4, TN4: 2, TMV: 2, WG: 64, splitTarget: 16384 };
+export const DEFAULT_TILES: ConvTiles = { TM: 4, TN4: 2, TMV: 2, TN4W: 2, WG: 64, splitTarget: 16384 };
 
 type Binding = GPUBuffer | GPUBufferBinding;
 
@@ -142,7 +143,7 @@ export function convWeightGrad(
   const ops: Op[] = [];
   const K = s.N * HO * WO;
   const TMV = largestDivisor(s.CI / 4, [tiles.TMV, 2, 1]);
-  const TN4 = largestDivisor(s.CO / 4, [tiles.TN4, 2, 1]);
+  const TN4 = largestDivisor(s.CO / 4, [tiles.TN4W, 2, 1]);
   const blocks = (s.CO / 4 / TN4) * s.KH * s.KW * (s.CI / 4 / TMV);
   const KSPLIT = splitCount(K, blocks, tiles.splitTarget);
   const wcount = s.KH * s.KW * s.CI * s.CO;

@@ -7,7 +7,7 @@
 // activations fit the adapter's storage-binding limit (same result).
 
 import type { CifarSplit } from "./cifar.ts";
-import type { Gpu, Op, Precision } from "./gpu.ts";
+import { type Gpu, type Op, type Precision, warmUp } from "./gpu.ts";
 import { EvalLoader, type View } from "./loader.ts";
 import { type Net } from "./model.ts";
 import { countCorrect, scaleAdd } from "./ops.ts";
@@ -83,6 +83,11 @@ export class Evaluator {
     }
     const counts = new Uint32Array(await this.gpu.read(this.correct));
     return counts.reduce((a, c) => a + c, 0) / this.loader.n;
+  }
+
+  /** Compile every pipeline of this level (see warmUp); does not change the parameters. */
+  warm(level: number): Promise<void> {
+    return warmUp(this.gpu, this.ops(level).flat());
   }
 
   destroy(): void {

@@ -289,6 +289,8 @@ export class Gpu {
 export interface Op {
   name: string;
   encode(pass: GPUComputePassEncoder): void;
+  /** Dispatch a single workgroup: makes drivers that compile on first use (lavapipe) do it, at no real cost. */
+  warm(pass: GPUComputePassEncoder): void;
 }
 
 export function dispatch(
@@ -311,7 +313,25 @@ export function dispatch(
       pass.setBindGroup(0, bg);
       pass.dispatchWorkgroups(x, y, z);
     },
+    warm(pass) {
+      pass.setPipeline(pipeline);
+      pass.setBindGroup(0, bg);
+      pass.dispatchWorkgroups(1);
+    },
   };
+}
+
+/**
+ * Compile-on-first-use drivers would otherwise charge shader compilation to the first timed step. Warm-up
+ * dispatches touch a workgroup's worth of each op's outputs: run it before loading the real state.
+ */
+export async function warmUp(gpu: Gpu, ops: Op[]): Promise<void> {
+  const enc = gpu.device.createCommandEncoder();
+  const pass = enc.beginComputePass();
+  for (const op of ops) op.warm(pass);
+  pass.end();
+  gpu.device.queue.submit([enc.finish()]);
+  await gpu.sync();
 }
 
 /** Split a 1-D count of workgroups into a 2-D grid that fits the per-dimension limit. */
