@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import type { Gpu, Precision } from "../lib/gpu.ts";
+import type { Gpu, Op, Precision } from "../lib/gpu.ts";
 import { batchBytes, EvalLoader, IMAGE_BYTES, INPUT_ELEMS, TrainLoader, type View } from "../lib/loader.ts";
 import { type RefBatch, referenceEvalView, referenceTrainBatch } from "../lib/reference/loader.ts";
 import { freshSeed, precisions, testGpu, testRng } from "./util.ts";
@@ -27,7 +27,7 @@ function outputs(gpu: Gpu, batch: number, precision: Precision): { x: GPUBuffer;
 /** Run one op on NaN-poisoned outputs; returns the raw bytes of `count` images and labels. */
 async function runOp(
   gpu: Gpu,
-  op: { encode(p: GPUComputePassEncoder): void; name: string },
+  op: Op,
   out: { x: GPUBuffer; y: GPUBuffer },
   count: number,
   precision: Precision,
