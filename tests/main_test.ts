@@ -1,0 +1,139 @@
+// End to end, as a user runs it: main.ts on a small generated dataset in the CIFAR-10 binary layout, twice with
+// the same seed. The run must learn, its log must hold the documented keys, the same seed must reproduce the
+// accuracies bit for bit, and --save-weights must write PyTorch-named safetensors.
+
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { loadSafetensors } from "../lib/safetensors.ts";
+import { testRng } from "./util.ts";
+
+const ROOT = join(fileURLToPath(new URL(".", import.meta.url)), "..");
+
+/** Images whose class is visible to a small convnet: a class colour, a class stripe direction, and noise. */
+function makeBatch(n: number, rand: () => number): Uint8Array {
+  const out = new Uint8Array(n * 3073);
+  for (let i = 0; i < n; i++) {
+    const label = Math.floor(rand() * 10);
+    const o = i * 3073;
+    out[o] = label;
+    for (let c = 0; c < 3; c++) {
+      const base = 60 + 40 * ((label + c * 3) % 5);
+      for (let y = 0; y < 32; y++) {
+        for (let x = 0; x < 32; x++) {
+          const stripe = ((label < 5 ? x : y) >> 2) % 2 ? 50 : -50;
+          const v = base + stripe + (rand() - 0.5) * 80;
+          out[o + 1 + c * 1024 + y * 32 + x] = Math.max(0, Math.min(255, Math.round(v)));
+        }
+      }
+    }
+  }
+  return out;
+}
+
+async function runMain(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  const cmd = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", join(ROOT, "main.ts"), ...args],
+    cwd: ROOT,
+    stdout: "piped",
+    stderr: "piped",
+  });
+  const r = await cmd.output();
+  const dec = new TextDecoder();
+  return { code: r.code, stdout: dec.decode(r.stdout), stderr: dec.decode(r.stderr) };
+}
+
+Deno.test("main.ts trains a tiny net end to end, logs it, and reproduces it bit for bit", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "airbench-e2e-" });
+  try {
+    const rand = testRng(1234);
+    const data = join(dir, "data");
+    await Deno.mkdir(data);
+    for (let b = 1; b <= 5; b++) {
+      await Deno.writeFile(join(data, `data_batch_${b}.bin`), makeBatch(200, rand));
+    }
+    await Deno.writeFile(join(data, "test_batch.bin"), makeBatch(200, rand));
+    const common = [
+      "--data",
+      data,
+      "--verify",
+      "false",
+      "--runs",
+      "1",
+      "--widths",
+      "8,16,16",
+      "--epochs",
+      "3",
+      "--batch-size",
+      "50",
+      "--lr",
+      "6",
+      "--tta",
+      "2",
+      "--seed",
+      "7",
+      "--quiet",
+    ];
+    const logs = [];
+    for (const i of [0, 1]) {
+      const logDir = join(dir, `logs${i}`);
+      const args = [...common, "--log-dir", logDir];
+      if (i === 0) args.push("--save-weights", join(dir, "w.safetensors"));
+      const r = await runMain(args);
+      assert.equal(r.code, 0, `main.ts failed:\n${r.stderr}\n${r.stdout}`);
+      assert.match(r.stdout, /\| run\s+\| epoch \| train_loss \| train_acc \| val_acc \| tta_val_acc \|/);
+      assert.match(r.stdout, /Mean: \d\.\d{4} {2}Std: \d\.\d{4}/);
+      const files = [...Deno.readDirSync(logDir)].map((e) => e.name).filter((n) => n.endsWith(".json"));
+      assert.equal(files.length, 1);
+      assert.ok(r.stdout.includes(files[0]), "the log path is printed at the end");
+      logs.push(JSON.parse(await Deno.readTextFile(join(logDir, files[0]))));
+    }
+    const [a, b] = logs;
+    for (const key of ["code", "config", "adapter", "precision", "runs", "mean", "std"]) {
+      assert.ok(key in a, key);
+    }
+    assert.equal(a.code, await Deno.readTextFile(join(ROOT, "main.ts")));
+    assert.deepEqual(a.config.net.widths, [8, 16, 16]);
+    assert.equal(a.config.opt.lr, 6);
+    assert.equal(a.runs.length, 1);
+    const run = a.runs[0];
+    assert.equal(run.seed, 7);
+    assert.equal(run.epochs.length, 3);
+    for (const row of run.epochs) {
+      for (const k of ["epoch", "train_loss", "train_acc", "val_acc", "total_time_seconds"]) {
+        assert.ok(k in row, k);
+      }
+    }
+    // Chance is 0.1; 60 steps of this tiny net reach about 0.45.
+    assert.ok(
+      run.tta_val_acc > 0.3,
+      `the tiny net should learn the generated classes (tta ${run.tta_val_acc})`,
+    );
+    assert.ok(run.total_time_seconds > 0);
+    assert.equal(a.mean, run.tta_val_acc);
+    // Same code, config and seed on the same adapter: the same accuracies and losses, bit for bit.
+    assert.deepEqual(
+      b.runs[0].epochs.map((r: Record<string, number>) => [r.train_loss, r.train_acc, r.val_acc]),
+      run.epochs.map((r: Record<string, number>) => [r.train_loss, r.train_acc, r.val_acc]),
+    );
+    assert.equal(b.runs[0].tta_val_acc, run.tta_val_acc);
+    // The saved weights carry PyTorch's names and shapes.
+    const w = loadSafetensors(join(dir, "w.safetensors")).tensors;
+    assert.deepEqual(w["0.weight"].shape, [24, 3, 2, 2]);
+    assert.deepEqual(w["2.conv1.weight"].shape, [8, 24, 3, 3]);
+    assert.deepEqual(w["4.conv2.bias"].shape, [16]);
+    assert.deepEqual(w["7.weight"].shape, [10, 16]);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("main.ts rejects a bad flag with one line naming the accepted values", async () => {
+  const r = await runMain(["--tta", "5"]);
+  assert.equal(r.code, 2);
+  assert.equal(r.stderr.trim().split("\n").length, 1);
+  assert.match(r.stderr, /--tta "5": expected one of 0, 1, 2/);
+  const r2 = await runMain(["--widths", "64,256"]);
+  assert.equal(r2.code, 2);
+  assert.match(r2.stderr, /--widths .*three comma-separated multiples of 4/);
+});
