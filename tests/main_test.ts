@@ -137,3 +137,26 @@ Deno.test("main.ts rejects a bad flag with one line naming the accepted values",
   assert.equal(r2.code, 2);
   assert.match(r2.stderr, /--widths .*three comma-separated multiples of 4/);
 });
+
+Deno.test("a diverging run stops at the step where the loss became NaN and keeps its log", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "airbench-nan-" });
+  try {
+    const rand = testRng(99);
+    for (let b = 1; b <= 5; b++) await Deno.writeFile(join(dir, `data_batch_${b}.bin`), makeBatch(40, rand));
+    await Deno.writeFile(join(dir, "test_batch.bin"), makeBatch(40, rand));
+    const logDir = join(dir, "logs");
+    const r = await runMain([
+      ...["--data", dir, "--verify", "false", "--widths", "4,4,4", "--batch-size", "20", "--runs", "1"],
+      ...["--epochs", "2", "--lr", "1e30", "--tta", "0", "--log-dir", logDir, "--quiet"],
+    ]);
+    assert.equal(r.code, 1, r.stderr);
+    assert.match(r.stderr, /loss is (NaN|Infinity|-Infinity) at step \d+/);
+    const files = [...Deno.readDirSync(logDir)].filter((e) => e.name.endsWith(".json"));
+    assert.equal(files.length, 1, "the log written so far is kept");
+    const log = JSON.parse(await Deno.readTextFile(join(logDir, files[0].name)));
+    assert.equal(log.status, "failed");
+    assert.match(log.error, /at step \d+/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
