@@ -67,8 +67,8 @@ fn ema_update(
   ema_p[i] = r;
 }
 
-// ---- acc = a * acc + b * x (a = 0: acc = b * x): binding 0 acc [COUNT], binding 1 x [COUNT], binding 2 (a, b)
-//      uniform
+// ---- acc = a * acc + b * x (a = 0: acc = b * x): binding 0 acc [COUNT], binding 1 x [COUNT],
+//      binding 2 (a, b) uniform
 struct ScaleAddArgs {
   a: f32,
   b: f32,

@@ -30,7 +30,7 @@ function checkCount(name: string, values: Record<string, number>) {
   }
 }
 
-// ------------------------------------------------------------------------------------------------- GELU
+// ---------------------------------------------------------------------------------------------------- GELU
 
 /** y = gelu(x) (exact erf form, PyTorch nn.GELU()), elementwise over n `act` values. */
 export function geluForward(gpu: Gpu, p: Precision, a: { x: GPUBuffer; y: GPUBuffer; n: number }): Op {
@@ -54,7 +54,7 @@ export function geluBackward(
   return dispatch(gpu, "gelu_backward", pipe, [a.x, a.dy, a.dx], grid(gpu, Math.ceil(count / WG)));
 }
 
-// ------------------------------------------------------------------------------------------------- max pool
+// ------------------------------------------------------------------------------------------------ max pool
 
 interface PoolShape {
   N: number;
@@ -105,7 +105,7 @@ export function maxpoolBackward(
   return dispatch(gpu, "maxpool_backward", pipe, [a.x, a.dy, a.dx], groups);
 }
 
-/** The ConvGroup's pool -> GELU: pre = maxpool2(x), y = gelu(pre). x [N][H][W][C]; pre, y [N][H/2][W/2][C]. */
+/** The ConvGroup's pool -> GELU: pre = maxpool2(x), y = gelu(pre). x [N][H][W][C]; pre, y [N][H/2][W/2][C] */
 export function poolGeluForward(
   gpu: Gpu,
   p: Precision,
@@ -134,7 +134,7 @@ export function poolGeluBackward(
   return dispatch(gpu, "pool_gelu_backward", pipe, [a.x, a.dy, a.dx, a.pre], groups);
 }
 
-// ------------------------------------------------------------------------------------------------- linear head
+// --------------------------------------------------------------------------------------------- linear head
 
 function linearConsts(name: string, N: number, C: number, scale: number) {
   checkCount(name, { N, C });
@@ -153,8 +153,8 @@ export function linearForward(
 }
 
 /**
- * dx[n][c] = scale * sum_k dlogits[n][k] * w[k][c] (`act` [N][C]) and dw[k][c] = scale * sum_n dlogits[n][k] *
- * x[n][c] (f32 [10][C], written, not accumulated).
+ * dx[n][c] = scale * sum_k dlogits[n][k] * w[k][c] (`act` [N][C]) and
+ * dw[k][c] = scale * sum_n dlogits[n][k] * x[n][c] (f32 [10][C], written, not accumulated).
  */
 export function linearBackward(
   gpu: Gpu,
@@ -185,7 +185,7 @@ export function linearBackward(
   ];
 }
 
-// ------------------------------------------------------------------------------------------------- loss, accuracy
+// ------------------------------------------------------------------------------------------ loss, accuracy
 
 /**
  * Cross-entropy with label smoothing, summed over the batch (PyTorch CrossEntropyLoss(label_smoothing,
@@ -226,7 +226,7 @@ export function countCorrect(
   return dispatch(gpu, "count_correct", pipe, [a.logits, a.labels, a.out, args], [1]);
 }
 
-// ------------------------------------------------------------------------------------------------- flat f32 kernels
+// ---------------------------------------------------------------------------------------- flat f32 kernels
 
 function flatPipeline(
   gpu: Gpu,
@@ -248,7 +248,7 @@ function flatPipeline(
   return { pipe, groups: grid(gpu, Math.ceil(n / WG)) };
 }
 
-/** acc = a * acc + b * x over n f32 values (TTA logit averaging); a = 0 overwrites (old contents, even NaN, ignored). */
+/** acc = a * acc + b * x over n f32 values (TTA logit averaging); a = 0 overwrites (even a NaN acc). */
 export function scaleAdd(gpu: Gpu, a: { acc: GPUBuffer; x: GPUBuffer; n: number; a: number; b: number }): Op {
   const { pipe, groups } = flatPipeline(gpu, "scaleAdd", "scale_add", a.n);
   const args = gpu.uniform(new Float32Array([a.a, a.b, 0, 0]), "scale_add.args");

@@ -102,12 +102,12 @@ async function withSmallGrid(fn: () => Promise<void>) {
   }
 }
 
-// ------------------------------------------------------------------------------------------------- GELU
+// ---------------------------------------------------------------------------------------------------- GELU
 
 async function checkGelu(gpu: Gpu, rand: () => number, p: Precision, n: number) {
   const x = randn(n, rand, 3), dy = randn(n, rand);
-  // The tolerance is relative to the output's max-abs: keep one element away from the far negative tail, where
-  // 1 + erf(x / sqrt 2) cancels (as in PyTorch's f32 GELU), so a tiny tensor cannot be all tail.
+  // The tolerance is relative to the output's max-abs: keep one element away from the far negative tail,
+  // where 1 + erf(x / sqrt 2) cancels (as in PyTorch's f32 GELU), so a tiny tensor cannot be all tail.
   x[0] = 0.5 + rand();
   dy[0] = 1;
   quantizeInPlace(x, p);
@@ -131,7 +131,7 @@ Deno.test("gelu forward and backward", async () => {
   }
 });
 
-// ------------------------------------------------------------------------------------------------- max pool
+// ------------------------------------------------------------------------------------------------ max pool
 
 // (Each shape compiles its own pipelines, which is most of the test time on lavapipe: keep the list short.)
 const POOL_SHAPES: PoolShape[] = [
@@ -212,7 +212,7 @@ Deno.test("pool -> gelu fused forward and backward", async () => {
   }
 });
 
-// ------------------------------------------------------------------------------------------------- linear head
+// --------------------------------------------------------------------------------------------- linear head
 
 const SCALE = 1 / 9;
 const PARAM_OFFSET = 512; // bytes: w and dw are bound as sub-ranges of larger flat f32 buffers
@@ -261,7 +261,7 @@ Deno.test("linear head forward and backward", async () => {
   }
 });
 
-// ------------------------------------------------------------------------------------------------- loss, accuracy
+// ------------------------------------------------------------------------------------------ loss, accuracy
 
 /** Random logits with some exact ties in the row maximum (argmax must pick the first). */
 function randomLogits(N: number, rand: () => number): Float64Array {
@@ -371,7 +371,7 @@ Deno.test("scale-add", async () => {
   );
 });
 
-// ------------------------------------------------------------------------------------------------- SGD, EMA
+// ------------------------------------------------------------------------------------------------ SGD, EMA
 
 Deno.test("sgd: nesterov steps vs torch's formula, whitening-bias gate", async () => {
   const gpu = await testGpu();
