@@ -29,7 +29,7 @@ import { whiteningWeights } from "./lib/whiten.ts";
 // ---------------------------------------------------------------------------------------------------------
 // Hyperparameters (the reference's defaults)
 
-const hyp: Hyp = {
+export const hyp: Hyp = {
   opt: {
     train_epochs: 11,
     batch_size: 384,
@@ -66,7 +66,11 @@ interface RunLog {
 }
 
 /** The per-step values of the recipe: lr schedule, whitening-bias gate and lookahead events. */
-function planSteps(h: Hyp, loader: TrainLoader, total: number): StepValues[] {
+export function planSteps(
+  h: Hyp,
+  loader: Pick<TrainLoader, "stepsPerEpoch" | "batchStart">,
+  total: number,
+): StepValues[] {
   const { lrSgd, sgdWeightDecay } = decoupledHyperparameters({
     lr: h.opt.lr,
     momentum: h.opt.momentum,

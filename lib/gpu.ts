@@ -131,6 +131,11 @@ export class Gpu {
     if (this.lost) throw new Error(`GPU device lost (${this.lostReason})`);
   }
 
+  /** Register kernel text under a file name instead of reading kernels/<file> (tests, generated kernels). */
+  defineSource(file: string, text: string): void {
+    this.sources.set(file, text);
+  }
+
   private source(file: string): string {
     let s = this.sources.get(file);
     if (s === undefined) {
