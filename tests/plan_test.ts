@@ -17,7 +17,9 @@ const loaderLike = (spe: number, n: number, batch: number) => ({
 Deno.test("plan: the default 11-epoch run (1430 steps) follows the recipe step by step", () => {
   const fx = JSON.parse(Deno.readTextFileSync(FIXTURE));
   const ref = fx.cases.find((c: { total_train_steps: number }) => c.total_train_steps === 1430);
-  const dec = fx.decoupled.find((d: { batch_size: number; lr: number }) => d.batch_size === 384 && d.lr === 10);
+  const dec = fx.decoupled.find((d: { batch_size: number; lr: number }) =>
+    d.batch_size === 384 && d.lr === 10
+  );
   const h = structuredClone(defaults);
   const steps = planSteps(h, loaderLike(130, 50000, 384), 1430);
   assert.equal(steps.length, 1430);
