@@ -95,33 +95,57 @@ function spread(xs: number[]): number {
 
 // ------------------------------------------------------------------------------------------ ceiling probe
 
-async function ceilingProbe(gpu: Gpu, timer: PassTimer, size: number, repeats: number) {
-  const WG = 64, TM = 4, TN4 = 2;
-  const M = size, N = size, K = size;
-  const a = gpu.buffer(M * K * 4), b = gpu.buffer(K * N * 4), c = gpu.buffer(M * N * 4);
+const PROBE_WG = 64;
+
+/** c = a * b (f32, row-major [M][K] x [K][N]); M % TM == 0, N % (4 * TN4) == 0, K % 4 == 0. */
+export function matmulOp(
+  gpu: Gpu,
+  bufs: { a: GPUBuffer; b: GPUBuffer; c: GPUBuffer },
+  M: number,
+  N: number,
+  K: number,
+  TM = 4,
+  TN4 = 2,
+): Op {
+  if (M % TM || N % (4 * TN4) || K % 4) throw new Error(`matmul probe: unsupported shape ${M}x${N}x${K}`);
   const threads = (M / TM) * (N / 4 / TN4);
-  const grid = grid2d(Math.ceil(threads / WG));
-  const mm = gpu.pipeline("matmul.wgsl", "matmul", { M, N, K, TM, TN4, WG, NWX: grid[0] });
-  const mmOp = dispatch(gpu, "matmul", mm, [a, b, c], grid);
+  const grid = grid2d(Math.ceil(threads / PROBE_WG));
+  const pipe = gpu.pipeline("matmul.wgsl", "matmul", { M, N, K, TM, TN4, WG: PROBE_WG, NWX: grid[0] });
+  return dispatch(gpu, "matmul", pipe, [bufs.a, bufs.b, bufs.c], grid);
+}
+
+/** dst = src over `bytes` (a multiple of 16). */
+export function copyOp(gpu: Gpu, src: GPUBuffer, dst: GPUBuffer, bytes: number): Op {
+  const grid = grid2d(Math.ceil(bytes / 16 / PROBE_WG));
+  const pipe = gpu.pipeline("copy.wgsl", "copy", { L4: bytes / 16, WG: PROBE_WG, NWX: grid[0] });
+  return dispatch(gpu, "copy", pipe, [src, dst], grid);
+}
+
+async function ceilingProbe(gpu: Gpu, timer: PassTimer, size: number, repeats: number) {
+  const [M, N, K] = [size, size, size];
+  const a = gpu.buffer(M * K * 4), b = gpu.buffer(K * N * 4), c = gpu.buffer(M * N * 4);
+  // The best of a few register-block shapes is the practical ceiling.
+  const shapes: [number, number][] = [[4, 2], [4, 4], [8, 2]];
+  const mmOps = shapes.map(([TM, TN4]) => matmulOp(gpu, { a, b, c }, M, N, K, TM, TN4));
   const bytes = 64 << 20; // 64 MiB each way
   const src = gpu.buffer(bytes), dst = gpu.buffer(bytes);
-  const cgrid = grid2d(Math.ceil(bytes / 16 / WG));
-  const cp = gpu.pipeline("copy.wgsl", "copy", { L4: bytes / 16, WG, NWX: cgrid[0] });
-  const cpOp = dispatch(gpu, "copy", cp, [src, dst], cgrid);
+  const cpOp = copyOp(gpu, src, dst, bytes);
   await gpu.checkCompile();
-  await warmUp(gpu, [mmOp, cpOp]);
-  await timer.time([[mmOp], [cpOp]]); // warm-up
-  const mmT: number[] = [], cpT: number[] = [];
+  await warmUp(gpu, [...mmOps, cpOp]);
+  await timer.time([...mmOps.map((o) => [o]), [cpOp]]); // warm-up
+  const mmT: number[][] = shapes.map(() => []), cpT: number[] = [];
   for (let r = 0; r < repeats; r++) {
-    const [t1, t2] = await timer.time([[mmOp], [cpOp]]);
-    mmT.push(t1);
-    cpT.push(t2);
+    const t = await timer.time([...mmOps.map((o) => [o]), [cpOp]]);
+    shapes.forEach((_, i) => mmT[i].push(t[i]));
+    cpT.push(t[shapes.length]);
   }
   for (const buf of [a, b, c, src, dst]) buf.destroy();
+  const best = mmT.reduce((bi, ts, i) => (median(ts) < median(mmT[bi]) ? i : bi), 0);
   return {
     matmul_size: size,
-    matmul_gflops: (2 * M * N * K) / median(mmT) / 1e9,
-    matmul_spread: spread(mmT),
+    matmul_tile: shapes[best],
+    matmul_gflops: (2 * M * N * K) / median(mmT[best]) / 1e9,
+    matmul_spread: spread(mmT[best]),
     copy_bytes: bytes,
     copy_gbps: (2 * bytes) / median(cpT) / 1e9,
     copy_spread: spread(cpT),
