@@ -1,7 +1,7 @@
 // Convolution ops (kernels/conv*.wgsl): forward, input gradient and weight/bias gradient, NHWC activations and
 // HWIO f32 weights. See kernels/conv.wgsl for the layouts.
 
-import { dispatch, type Gpu, grid2d, type Op, type Precision } from "./gpu.ts";
+import { type AdapterReport, dispatch, type Gpu, grid2d, type Op, type Precision } from "./gpu.ts";
 
 export interface ConvShape {
   N: number; // batch
@@ -24,7 +24,18 @@ export function convFlops(s: ConvShape): number {
   return 2 * s.N * HO * WO * s.KH * s.KW * s.CI * s.CO;
 }
 
+/**
+ * How the convolutions (forward, so also the input gradient, and the weight gradient) are computed:
+ *   "register":  conv.wgsl / conv_wgrad.wgsl, register blocking with vec4 global loads and no workgroup memory
+ *                (fastest on CPU adapters such as lavapipe, where workgroup memory and barriers buy nothing);
+ *   "workgroup": conv_tiled.wgsl / conv_wgrad_tiled.wgsl, the shared-memory tiled GEMM (BM x BN output tiles,
+ *                the reduction in chunks of BK staged in workgroup memory; tiledBlock): for real GPUs.
+ * TM, TN4, TMV, TN4W and WG tune the "register" kernels only; splitTarget applies to both weight gradients.
+ */
+export type ConvVariant = "register" | "workgroup";
+
 export interface ConvTiles {
+  variant: ConvVariant; // which kernels
   TM: number; // output pixels per invocation (forward / input gradient)
   TN4: number; // vec4 output channels per invocation
   TMV: number; // vec4 input channels per invocation (weight gradient)
@@ -33,7 +44,51 @@ export interface ConvTiles {
   splitTarget: number; // weight gradient: aim for at least this many invocations
 }
 
-export const DEFAULT_TILES: ConvTiles = { TM: 4, TN4: 2, TMV: 2, TN4W: 2, WG: 64, splitTarget: 16384 };
+export const DEFAULT_TILES: ConvTiles = {
+  variant: "register",
+  TM: 4,
+  TN4: 2,
+  TMV: 2,
+  TN4W: 2,
+  WG: 64,
+  splitTarget: 16384,
+};
+
+/** The tiles for an adapter: register blocking on CPU adapters, workgroup-memory tiling on real GPUs. */
+export function tilesFor(adapter: AdapterReport): ConvTiles {
+  return { ...DEFAULT_TILES, variant: adapter.isCpu ? "register" : "workgroup" };
+}
+
+/**
+ * Tile of the "workgroup" variant (kernels/conv_tiled.wgsl): a workgroup computes BM pixels x BN channels,
+ * staging K in chunks of BK; each invocation owns TM pixels x 4*TN4 channels, so the workgroup has
+ * (BM/TM) * (BN/(4*TN4)) invocations.
+ */
+export interface TiledBlock {
+  BM: number;
+  BN: number;
+  BK: number;
+  TM: number;
+  TN4: number;
+}
+
+/** 64 x 64 tiles (256 invocations of 4 x 4); 128 x 32 when CO <= 32 so narrow layers waste fewer lanes. */
+export function tiledBlock(CO: number): TiledBlock {
+  return CO <= 32 ? { BM: 128, BN: 32, BK: 16, TM: 4, TN4: 1 } : { BM: 64, BN: 64, BK: 16, TM: 4, TN4: 1 };
+}
+
+/**
+ * Bytes of workgroup memory conv_tiled.wgsl declares for a block (f32; its A tile has one vec4 of row padding,
+ * so this also bounds conv_wgrad_tiled.wgsl's 4*BK*(BM+BN)).
+ */
+export function tiledWorkgroupBytes(t: TiledBlock): number {
+  return 4 * t.BK * (t.BM + 4 + t.BN);
+}
+
+/** Invocations per workgroup of conv_tiled.wgsl and conv_wgrad_tiled.wgsl for a block. */
+export function tiledWorkgroupSize(t: TiledBlock): number {
+  return (t.BM / t.TM) * (t.BN / 4 / t.TN4);
+}
 
 type Binding = GPUBuffer | GPUBufferBinding;
 
@@ -66,11 +121,37 @@ export function convForward(
 ): Op {
   checkShape(s);
   const { HO, WO } = outSize(s);
+  if (tiles.variant === "workgroup") return convForwardTiled(gpu, p, s, a, name);
   const TM = tiles.TM;
   const TN4 = largestDivisor(s.CO / 4, [tiles.TN4, 2, 1]);
   const threads = Math.ceil((s.N * HO * WO) / TM) * (s.CO / 4 / TN4);
   const { grid, NWX } = groups(gpu, threads, tiles.WG);
   const pipe = gpu.pipeline("conv.wgsl", "conv_forward", { ...s, HO, WO, TM, TN4, WG: tiles.WG, NWX }, p);
+  return dispatch(gpu, name, pipe, [a.x, a.w, a.b, a.y], grid);
+}
+
+function checkTiled(gpu: Gpu, t: TiledBlock, name: string) {
+  const size = tiledWorkgroupSize(t), bytes = tiledWorkgroupBytes(t);
+  const lim = gpu.device.limits;
+  if (size > lim.maxComputeInvocationsPerWorkgroup || bytes > lim.maxComputeWorkgroupStorageSize) {
+    throw new Error(`${name}: tiled conv needs ${size} invocations and ${bytes} B of workgroup memory`);
+  }
+}
+
+function convForwardTiled(
+  gpu: Gpu,
+  p: Precision,
+  s: ConvShape,
+  a: { x: Binding; w: Binding; b: Binding; y: Binding },
+  name: string,
+): Op {
+  const { HO, WO } = outSize(s);
+  const t = tiledBlock(s.CO);
+  checkTiled(gpu, t, name);
+  const lim = gpu.device.limits;
+  const tilesM = Math.ceil((s.N * HO * WO) / t.BM), tilesN = Math.ceil(s.CO / t.BN);
+  const grid = grid2d(tilesM * tilesN, lim.maxComputeWorkgroupsPerDimension);
+  const pipe = gpu.pipeline("conv_tiled.wgsl", "conv_forward", { ...s, HO, WO, ...t, NWX: grid[0] }, p);
   return dispatch(gpu, name, pipe, [a.x, a.w, a.b, a.y], grid);
 }
 
@@ -142,23 +223,41 @@ export function convWeightGrad(
   const { HO, WO } = outSize(s);
   const ops: Op[] = [];
   const K = s.N * HO * WO;
-  const TMV = largestDivisor(s.CI / 4, [tiles.TMV, 2, 1]);
-  const TN4 = largestDivisor(s.CO / 4, [tiles.TN4W, 2, 1]);
-  const blocks = (s.CO / 4 / TN4) * s.KH * s.KW * (s.CI / 4 / TMV);
-  const KSPLIT = splitCount(K, blocks, tiles.splitTarget);
   const wcount = s.KH * s.KW * s.CI * s.CO;
-  const g = groups(gpu, blocks * KSPLIT, tiles.WG);
-  const pipe = gpu.pipeline(
-    "conv_wgrad.wgsl",
-    "conv_wgrad",
-    { ...s, HO, WO, TMV, TN4, KSPLIT, WG: tiles.WG, NWX: g.NWX },
-    p,
-  );
+  let KSPLIT: number, pipe: GPUComputePipeline, grid: [number, number];
+  if (tiles.variant === "workgroup") {
+    // kernels/conv_wgrad_tiled.wgsl: rows KH*KW*CI x CO columns in tiledBlock tiles, the pixels split into KSPLIT chunks.
+    const t = tiledBlock(s.CO);
+    const size = tiledWorkgroupSize(t);
+    checkTiled(gpu, t, name);
+    const tileCount = Math.ceil(wcount / s.CO / t.BM) * Math.ceil(s.CO / t.BN);
+    KSPLIT = splitCount(K, tileCount * size, tiles.splitTarget);
+    grid = grid2d(tileCount * KSPLIT, gpu.device.limits.maxComputeWorkgroupsPerDimension);
+    pipe = gpu.pipeline(
+      "conv_wgrad_tiled.wgsl",
+      "conv_wgrad",
+      { ...s, HO, WO, ...t, KSPLIT, NWX: grid[0] },
+      p,
+    );
+  } else {
+    const TMV = largestDivisor(s.CI / 4, [tiles.TMV, 2, 1]);
+    const TN4 = largestDivisor(s.CO / 4, [tiles.TN4W, 2, 1]);
+    const blocks = (s.CO / 4 / TN4) * s.KH * s.KW * (s.CI / 4 / TMV);
+    KSPLIT = splitCount(K, blocks, tiles.splitTarget);
+    const g = groups(gpu, blocks * KSPLIT, tiles.WG);
+    grid = g.grid;
+    pipe = gpu.pipeline(
+      "conv_wgrad.wgsl",
+      "conv_wgrad",
+      { ...s, HO, WO, TMV, TN4, KSPLIT, WG: tiles.WG, NWX: g.NWX },
+      p,
+    );
+  }
   if (KSPLIT === 1) {
-    ops.push(dispatch(gpu, `${name}.w`, pipe, [a.x, a.dy, a.dw], g.grid));
+    ops.push(dispatch(gpu, `${name}.w`, pipe, [a.x, a.dy, a.dw], grid));
   } else {
     const part = gpu.buffer(KSPLIT * wcount * 4, `${name}.partial`);
-    ops.push(dispatch(gpu, `${name}.w`, pipe, [a.x, a.dy, part], g.grid));
+    ops.push(dispatch(gpu, `${name}.w`, pipe, [a.x, a.dy, part], grid));
     ops.push(reduceSplits(gpu, part, a.dw, wcount, KSPLIT, tiles.WG, `${name}.w_reduce`));
   }
   if (a.db) ops.push(...biasGrad(gpu, p, { dy: a.dy, db: a.db, M: K, C: s.CO }, tiles.WG, `${name}.b`));

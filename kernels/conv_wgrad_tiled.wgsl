@@ -1,0 +1,148 @@
+// Weight gradient of a 2-D convolution with workgroup-memory tiling: the "workgroup" variant of
+// conv_wgrad.wgsl (same semantics, layouts, bindings and split-K scheme).
+//
+//   dw[ky][kx][ci][co] = sum over output pixels p = (n, oy, ox) of x[n][oy+ky-PAD][ox+kx-PAD][ci] * dy[p][co]
+//
+// A GEMM dw[R][CO] = A^T[R][P] * dy[P][CO] with R = KH*KW*CI rows (r = (ky*KW + kx)*CI + ci, the HWIO row
+// order), CO columns and the reduction over P = N*HO*WO pixels, A[p][r] the im2col'd input. P is split into
+// KSPLIT fixed chunks whose partial sums go to `part` and are summed in a fixed order by reduce_splits.wgsl
+// (deterministic, no atomics).
+//
+// A workgroup computes a BM x BN tile of one chunk's partial dw (BM rows x BN output channels). It walks its
+// chunk BK pixels at a time: the invocations cooperatively load A[BK pixels][BM rows] and dy[BK][BN] into
+// workgroup memory (f32), barrier, accumulate into registers, barrier. Each invocation owns TM rows (TM/4
+// groups of 4 consecutive rows, strided by 4*WGY) x TN4 vec4 channels (strided by WGX).
+// Global loads are vec4 along channels: consecutive invocations read consecutive input-channel vec4s of one
+// pixel (x, NHWC) and consecutive output-channel vec4s of one pixel (dy, NHWC); stores are consecutive vec4s.
+// Edges: rows >= R, channels >= CO and pixels past the chunk load as 0 and are not stored.
+//
+// Layouts: x NHWC [N][H][W][CI] act; dy NHWC [N][HO][WO][CO] act;
+//          part [KSPLIT][KH][KW][CI][CO] f32 (with KSPLIT = 1 this is dw itself, HWIO).
+// Constants: N H W CI CO KH KW PAD HO WO (shape), BM BN BK TM TN4 (tile), KSPLIT, NWX (grid).
+
+const CI4: u32 = CI / 4u;
+const CO4: u32 = CO / 4u;
+const P: u32 = N * HO * WO;
+const R: u32 = KH * KW * CI;
+const R4: u32 = R / 4u;
+const KCHUNK: u32 = (P + KSPLIT - 1u) / KSPLIT;
+const BM4: u32 = BM / 4u;
+const BN4: u32 = BN / 4u;
+const TMV: u32 = TM / 4u;
+const WGX: u32 = BN4 / TN4;
+const WGY: u32 = BM4 / TMV;
+const WGS: u32 = WGX * WGY;
+const NT: u32 = (CO + BN - 1u) / BN; // channel tiles
+const MT: u32 = (R + BM - 1u) / BM;  // row tiles
+const A_VEC: u32 = BK * BM4;
+const B_VEC: u32 = BK * BN4;
+const A_LOADS: u32 = (A_VEC + WGS - 1u) / WGS;
+const B_LOADS: u32 = (B_VEC + WGS - 1u) / WGS;
+
+@group(0) @binding(0) var<storage, read> x: array<act4>;
+@group(0) @binding(1) var<storage, read> dy: array<act4>;
+@group(0) @binding(2) var<storage, read_write> part: array<vec4<f32>>;
+
+var<workgroup> As: array<vec4<f32>, BK * BM4>; // As[k][r4] = A[p0 + k][r0 + 4*r4 ..]
+var<workgroup> Bs: array<vec4<f32>, BK * BN4>; // Bs[k][n4] = dy[p0 + k][n0 + 4*n4 ..]
+
+@compute @workgroup_size(WGS)
+fn conv_wgrad(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid: u32) {
+  let g = wid.x + wid.y * NWX; // uniform across the workgroup, so the early return keeps barriers uniform
+  if (g >= MT * NT * KSPLIT) {
+    return;
+  }
+  let s = g / (MT * NT);
+  let tile = g % (MT * NT);
+  let r04 = (tile / NT) * BM4;
+  let n04 = (tile % NT) * BN4;
+  let tx = lid % WGX;
+  let ty = lid / WGX;
+  let pa = s * KCHUNK;
+  let pb = min(P, pa + KCHUNK);
+
+  // The row (tap, channel vec4) each A-tile load slot reads is the same for every pixel step: decode it once.
+  var a_k: array<u32, A_LOADS>;  // pixel within the step
+  var a_r4: array<u32, A_LOADS>; // row vec4 within the tile
+  var a_ok: array<bool, A_LOADS>;
+  var a_ky: array<i32, A_LOADS>;
+  var a_kx: array<i32, A_LOADS>;
+  var a_c4: array<u32, A_LOADS>;
+  for (var l = 0u; l < A_LOADS; l++) {
+    let idx = lid + l * WGS;
+    a_r4[l] = idx % BM4;
+    a_k[l] = idx / BM4;
+    let gr4 = r04 + a_r4[l];
+    a_ok[l] = idx < A_VEC && gr4 < R4;
+    let tap = min(gr4, R4 - 1u) / CI4;
+    a_ky[l] = i32(tap / KW) - i32(PAD);
+    a_kx[l] = i32(tap % KW) - i32(PAD);
+    a_c4[l] = min(gr4, R4 - 1u) % CI4;
+  }
+
+  var acc: array<array<vec4<f32>, TN4>, TM>;
+  let steps = (pb - min(pa, pb) + BK - 1u) / BK; // uniform: pa, pb depend on the workgroup only
+  for (var st = 0u; st < steps; st++) {
+    let p0 = pa + st * BK;
+    for (var l = 0u; l < A_LOADS; l++) {
+      let p = p0 + a_k[l];
+      let pc = min(p, P - 1u);
+      let iy = i32((pc / WO) % HO) + a_ky[l];
+      let ix = i32(pc % WO) + a_kx[l];
+      let n = pc / (WO * HO);
+      let ok = a_ok[l] && p < pb && iy >= 0 && iy < i32(H) && ix >= 0 && ix < i32(W);
+      var v = vec4<f32>(0.0);
+      if (ok) {
+        v = vec4<f32>(x[((n * H + u32(iy)) * W + u32(ix)) * CI4 + a_c4[l]]);
+      }
+      if (lid + l * WGS < A_VEC) {
+        As[a_k[l] * BM4 + a_r4[l]] = v;
+      }
+    }
+    for (var l = 0u; l < B_LOADS; l++) {
+      let idx = lid + l * WGS;
+      let n4 = idx % BN4;
+      let kk = idx / BN4;
+      let p = p0 + kk;
+      let gn4 = n04 + n4;
+      var v = vec4<f32>(0.0);
+      if (idx < B_VEC && p < pb && gn4 < CO4) {
+        v = vec4<f32>(dy[p * CO4 + gn4]);
+      }
+      if (idx < B_VEC) {
+        Bs[kk * BN4 + n4] = v;
+      }
+    }
+    workgroupBarrier();
+
+    for (var kk = 0u; kk < BK; kk++) {
+      var av: array<vec4<f32>, TMV>;
+      for (var i = 0u; i < TMV; i++) {
+        av[i] = As[kk * BM4 + ty + WGY * i];
+      }
+      for (var t = 0u; t < TN4; t++) {
+        let bv = Bs[kk * BN4 + tx + WGX * t];
+        for (var i = 0u; i < TMV; i++) {
+          for (var j = 0u; j < 4u; j++) {
+            acc[i * 4u + j][t] = fma(vec4<f32>(av[i][j]), bv, acc[i * 4u + j][t]);
+          }
+        }
+      }
+    }
+    workgroupBarrier();
+  }
+
+  for (var i = 0u; i < TMV; i++) {
+    let r4 = r04 + ty + WGY * i;
+    if (r4 < R4) {
+      for (var j = 0u; j < 4u; j++) {
+        for (var t = 0u; t < TN4; t++) {
+          let c4 = n04 + tx + WGX * t;
+          if (c4 < CO4) {
+            part[(s * R + r4 * 4u + j) * CO4 + c4] = acc[i * 4u + j][t];
+          }
+        }
+      }
+    }
+  }
+}
