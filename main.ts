@@ -7,6 +7,7 @@
 
 import { join } from "node:path";
 import { type Cifar10, loadCifar10 } from "./lib/cifar.ts";
+import { tilesFor } from "./lib/conv.ts";
 import { type Hyp, parseCommandLine, type RunOptions, UsageError } from "./lib/cli.ts";
 import { Evaluator } from "./lib/evaluate.ts";
 import { Gpu, type Precision, warmUp } from "./lib/gpu.ts";
@@ -269,9 +270,10 @@ async function main() {
     smoothing: hyp.opt.label_smoothing,
   });
   const state = new NetState(gpu, layout);
-  const net = new Net(gpu, precision, layout, state, hyp.opt.batch_size);
+  const tiles = tilesFor(a); // register blocking on CPU adapters, workgroup-memory tiles on GPUs
+  const net = new Net(gpu, precision, layout, state, hyp.opt.batch_size, tiles);
   const evalBatch = Net.maxBatch(gpu, precision, layout, Math.min(2000, data.test.n));
-  const evalNet = new Net(gpu, precision, layout, state, evalBatch);
+  const evalNet = new Net(gpu, precision, layout, state, evalBatch, tiles);
   const evaluator = new Evaluator(gpu, precision, evalNet, data.test);
   const maxSteps = totalSteps(Math.floor(trainN / hyp.opt.batch_size), hyp.opt.train_epochs);
   const table = new StepTable(gpu, maxSteps);
@@ -286,6 +288,7 @@ async function main() {
     config: { ...structuredClone(hyp), ...opts, trainN, stepsPerRun: maxSteps },
     adapter: { ...a, deno: Deno.version.deno },
     precision,
+    conv_variant: tiles.variant,
     status: "running",
     runs: [] as RunLog[],
     mean: NaN,

@@ -1,6 +1,7 @@
 // `deno task bench`: where the time of a training step goes on this adapter.
 //
 //   deno task bench [--full] [--json] [--batch-size B] [--repeats R] [--widths a,b,c] [--tiles TM,TN4,TMV,TN4W]
+//                   [--variant register|workgroup]   (default: register on CPU adapters, workgroup on GPUs)
 //
 // Prints (and writes under logs/) the adapter, a ceiling probe (register-blocked matmul and a buffer copy),
 // every kernel of a profiled training step at batch 384 (each op in its own timed pass), whole training steps
@@ -9,7 +10,7 @@
 
 import { join } from "node:path";
 import { parseArgs } from "node:util";
-import { convFlops, type ConvShape, type ConvTiles, DEFAULT_TILES } from "./conv.ts";
+import { convFlops, type ConvShape, type ConvTiles, type ConvVariant, tilesFor } from "./conv.ts";
 import { Evaluator } from "./evaluate.ts";
 import { dispatch, Gpu, grid2d, type Op, type Precision, warmUp } from "./gpu.ts";
 import { TrainLoader } from "./loader.ts";
@@ -273,6 +274,7 @@ async function main() {
       repeats: { type: "string" },
       widths: { type: "string" },
       tiles: { type: "string" },
+      variant: { type: "string" },
       "log-dir": { type: "string" },
       help: { type: "boolean" },
     },
@@ -280,7 +282,7 @@ async function main() {
   if (values.help) {
     console.log(
       "usage: deno task bench [--full] [--json] [--batch-size 384] [--repeats R] [--widths 64,256,256]\n" +
-        "                       [--tiles TM,TN4,TMV,TN4W] [--log-dir logs]\n" +
+        "                       [--tiles TM,TN4,TMV,TN4W] [--variant register|workgroup] [--log-dir logs]\n" +
         "  --full   more repeats, a larger matmul probe, f16 steps on CPU adapters too\n" +
         "  --json   print only the JSON",
     );
@@ -294,7 +296,13 @@ async function main() {
   // lavapipe runs a batch-384 step in about a minute: one timed step per precision keeps the default under 3 min.
   const repeats = Number(values.repeats ?? (a.isCpu ? (full ? 3 : 1) : full ? 20 : 5));
   const warmup = a.isCpu && !full ? 0 : 2;
-  const tiles: ConvTiles = { ...DEFAULT_TILES };
+  const tiles: ConvTiles = tilesFor(a);
+  if (values.variant) {
+    if (values.variant !== "register" && values.variant !== "workgroup") {
+      throw new Error(`--variant ${values.variant}: expected register or workgroup`);
+    }
+    tiles.variant = values.variant as ConvVariant;
+  }
   if (values.tiles) {
     const [TM, TN4, TMV, TN4W] = values.tiles.split(",").map(Number);
     Object.assign(tiles, { TM, TN4, TMV, TN4W: TN4W ?? tiles.TN4W });
