@@ -40,3 +40,11 @@ fn gelu_grad_f32(x: f32) -> f32 {
   let cdf = 0.5 * (1.0 + erf_f32(x * GELU_INV_SQRT2));
   return cdf + x * GELU_INV_SQRT_2PI * exp(-0.5 * x * x);
 }
+
+fn gelu4(v: vec4f) -> vec4f {
+  return vec4f(gelu_f32(v.x), gelu_f32(v.y), gelu_f32(v.z), gelu_f32(v.w));
+}
+
+fn gelu_grad4(v: vec4f) -> vec4f {
+  return vec4f(gelu_grad_f32(v.x), gelu_grad_f32(v.y), gelu_grad_f32(v.z), gelu_grad_f32(v.w));
+}

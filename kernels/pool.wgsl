@@ -6,8 +6,7 @@
 //   y/pre, g  [N][HO][WO][C]   with HO = H / K, WO = W / K (floor)
 //   dy        [N][HO][WO][C]
 // Constants injected by lib/ops.ts: N H W K HO WO (shape), WY = ceil(H / K), WX = ceil(W / K) (windows that
-// touch x, including the partial ones cut off by the floor), CV (channel elements per pixel: C for the scalar
-// entry points, C / 4 for the *4 ones, which bind the same buffers as arrays of act4), WG (workgroup size).
+// touch x, including the partial ones cut off by the floor), CV (vec4 per pixel: C / 4), WG (workgroup size).
 //
 // Forward: one invocation per output element (consecutive invocations along channels: coalesced).
 // Backward (gather, no atomics): one invocation per window and channel writes every dx element of its
@@ -59,127 +58,9 @@ fn tap(ky: u32, kx: u32) -> u32 {
   return (ky * W + kx) * CV;
 }
 
-// ================================ scalar (any C) ================================
 // forward:  binding 0 x [N][H][W][C], binding 1 y (pre) [N][HO][WO][C], fused: binding 2 g = gelu(pre)
 // backward: binding 0 x, binding 1 dy [N][HO][WO][C], binding 2 dx [N][H][W][C], fused: binding 3 pre
-@group(0) @binding(0) var<storage, read> px: array<act>;
-@group(0) @binding(1) var<storage, read_write> py: array<act>;
-@group(0) @binding(2) var<storage, read_write> pg: array<act>;
-@group(0) @binding(1) var<storage, read> pdy: array<act>;
-@group(0) @binding(2) var<storage, read_write> pdx: array<act>;
-@group(0) @binding(3) var<storage, read> ppre: array<act>;
-
-fn window_max1(base: u32) -> f32 {
-  var best = f32(px[base]);
-  for (var ky = 0u; ky < K; ky++) {
-    for (var kx = 0u; kx < K; kx++) {
-      let v = f32(px[base + tap(ky, kx)]);
-      best = select(best, v, v > best); // strict: the first maximum wins (matters only for -0 vs +0)
-    }
-  }
-  return best;
-}
-
-// dx over window w = (n, wy, wx, cv): g at the first maximum, 0 elsewhere; partial windows: all 0.
-fn route1(w: vec4u, g: f32) {
-  let base = x_index(w.x, w.y * K, w.z * K, w.w);
-  var best = f32(px[base]);
-  var arg = 0u;
-  for (var ky = 0u; ky < K; ky++) {
-    for (var kx = 0u; kx < K; kx++) {
-      let v = f32(px[base + tap(ky, kx)]);
-      if (v > best) {
-        best = v;
-        arg = ky * K + kx;
-      }
-    }
-  }
-  for (var ky = 0u; ky < K; ky++) {
-    for (var kx = 0u; kx < K; kx++) {
-      pdx[base + tap(ky, kx)] = act(select(0.0, g, ky * K + kx == arg));
-    }
-  }
-}
-
-fn zero_partial1(w: vec4u) {
-  for (var ky = 0u; ky < K; ky++) {
-    for (var kx = 0u; kx < K; kx++) {
-      let yy = w.y * K + ky;
-      let xx = w.z * K + kx;
-      if (yy < H && xx < W) {
-        pdx[x_index(w.x, yy, xx, w.w)] = act(0.0);
-      }
-    }
-  }
-}
-
-@compute @workgroup_size(WG)
-fn pool_fwd(
-  @builtin(workgroup_id) wid: vec3u,
-  @builtin(num_workgroups) nwg: vec3u,
-  @builtin(local_invocation_index) lid: u32,
-) {
-  let o = flat_index(wid, nwg, lid);
-  if (o >= OUT_COUNT) {
-    return;
-  }
-  py[o] = act(window_max1(window_base(o)));
-}
-
-@compute @workgroup_size(WG)
-fn pool_gelu_fwd(
-  @builtin(workgroup_id) wid: vec3u,
-  @builtin(num_workgroups) nwg: vec3u,
-  @builtin(local_invocation_index) lid: u32,
-) {
-  let o = flat_index(wid, nwg, lid);
-  if (o >= OUT_COUNT) {
-    return;
-  }
-  let m = window_max1(window_base(o)); // exactly representable in act (it is one of the inputs)
-  py[o] = act(m);
-  pg[o] = act(gelu_f32(m));
-}
-
-@compute @workgroup_size(WG)
-fn pool_bwd(
-  @builtin(workgroup_id) wid: vec3u,
-  @builtin(num_workgroups) nwg: vec3u,
-  @builtin(local_invocation_index) lid: u32,
-) {
-  let o = flat_index(wid, nwg, lid);
-  if (o >= WIN_COUNT) {
-    return;
-  }
-  let w = window_coords(o);
-  if (w.y < HO && w.z < WO) {
-    route1(w, f32(pdy[y_index(w.x, w.y, w.z, w.w)]));
-  } else {
-    zero_partial1(w);
-  }
-}
-
-@compute @workgroup_size(WG)
-fn pool_gelu_bwd(
-  @builtin(workgroup_id) wid: vec3u,
-  @builtin(num_workgroups) nwg: vec3u,
-  @builtin(local_invocation_index) lid: u32,
-) {
-  let o = flat_index(wid, nwg, lid);
-  if (o >= WIN_COUNT) {
-    return;
-  }
-  let w = window_coords(o);
-  if (w.y < HO && w.z < WO) {
-    let yi = y_index(w.x, w.y, w.z, w.w);
-    route1(w, f32(pdy[yi]) * gelu_grad_f32(f32(ppre[yi])));
-  } else {
-    zero_partial1(w);
-  }
-}
-
-// ================================ vec4 (C % 4 == 0) ================================
-// The same bindings as the scalar entry points, as arrays of act4 (CV = C / 4).
+// All as arrays of act4: C is a multiple of 4 (CV = C / 4 vec4 per pixel).
 @group(0) @binding(0) var<storage, read> px4: array<act4>;
 @group(0) @binding(1) var<storage, read_write> py4: array<act4>;
 @group(0) @binding(2) var<storage, read_write> pg4: array<act4>;
@@ -229,16 +110,8 @@ fn zero_partial4(w: vec4u) {
   }
 }
 
-fn gelu4(v: vec4f) -> vec4f {
-  return vec4f(gelu_f32(v.x), gelu_f32(v.y), gelu_f32(v.z), gelu_f32(v.w));
-}
-
-fn gelu_grad4(v: vec4f) -> vec4f {
-  return vec4f(gelu_grad_f32(v.x), gelu_grad_f32(v.y), gelu_grad_f32(v.z), gelu_grad_f32(v.w));
-}
-
 @compute @workgroup_size(WG)
-fn pool_fwd4(
+fn pool_fwd(
   @builtin(workgroup_id) wid: vec3u,
   @builtin(num_workgroups) nwg: vec3u,
   @builtin(local_invocation_index) lid: u32,
@@ -251,7 +124,7 @@ fn pool_fwd4(
 }
 
 @compute @workgroup_size(WG)
-fn pool_gelu_fwd4(
+fn pool_gelu_fwd(
   @builtin(workgroup_id) wid: vec3u,
   @builtin(num_workgroups) nwg: vec3u,
   @builtin(local_invocation_index) lid: u32,
@@ -266,7 +139,7 @@ fn pool_gelu_fwd4(
 }
 
 @compute @workgroup_size(WG)
-fn pool_bwd4(
+fn pool_bwd(
   @builtin(workgroup_id) wid: vec3u,
   @builtin(num_workgroups) nwg: vec3u,
   @builtin(local_invocation_index) lid: u32,
@@ -284,7 +157,7 @@ fn pool_bwd4(
 }
 
 @compute @workgroup_size(WG)
-fn pool_gelu_bwd4(
+fn pool_gelu_bwd(
   @builtin(workgroup_id) wid: vec3u,
   @builtin(num_workgroups) nwg: vec3u,
   @builtin(local_invocation_index) lid: u32,

@@ -32,25 +32,30 @@ function checkCount(name: string, values: Record<string, number>) {
 
 // ---------------------------------------------------------------------------------------------------- GELU
 
-/** y = gelu(x) (exact erf form, PyTorch nn.GELU()), elementwise over n `act` values. */
+/** Activation tensors hold whole vec4s: every channel count of the network is a multiple of 4. */
+function checkVec4(name: string, what: string, v: number) {
+  if (v % 4 !== 0) throw new Error(`${name}: ${what}=${v} must be a multiple of 4 (kernels load vec4s)`);
+}
+
+/** y = gelu(x) (exact erf form, PyTorch nn.GELU()), elementwise over n `act` values (n % 4 == 0). */
 export function geluForward(gpu: Gpu, p: Precision, a: { x: GPUBuffer; y: GPUBuffer; n: number }): Op {
   checkCount("geluForward", { n: a.n });
-  const vec = a.n % 4 === 0;
-  const count = vec ? a.n / 4 : a.n;
-  const pipe = gpu.pipeline("gelu.wgsl", vec ? "gelu_fwd4" : "gelu_fwd", { COUNT: count, WG }, p);
+  checkVec4("geluForward", "n", a.n);
+  const count = a.n / 4;
+  const pipe = gpu.pipeline("gelu.wgsl", "gelu_fwd", { COUNT: count, WG }, p);
   return dispatch(gpu, "gelu_forward", pipe, [a.x, a.y], grid(gpu, Math.ceil(count / WG)));
 }
 
-/** dx = dy * gelu'(x), elementwise over n `act` values. */
+/** dx = dy * gelu'(x), elementwise over n `act` values (n % 4 == 0). */
 export function geluBackward(
   gpu: Gpu,
   p: Precision,
   a: { x: GPUBuffer; dy: GPUBuffer; dx: GPUBuffer; n: number },
 ): Op {
   checkCount("geluBackward", { n: a.n });
-  const vec = a.n % 4 === 0;
-  const count = vec ? a.n / 4 : a.n;
-  const pipe = gpu.pipeline("gelu.wgsl", vec ? "gelu_bwd4" : "gelu_bwd", { COUNT: count, WG }, p);
+  checkVec4("geluBackward", "n", a.n);
+  const count = a.n / 4;
+  const pipe = gpu.pipeline("gelu.wgsl", "gelu_bwd", { COUNT: count, WG }, p);
   return dispatch(gpu, "gelu_backward", pipe, [a.x, a.dy, a.dx], grid(gpu, Math.ceil(count / WG)));
 }
 
@@ -73,11 +78,11 @@ function poolSetup(gpu: Gpu, name: string, p: Precision, s: PoolShape, entry: st
   checkCount(name, { N: s.N, H: s.H, W: s.W, C: s.C, K: s.K });
   const { HO, WO } = poolOutSize(s.H, s.W, s.K);
   if (HO < 1 || WO < 1) throw new Error(`${name}: ${s.H}x${s.W} is smaller than the ${s.K}x${s.K} window`);
-  const vec = s.C % 4 === 0;
-  const CV = vec ? s.C / 4 : s.C;
+  checkVec4(name, "C", s.C);
+  const CV = s.C / 4;
   const WY = Math.ceil(s.H / s.K), WX = Math.ceil(s.W / s.K);
   const consts = { N: s.N, H: s.H, W: s.W, K: s.K, HO, WO, WY, WX, CV, WG };
-  const pipe = gpu.pipeline("pool.wgsl", vec ? entry + "4" : entry, consts, p);
+  const pipe = gpu.pipeline("pool.wgsl", entry, consts, p);
   const threads = backward ? s.N * WY * WX * CV : s.N * HO * WO * CV;
   return { pipe, groups: grid(gpu, Math.ceil(threads / WG)) };
 }

@@ -1,6 +1,7 @@
 // GELU, max pooling, pool -> GELU, linear head, cross-entropy, accuracy count, scale-add, SGD and EMA against
 // the float64 references, on fresh random inputs, with every output buffer poisoned before the run.
 
+import assert from "node:assert/strict";
 import {
   countCorrect,
   crossEntropy,
@@ -124,11 +125,21 @@ Deno.test("gelu forward and backward", async () => {
   const gpu = await testGpu();
   const rand = testRng(freshSeed("gelu"));
   for (const p of precisions(gpu)) {
-    for (const n of [1, 7, 1000, 20003]) await checkGelu(gpu, rand, p, n);
+    for (const n of [4, 12, 1000, 20004]) await checkGelu(gpu, rand, p, n);
     await withSmallGrid(async () => {
-      for (const n of [4100, 5001]) await checkGelu(gpu, rand, p, n); // 2-D grids: 5 and 20 workgroups
+      for (const n of [1284, 5004]) await checkGelu(gpu, rand, p, n); // 2-D grids: 6 and 20 workgroups
     });
   }
+});
+
+Deno.test("gelu and pooling reject tensors that are not whole vec4s", async () => {
+  const gpu = await testGpu();
+  const b = gpu.buffer(64);
+  assert.throws(() => geluForward(gpu, "f32", { x: b, y: b, n: 7 }), /n=7 must be a multiple of 4/);
+  assert.throws(
+    () => maxpoolForward(gpu, "f32", { x: b, y: b, N: 1, H: 2, W: 2, C: 3, K: 2 }),
+    /C=3 must be a multiple of 4/,
+  );
 });
 
 // ------------------------------------------------------------------------------------------------ max pool
@@ -136,9 +147,9 @@ Deno.test("gelu forward and backward", async () => {
 // (Each shape compiles its own pipelines, which is most of the test time on lavapipe: keep the list short.)
 const POOL_SHAPES: PoolShape[] = [
   { N: 2, H: 31, W: 31, C: 8, K: 2 }, // vec4 channels, odd size (floor drops the last row and column)
-  { N: 3, H: 7, W: 6, C: 5, K: 2 }, // scalar channels, odd height, even width
+  { N: 3, H: 7, W: 6, C: 4, K: 2 }, // one vec4 of channels, odd height, even width
   { N: 3, H: 3, W: 3, C: 20, K: 3 }, // the final MaxPool2d(3): 3x3 -> 1x1
-  { N: 2, H: 5, W: 8, C: 3, K: 3 }, // partial windows on both edges
+  { N: 2, H: 5, W: 8, C: 12, K: 3 }, // partial windows on both edges
 ];
 
 /** Continuous values, or small integers (many ties: the first maximum must win). */
@@ -208,7 +219,7 @@ Deno.test("pool -> gelu fused forward and backward", async () => {
       await checkPoolGelu(gpu, rand, p, s, false);
       await checkPoolGelu(gpu, rand, p, s, true);
     }
-    await withSmallGrid(() => checkPoolGelu(gpu, rand, p, { N: 4, H: 15, W: 15, C: 5, K: 2 }, false));
+    await withSmallGrid(() => checkPoolGelu(gpu, rand, p, { N: 4, H: 15, W: 15, C: 4, K: 2 }, false));
   }
 });
 
