@@ -303,13 +303,14 @@ async function main() {
         `${opts.runs} run(s) of ${hyp.opt.train_epochs} epochs on ${trainN} images`,
     );
     if (a.isCpu) {
-      // Rough estimate (about 3 GFLOP/s per core on lavapipe); the progress line then shows the measured ETA.
+      // Rough estimate (lavapipe sustains about 4.5 GFLOP/s per core); the progress line shows the measured ETA.
       const flops = trainFlopsPerImage(layout) * hyp.opt.batch_size * maxSteps +
         trainFlopsPerImage(layout) / 3 * data.test.n *
           (Math.ceil(hyp.opt.train_epochs) + 2 ** hyp.net.tta_level);
-      const rate = 3e9 * navigator.hardwareConcurrency;
+      const rate = 4.5e9 * navigator.hardwareConcurrency;
       console.error(
-        `CPU adapter: expect about ${formatDuration(flops / rate)} per run. For a quick run use e.g. ` +
+        `CPU adapter: expect about ${formatDuration(flops / rate)} per run ` +
+          `(${opts.runs} run(s): ${formatDuration((opts.runs * flops) / rate)}). For a quick run use e.g. ` +
           `--runs 1 --train-n 10000 --epochs 4 --widths 32,64,64 --batch-size 128 --lr 3 --tta 0`,
       );
     }
