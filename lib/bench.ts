@@ -98,21 +98,21 @@ function spread(xs: number[]): number {
 
 const PROBE_WG = 64;
 
-/** c = a * b (f32, row-major [M][K] x [K][N]); M % TM == 0, N % (4 * TN4) == 0, K % 4 == 0. */
+/** c = a * b (f32): `at` is A stored K-major ([K][M]), b [K][N], c [M][N]; M % (4*TMV) == 0, N % (4*TN4) == 0. */
 export function matmulOp(
   gpu: Gpu,
-  bufs: { a: GPUBuffer; b: GPUBuffer; c: GPUBuffer },
+  bufs: { at: GPUBuffer; b: GPUBuffer; c: GPUBuffer },
   M: number,
   N: number,
   K: number,
-  TM = 4,
-  TN4 = 2,
+  TMV = 2,
+  TN4 = 4,
 ): Op {
-  if (M % TM || N % (4 * TN4) || K % 4) throw new Error(`matmul probe: unsupported shape ${M}x${N}x${K}`);
-  const threads = (M / TM) * (N / 4 / TN4);
+  if (M % (4 * TMV) || N % (4 * TN4)) throw new Error(`matmul probe: unsupported shape ${M}x${N}x${K}`);
+  const threads = (M / 4 / TMV) * (N / 4 / TN4);
   const grid = grid2d(Math.ceil(threads / PROBE_WG));
-  const pipe = gpu.pipeline("matmul.wgsl", "matmul", { M, N, K, TM, TN4, WG: PROBE_WG, NWX: grid[0] });
-  return dispatch(gpu, "matmul", pipe, [bufs.a, bufs.b, bufs.c], grid);
+  const pipe = gpu.pipeline("matmul.wgsl", "matmul", { M, N, K, TMV, TN4, WG: PROBE_WG, NWX: grid[0] });
+  return dispatch(gpu, "matmul", pipe, [bufs.at, bufs.b, bufs.c], grid);
 }
 
 /** dst = src over `bytes` (a multiple of 16). */
@@ -124,10 +124,10 @@ export function copyOp(gpu: Gpu, src: GPUBuffer, dst: GPUBuffer, bytes: number):
 
 async function ceilingProbe(gpu: Gpu, timer: PassTimer, size: number, repeats: number) {
   const [M, N, K] = [size, size, size];
-  const a = gpu.buffer(M * K * 4), b = gpu.buffer(K * N * 4), c = gpu.buffer(M * N * 4);
-  // The best of a few register-block shapes is the practical ceiling.
-  const shapes: [number, number][] = [[4, 2], [4, 4], [8, 2]];
-  const mmOps = shapes.map(([TM, TN4]) => matmulOp(gpu, { a, b, c }, M, N, K, TM, TN4));
+  const at = gpu.buffer(M * K * 4), b = gpu.buffer(K * N * 4), c = gpu.buffer(M * N * 4);
+  // The best of a few register-block shapes (rows x columns per invocation) is the practical ceiling.
+  const shapes: [number, number][] = [[2, 4], [2, 2], [1, 4], [4, 2]];
+  const mmOps = shapes.map(([TMV, TN4]) => matmulOp(gpu, { at, b, c }, M, N, K, TMV, TN4));
   const bytes = 64 << 20; // 64 MiB each way
   const src = gpu.buffer(bytes), dst = gpu.buffer(bytes);
   const cpOp = copyOp(gpu, src, dst, bytes);
@@ -140,11 +140,11 @@ async function ceilingProbe(gpu: Gpu, timer: PassTimer, size: number, repeats: n
     shapes.forEach((_, i) => mmT[i].push(t[i]));
     cpT.push(t[shapes.length]);
   }
-  for (const buf of [a, b, c, src, dst]) buf.destroy();
+  for (const buf of [at, b, c, src, dst]) buf.destroy();
   const best = mmT.reduce((bi, ts, i) => (median(ts) < median(mmT[bi]) ? i : bi), 0);
   return {
     matmul_size: size,
-    matmul_tile: shapes[best],
+    matmul_tile: { rows: 4 * shapes[best][0], cols: 4 * shapes[best][1] },
     matmul_gflops: (2 * M * N * K) / median(mmT[best]) / 1e9,
     matmul_spread: spread(mmT[best]),
     copy_bytes: bytes,

@@ -6,14 +6,14 @@ import { assertClose, download, freshSeed, poisoned, randn, testGpu, testRng, up
 Deno.test("bench probes: register-blocked matmul and vec4 copy match their references", async () => {
   const gpu = await testGpu();
   const rand = testRng(freshSeed("matmul probe"));
-  for (const [M, N, K, TM, TN4] of [[8, 16, 12, 4, 2], [24, 32, 20, 8, 2], [12, 48, 8, 4, 4]]) {
-    const a = randn(M * K, rand), b = randn(K * N, rand);
+  for (const [M, N, K, TMV, TN4] of [[8, 16, 12, 2, 4], [24, 32, 7, 2, 2], [12, 48, 9, 1, 4]]) {
+    const at = randn(K * M, rand), b = randn(K * N, rand); // at is A stored K-major: at[k][i] = A[i][k]
     const c = poisoned(gpu, M * N, "f32");
-    gpu.run([matmulOp(gpu, { a: upload(gpu, a, "f32"), b: upload(gpu, b, "f32"), c }, M, N, K, TM, TN4)]);
+    gpu.run([matmulOp(gpu, { at: upload(gpu, at, "f32"), b: upload(gpu, b, "f32"), c }, M, N, K, TMV, TN4)]);
     const ref = new Float64Array(M * N);
     for (let i = 0; i < M; i++) {
       for (let k = 0; k < K; k++) {
-        const av = Math.fround(a[i * K + k]);
+        const av = Math.fround(at[k * M + i]);
         for (let j = 0; j < N; j++) ref[i * N + j] += av * Math.fround(b[k * N + j]);
       }
     }
