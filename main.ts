@@ -13,7 +13,8 @@ import { Evaluator } from "./lib/evaluate.ts";
 import { Gpu, type Precision, warmUp } from "./lib/gpu.ts";
 import { TrainLoader } from "./lib/loader.ts";
 import { initParams, Net, NetState, ParamLayout, trainFlopsPerImage } from "./lib/model.ts";
-import { formatDuration, meanStd, printHeader, printRow, Progress, writeAtomic } from "./lib/report.ts";
+import { writeFileAtomic } from "./lib/atomic.ts";
+import { formatDuration, meanStd, printHeader, printRow, Progress } from "./lib/report.ts";
 import { Rng } from "./lib/rng.ts";
 import { writeSafetensors } from "./lib/safetensors.ts";
 import { alphaSchedule, decoupledHyperparameters, totalSteps, triangleSchedule } from "./lib/schedule.ts";
@@ -295,7 +296,7 @@ async function main() {
     std: NaN,
     error: undefined as string | undefined,
   };
-  const save = () => writeAtomic(logPath, JSON.stringify(log, null, 1));
+  const save = () => writeFileAtomic(logPath, JSON.stringify(log, null, 1));
 
   if (!opts.quiet) {
     console.error(

@@ -15,7 +15,7 @@ import { Evaluator } from "./evaluate.ts";
 import { dispatch, Gpu, grid2d, type Op, type Precision, warmUp } from "./gpu.ts";
 import { TrainLoader } from "./loader.ts";
 import { initParams, Net, NetState, ParamLayout, trainFlopsPerImage } from "./model.ts";
-import { writeAtomic } from "./report.ts";
+import { writeFileAtomic } from "./atomic.ts";
 import { Rng } from "./rng.ts";
 import { GpuTimer, STEP_EMA, STEP_WHITEN_BIAS, StepTable, type StepValues } from "./steps.ts";
 
@@ -429,7 +429,7 @@ async function main() {
     values["log-dir"] ?? "logs",
     `bench-${new Date().toISOString().replace(/[:.]/g, "-")}.json`,
   );
-  writeAtomic(path, JSON.stringify(result, null, 1));
+  writeFileAtomic(path, JSON.stringify(result, null, 1));
   if (values.json) {
     console.log(JSON.stringify(result, null, 1));
     return;

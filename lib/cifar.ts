@@ -7,6 +7,7 @@ import { fileURLToPath } from "node:url";
 import { Gunzip } from "fflate";
 import { decodePng, type PngImage } from "./png.ts";
 import { TarReader } from "./tar.ts";
+import { writeFileAtomic } from "./atomic.ts";
 
 export interface CifarSplit {
   images: Uint8Array; // n*3072 bytes; per image: R plane (32x32 row-major), then G, then B
@@ -420,25 +421,13 @@ async function writeStamp(dir: string, shas: Record<string, string>): Promise<vo
     const info = await Deno.stat(join(dir, name));
     stamp[name] = { size: info.size, mtimeMs: info.mtime?.getTime() ?? 0, sha256: shas[name] };
   }
-  await writeAtomic(join(dir, STAMP), new TextEncoder().encode(JSON.stringify(stamp, null, 1) + "\n"));
-}
-
-/** Write to a temp name in the same folder, then rename, so readers never see a partial file. */
-async function writeAtomic(path: string, bytes: Uint8Array): Promise<void> {
-  const tmp = join(dirname(path), `.${basename(path)}.${Deno.pid}.tmp`);
-  try {
-    await Deno.writeFile(tmp, bytes);
-    await Deno.rename(tmp, path);
-  } catch (e) {
-    await Deno.remove(tmp).catch(() => {});
-    throw e;
-  }
+  writeFileAtomic(join(dir, STAMP), new TextEncoder().encode(JSON.stringify(stamp, null, 1) + "\n"));
 }
 
 async function writeCache(dir: string, batches: Batches, shas: Record<string, string>): Promise<void> {
   await Deno.mkdir(dir, { recursive: true });
   await clearCache(dir); // an old stamp must not vouch for new files
-  for (const name of BATCH_NAMES) await writeAtomic(join(dir, name), batches.get(name)!);
+  for (const name of BATCH_NAMES) writeFileAtomic(join(dir, name), batches.get(name)!);
   await writeStamp(dir, shas);
 }
 

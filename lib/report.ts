@@ -1,7 +1,5 @@
 // Console table (the reference's columns), live progress line, and the JSON log written atomically.
 
-import { dirname, join } from "node:path";
-
 export const COLUMNS = [
   "run ",
   "epoch",
@@ -69,21 +67,6 @@ export function formatDuration(s: number): string {
   if (s < 90) return `${s.toFixed(0)} s`;
   if (s < 5400) return `${(s / 60).toFixed(1)} min`;
   return `${(s / 3600).toFixed(1)} h`;
-}
-
-/** Write text to `path` through a temp file in the same folder and a rename (never half-written). */
-export function writeAtomic(path: string, text: string): void {
-  Deno.mkdirSync(dirname(path), { recursive: true });
-  const tmp = join(dirname(path), `.${crypto.randomUUID()}.tmp`);
-  try {
-    Deno.writeTextFileSync(tmp, text);
-    Deno.renameSync(tmp, path);
-  } catch (e) {
-    try {
-      Deno.removeSync(tmp);
-    } catch { /* the temp file was never created */ }
-    throw e;
-  }
 }
 
 export function meanStd(xs: number[]): { mean: number; std: number } {

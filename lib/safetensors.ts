@@ -7,6 +7,8 @@
  * data section.
  */
 
+import { writeFileAtomic } from "./atomic.ts";
+
 export type SafetensorsDType = "F32" | "F64" | "I32" | "I64" | "U8";
 
 export type SafetensorsData = Float32Array | Float64Array | Int32Array | BigInt64Array | Uint8Array;
@@ -121,19 +123,7 @@ export function writeSafetensors(
   tensors: Record<string, SafetensorsTensor>,
   metadata?: Record<string, string>,
 ): void {
-  const bytes = encodeSafetensors(tensors, metadata);
-  const tmp = `${path}.tmp-${Deno.pid}-${crypto.randomUUID()}`;
-  try {
-    Deno.writeFileSync(tmp, bytes);
-    Deno.renameSync(tmp, path);
-  } catch (e) {
-    try {
-      Deno.removeSync(tmp);
-    } catch {
-      // the temporary file may not exist
-    }
-    throw e;
-  }
+  writeFileAtomic(path, encodeSafetensors(tensors, metadata));
 }
 
 /** Parses safetensors bytes, returning tensors and metadata. Tensor data is copied (aligned, independent). */
