@@ -11,7 +11,7 @@ import { type Gpu, type Op, type Precision, warmUp } from "./gpu.ts";
 import { EvalLoader, type View } from "./loader.ts";
 import { type Net } from "./model.ts";
 import { countCorrect, scaleAdd } from "./ops.ts";
-import { type GpuTimer, submitOps } from "./steps.ts";
+import type { GpuTimer } from "./steps.ts";
 
 /** Views and their weights in the final logits for each TTA level. */
 export function ttaViews(level: number): { view: View; weight: number }[] {
@@ -75,7 +75,7 @@ export class Evaluator {
   ): Promise<number> {
     const all = this.ops(level);
     for (let b = 0; b < all.length; b++) {
-      submitOps(this.gpu, all[b], timer);
+      this.gpu.run(all[b], timer?.writes(true, true));
       if (onBatch) {
         await this.gpu.sync();
         onBatch(b + 1, all.length);

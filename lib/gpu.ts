@@ -275,10 +275,11 @@ export class Gpu {
     });
   }
 
-  /** Run a list of ops in one submit (tests and one-off work). */
-  run(ops: Op[]): void {
+  /** Run a list of ops in one compute pass and one submit, optionally as a timed span. */
+  run(ops: Op[], timestampWrites?: GPUComputePassTimestampWrites): void {
+    this.checkAlive();
     const enc = this.device.createCommandEncoder();
-    const pass = enc.beginComputePass();
+    const pass = enc.beginComputePass({ timestampWrites });
     for (const op of ops) op.encode(pass);
     pass.end();
     this.device.queue.submit([enc.finish()]);

@@ -136,13 +136,3 @@ export function submitSteps(
   }
   gpu.device.queue.submit([enc.finish()]);
 }
-
-/** Submit a list of ops as one timed span (whitening upload, evaluation). */
-export function submitOps(gpu: Gpu, ops: Op[], timer?: GpuTimer): void {
-  gpu.checkAlive();
-  const enc = gpu.device.createCommandEncoder();
-  const pass = enc.beginComputePass({ timestampWrites: timer?.writes(true, true) });
-  for (const op of ops) op.encode(pass);
-  pass.end();
-  gpu.device.queue.submit([enc.finish()]);
-}
