@@ -5,7 +5,8 @@
 // the kernels are elementwise, so the layout does not matter); acc, x [COUNT] f32.
 // Constants injected by lib/ops.ts (every pipeline of this file defines all of them): COUNT (elements), WG
 // (workgroup size), GATE_START, GATE_END (SGD leaves [GATE_START, GATE_END) untouched unless the step's
-// STEP_WHITEN_BIAS flag is set; an empty range when there is no gate).
+// STEP_WHITEN_BIAS flag is set; an empty range when there is no gate), LR_MULT and WD_MULT (f32: the SGD
+// step's lr and weight decay are the Step's times these, for parameter groups; 1 and 1 by default).
 // Each entry point has its own bindings; binding numbers repeat across entry points (only the interface of
 // one entry point has to be collision-free). 2-D grids: linear index from num_workgroups.
 
@@ -36,10 +37,10 @@ fn sgd_step(
     return; // frozen (torch: requires_grad = False): no decay, no momentum
   }
   let p = sgd_p[i];
-  let g = sgd_g[i] + sgd_st.weight_decay * p;
+  let g = sgd_g[i] + (sgd_st.weight_decay * WD_MULT) * p;
   let buf = sgd_st.momentum * sgd_m[i] + g;
   sgd_m[i] = buf;
-  sgd_p[i] = p - sgd_st.lr * (g + sgd_st.momentum * buf);
+  sgd_p[i] = p - (sgd_st.lr * LR_MULT) * (g + sgd_st.momentum * buf);
 }
 
 // ---- lookahead: binding 0 params [COUNT], binding 1 ema [COUNT], binding 2 Step.

@@ -1,201 +1,83 @@
 // `deno task bench`: where the time of a training step goes on this adapter.
 //
-//   deno task bench [--full] [--json] [--batch-size B] [--repeats R] [--widths a,b,c] [--tiles TM,TN4,TMV,TN4W]
-//                   [--variant register|workgroup]   (default: register on CPU adapters, workgroup on GPUs)
+//   deno task bench [--full] [--json] [--batch-size B] [--repeats R] [--widths a,b,...] [--experiment FILE]
+//                   [--tiles TM,TN4,TMV,TN4W] [--variant register|workgroup] [--log-dir DIR]
 //
+// The network is the experiment's own declaration (main.ts by default): every layer of it is measured by name.
 // Prints (and writes under logs/) the adapter, a ceiling probe (register-blocked matmul and a buffer copy),
-// every kernel of a profiled training step at batch 384 (each op in its own timed pass), whole training steps
-// in f32 and f16, and evaluation throughput with TTA level 2. Times come from GPU timestamp queries where the
-// adapter has them, otherwise from onSubmittedWorkDone around each submit.
+// every op of a profiled training step (each op in its own timed pass) by layer and pass, whole training
+// steps (dispatches, host encode time, GPU time) in f32 and f16, and evaluation throughput with TTA level 2.
+// Times come from GPU timestamp queries where the adapter has them, else from synced submits.
 
-import { join } from "node:path";
+import { join, resolve } from "node:path";
+import { pathToFileURL } from "node:url";
 import { parseArgs } from "node:util";
-import { convFlops, type ConvShape, type ConvTiles, type ConvVariant, tilesFor } from "./conv.ts";
-import { Evaluator } from "./evaluate.ts";
-import { dispatch, Gpu, grid2d, type Op, type Precision, warmUp } from "./gpu.ts";
-import { TrainLoader } from "./loader.ts";
-import { initParams, Net, NetState, ParamLayout, trainFlopsPerImage } from "./model.ts";
 import { writeFileAtomic } from "./atomic.ts";
+import type { Hyp } from "./cli.ts";
+import { type ConvTiles, type ConvVariant, tilesFor } from "./conv.ts";
+import { Evaluator } from "./evaluate.ts";
+import type { Experiment } from "./experiment.ts";
+import { Gpu, type Op, type Precision, warmUp } from "./gpu.ts";
+import { TrainLoader } from "./loader.ts";
+import { initParams, INPUT_SHAPE, Net, NetState, ParamLayout } from "./model.ts";
+import { Graph, nodeFlops } from "./nn.ts";
+import { ceilingProbe, median, spread } from "./probe.ts";
 import { Rng } from "./rng.ts";
-import { GpuTimer, STEP_EMA, STEP_WHITEN_BIAS, StepTable, type StepValues } from "./steps.ts";
+import { GpuTimer, STEP_EMA, STEP_WHITEN_BIAS, StepTable } from "./steps.ts";
+import { TrainStep } from "./train.ts";
 
-// ------------------------------------------------------------------------------------------ timing
-
-/** Times each op list as its own pass; returns per-list seconds (median over repeats after warm-up). */
-class PassTimer {
-  private readonly qs?: GPUQuerySet;
-  private readonly resolve?: GPUBuffer;
-  private readonly capacity = 4096;
-
-  constructor(readonly gpu: Gpu) {
-    if (gpu.timestamps) {
-      this.qs = gpu.device.createQuerySet({ type: "timestamp", count: this.capacity });
-      this.resolve = gpu.device.createBuffer({
-        size: this.capacity * 8,
-        usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC,
-      });
-    }
-  }
-
-  get method(): string {
-    return this.qs ? "timestamp-query" : "onSubmittedWorkDone";
-  }
-
-  /**
-   * Run `groups` in order (after `pre`, untimed, in the same command buffer) and return each group's seconds.
-   * `pre` is re-encoded before every group (e.g. copying the Step uniform).
-   */
-  async time(groups: Op[][], pre?: (enc: GPUCommandEncoder) => void): Promise<number[]> {
-    const { gpu } = this;
-    if (!this.qs || !this.resolve) {
-      const out: number[] = [];
-      for (const g of groups) {
-        const enc = gpu.device.createCommandEncoder();
-        pre?.(enc);
-        const pass = enc.beginComputePass();
-        for (const op of g) op.encode(pass);
-        pass.end();
-        await gpu.sync();
-        const t = performance.now();
-        gpu.device.queue.submit([enc.finish()]);
-        await gpu.sync();
-        out.push((performance.now() - t) / 1000);
-      }
-      return out;
-    }
-    if (groups.length * 2 > this.capacity) throw new Error("bench: too many timed passes in one batch");
-    const enc = gpu.device.createCommandEncoder();
-    groups.forEach((g, i) => {
-      pre?.(enc);
-      const pass = enc.beginComputePass({
-        timestampWrites: {
-          querySet: this.qs!,
-          beginningOfPassWriteIndex: 2 * i,
-          endOfPassWriteIndex: 2 * i + 1,
-        },
-      });
-      for (const op of g) op.encode(pass);
-      pass.end();
-    });
-    enc.resolveQuerySet(this.qs, 0, groups.length * 2, this.resolve, 0);
-    gpu.device.queue.submit([enc.finish()]);
-    const t = new BigUint64Array(await gpu.read(this.resolve, 0, groups.length * 16));
-    return groups.map((_, i) => Number(t[2 * i + 1] - t[2 * i]) / 1e9);
-  }
+interface BenchArgs {
+  full: boolean;
+  json: boolean;
+  batch: number;
+  widths?: number[];
+  repeats?: number;
+  tiles?: number[];
+  variant?: ConvVariant;
+  logDir: string;
+  experiment: string;
 }
 
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
-}
+const USAGE =
+  "usage: deno task bench [--full] [--json] [--batch-size 384] [--repeats R] [--widths 64,256,256]\n" +
+  "                       [--experiment main.ts] [--tiles TM,TN4,TMV,TN4W] [--variant register|workgroup]\n" +
+  "                       [--log-dir logs]\n" +
+  "  --full   more repeats, a larger matmul probe, f16 steps on CPU adapters too\n" +
+  "  --json   print only the JSON";
 
-/** (max - min) / median, the spread reported beside each median. */
-function spread(xs: number[]): number {
-  return xs.length > 1 ? (Math.max(...xs) - Math.min(...xs)) / median(xs) : 0;
-}
-
-// ------------------------------------------------------------------------------------------ ceiling probe
-
-const PROBE_WG = 64;
-
-/** c = a * b (f32): `at` is A stored K-major ([K][M]), b [K][N], c [M][N]; M % (4*TMV) == 0, N % (4*TN4) == 0. */
-export function matmulOp(
-  gpu: Gpu,
-  bufs: { at: GPUBuffer; b: GPUBuffer; c: GPUBuffer },
-  M: number,
-  N: number,
-  K: number,
-  TMV = 2,
-  TN4 = 4,
-): Op {
-  if (M % (4 * TMV) || N % (4 * TN4)) throw new Error(`matmul probe: unsupported shape ${M}x${N}x${K}`);
-  const threads = (M / 4 / TMV) * (N / 4 / TN4);
-  const grid = grid2d(Math.ceil(threads / PROBE_WG));
-  const pipe = gpu.pipeline("matmul.wgsl", "matmul", { M, N, K, TMV, TN4, WG: PROBE_WG, NWX: grid[0] });
-  return dispatch(gpu, "matmul", pipe, [bufs.at, bufs.b, bufs.c], grid);
-}
-
-/** dst = src over `bytes` (a multiple of 16). */
-export function copyOp(gpu: Gpu, src: GPUBuffer, dst: GPUBuffer, bytes: number): Op {
-  const grid = grid2d(Math.ceil(bytes / 16 / PROBE_WG));
-  const pipe = gpu.pipeline("copy.wgsl", "copy", { L4: bytes / 16, WG: PROBE_WG, NWX: grid[0] });
-  return dispatch(gpu, "copy", pipe, [src, dst], grid);
-}
-
-async function ceilingProbe(gpu: Gpu, timer: PassTimer, size: number, repeats: number) {
-  const [M, N, K] = [size, size, size];
-  const at = gpu.buffer(M * K * 4), b = gpu.buffer(K * N * 4), c = gpu.buffer(M * N * 4);
-  // The best of a few register-block shapes (rows x columns per invocation) is the practical ceiling.
-  const shapes: [number, number][] = [[2, 4], [2, 2], [1, 4], [4, 2]];
-  const mmOps = shapes.map(([TMV, TN4]) => matmulOp(gpu, { at, b, c }, M, N, K, TMV, TN4));
-  const bytes = 64 << 20; // 64 MiB each way
-  const src = gpu.buffer(bytes), dst = gpu.buffer(bytes);
-  const cpOp = copyOp(gpu, src, dst, bytes);
-  await gpu.checkCompile();
-  await warmUp(gpu, [...mmOps, cpOp]);
-  await timer.time([...mmOps.map((o) => [o]), [cpOp]]); // warm-up
-  const mmT: number[][] = shapes.map(() => []), cpT: number[] = [];
-  for (let r = 0; r < repeats; r++) {
-    const t = await timer.time([...mmOps.map((o) => [o]), [cpOp]]);
-    shapes.forEach((_, i) => mmT[i].push(t[i]));
-    cpT.push(t[shapes.length]);
-  }
-  for (const buf of [at, b, c, src, dst]) buf.destroy();
-  const best = mmT.reduce((bi, ts, i) => (median(ts) < median(mmT[bi]) ? i : bi), 0);
-  return {
-    matmul_size: size,
-    matmul_tile: { rows: 4 * shapes[best][0], cols: 4 * shapes[best][1] },
-    matmul_gflops: (2 * M * N * K) / median(mmT[best]) / 1e9,
-    matmul_spread: spread(mmT[best]),
-    copy_bytes: bytes,
-    copy_gbps: (2 * bytes) / median(cpT) / 1e9,
-    copy_spread: spread(cpT),
-  };
-}
-
-// ------------------------------------------------------------------------------------------ network
-
-interface LayerInfo {
-  layer: string;
-  shape: ConvShape | { N: number; C: number; classes: number };
-  flops: number; // forward FLOPs (each gradient pass costs the same)
-}
-
-function layers(widths: [number, number, number], B: number): LayerInfo[] {
-  const out: LayerInfo[] = [];
-  const ws: ConvShape = { N: B, H: 32, W: 32, CI: 4, CO: 24, KH: 2, KW: 2, PAD: 0 };
-  out.push({ layer: "whiten", shape: ws, flops: convFlops(ws) });
-  let H = 31, cin = 24;
-  widths.forEach((c, i) => {
-    const Hp = Math.floor(H / 2);
-    const s1: ConvShape = { N: B, H, W: H, CI: cin, CO: c, KH: 3, KW: 3, PAD: 1 };
-    const s2: ConvShape = { N: B, H: Hp, W: Hp, CI: c, CO: c, KH: 3, KW: 3, PAD: 1 };
-    out.push({ layer: `${i + 2}.conv1`, shape: s1, flops: convFlops(s1) });
-    out.push({ layer: `${i + 2}.conv2`, shape: s2, flops: convFlops(s2) });
-    H = Hp;
-    cin = c;
+function parseBenchArgs(args: string[]): BenchArgs | undefined {
+  const str = { type: "string" as const }, bool = { type: "boolean" as const };
+  const { values: v } = parseArgs({
+    args,
+    options: {
+      full: bool,
+      json: bool,
+      help: bool,
+      "batch-size": str,
+      repeats: str,
+      widths: str,
+      tiles: str,
+      variant: str,
+      "log-dir": str,
+      experiment: str,
+    },
   });
-  out.push({ layer: "7", shape: { N: B, C: cin, classes: 10 }, flops: 2 * B * cin * 10 });
-  return out;
-}
-
-/** Which layer and pass an op of the step belongs to, from its name (see lib/model.ts). */
-function classify(
-  name: string,
-): { layer: string; pass: "forward" | "input_grad" | "weight_grad" } | undefined {
-  if (name === "whiten") return { layer: "whiten", pass: "forward" };
-  if (name.startsWith("0.bias.grad")) return { layer: "whiten", pass: "weight_grad" };
-  const m = /^(\d\.conv\d)(\.(igrad|wgrad))?/.exec(name);
-  if (m) {
-    return {
-      layer: m[1],
-      pass: m[3] === "igrad" ? "input_grad" : m[3] === "wgrad" ? "weight_grad" : "forward",
-    };
+  if (v.help) return undefined;
+  const nums = (s: unknown) => String(s).split(",").map(Number);
+  if (v.variant !== undefined && v.variant !== "register" && v.variant !== "workgroup") {
+    throw new Error(`--variant ${v.variant}: expected register or workgroup`);
   }
-  if (name.startsWith("linear_forward")) return { layer: "7", pass: "forward" };
-  if (name.startsWith("linear_backward_dx")) return { layer: "7", pass: "input_grad" };
-  if (name.startsWith("linear_backward_dw")) return { layer: "7", pass: "weight_grad" };
-  return undefined;
+  return {
+    full: Boolean(v.full),
+    json: Boolean(v.json),
+    batch: Number(v["batch-size"] ?? 384),
+    widths: v.widths ? nums(v.widths) : undefined,
+    repeats: v.repeats ? Number(v.repeats) : undefined,
+    tiles: v.tiles ? nums(v.tiles) : undefined,
+    variant: v.variant as ConvVariant | undefined,
+    logDir: String(v["log-dir"] ?? "logs"),
+    experiment: String(v.experiment ?? "main.ts"),
+  };
 }
 
 function syntheticSet(n: number, seed: number) {
@@ -206,32 +88,38 @@ function syntheticSet(n: number, seed: number) {
   return { images, labels, n };
 }
 
-interface StepSetup {
+interface Setup {
+  graph: Graph;
   net: Net;
-  evalNet: Net;
+  step: TrainStep;
   stepOps: Op[];
   table: StepTable;
-  layout: ParamLayout;
-  state: NetState;
   loader: TrainLoader;
   evaluator: Evaluator;
+  /** Layer (node label or "loss", "optimizer", "loader") and pass of each op of the step. */
+  owner: Map<Op, { layer: string; pass: string }>;
 }
 
-async function setupStep(
+/** The experiment's network at batch B with random parameters, synthetic data, and one planned step. */
+function setupStep(
   gpu: Gpu,
   p: Precision,
-  widths: [number, number, number],
-  B: number,
+  exp: Experiment<Hyp>,
+  h: Hyp,
   evalN: number,
   tiles: ConvTiles,
-): Promise<StepSetup> {
-  const layout = new ParamLayout({ widths, scale: 1 / 9, smoothing: 0.2 });
+): Setup {
+  const B = h.opt.batch_size;
+  const graph = new Graph(exp.makeNet(h), INPUT_SHAPE);
+  const layout = new ParamLayout(graph);
   const state = new NetState(gpu, layout);
   const rng = new Rng(1);
   const params = initParams(layout, () => rng.float());
-  params["0.weight"] = Float32Array.from({ length: 288 }, () => rng.normal() * 0.3);
+  for (const e of layout.entries) {
+    if (e.init === "external") params[e.name] = params[e.name].map(() => rng.normal() * 0.3);
+  }
   state.load(params);
-  const net = new Net(gpu, p, layout, state, B, tiles);
+  const net = new Net(gpu, p, graph, state, B, tiles);
   const data = syntheticSet(2 * B, 2);
   const loader = new TrainLoader(gpu, data.images, data.labels, {
     batchSize: B,
@@ -242,7 +130,7 @@ async function setupStep(
     epochs: 1,
   });
   const table = new StepTable(gpu, 1);
-  const step: StepValues = {
+  table.write([{
     step: 0,
     epoch: 0,
     batchStart: 0,
@@ -251,230 +139,249 @@ async function setupStep(
     weightDecay: 0.05,
     momentum: 0.85,
     emaDecay: 0.5,
-  };
-  table.write([step]);
-  const labels = gpu.buffer(B * 4), stats = gpu.buffer(8);
-  net.buildTrainOps(labels, stats, table.current);
-  const stepOps = [loader.gatherOp(table.current, net.x, labels), ...net.forwardOps, ...net.trainOps];
-  const evalNet = new Net(gpu, p, layout, state, Math.min(evalN, Net.maxBatch(gpu, p, layout, 2000)), tiles);
-  const evaluator = new Evaluator(gpu, p, evalNet, syntheticSet(evalN, 4));
-  await gpu.checkCompile();
-  return { net, evalNet, stepOps, table, layout, state, loader, evaluator };
+  }]);
+  const step = new TrainStep(gpu, net, table, { smoothing: 0.2, groups: exp.groups(h) });
+  const gather = loader.gatherOp(table.current, net.x, step.labels);
+  const owner = new Map<Op, { layer: string; pass: string }>([[gather, {
+    layer: "loader",
+    pass: "forward",
+  }]]);
+  for (const { node, ops } of net.forwardByNode) {
+    for (const op of ops) owner.set(op, { layer: node.label, pass: "forward" });
+  }
+  for (const { node, ops } of step.backwardByNode) {
+    for (const op of ops) owner.set(op, { layer: node.label, pass: op.pass ?? "input_grad" });
+  }
+  for (const op of step.lossOps) owner.set(op, { layer: "loss", pass: "forward" });
+  for (const op of step.optimizerOps) owner.set(op, { layer: "optimizer", pass: "forward" });
+  const evalBatch = Math.min(evalN, Net.maxBatch(gpu, p, graph, 2000));
+  const evaluator = new Evaluator(
+    gpu,
+    p,
+    new Net(gpu, p, graph, state, evalBatch, tiles, false),
+    syntheticSet(evalN, 4),
+  );
+  return { graph, net, step, stepOps: step.ops(gather), table, loader, evaluator, owner };
 }
 
-// ------------------------------------------------------------------------------------------ main
+/** Host time to encode one step's passes into a command buffer (not submitted). */
+function encodeMs(gpu: Gpu, ops: Op[]): number {
+  const t = performance.now();
+  const enc = gpu.device.createCommandEncoder();
+  const pass = enc.beginComputePass();
+  for (const op of ops) op.encode(pass);
+  pass.end();
+  enc.finish();
+  return performance.now() - t;
+}
 
-async function main() {
-  const { values } = parseArgs({
-    args: Deno.args,
-    options: {
-      full: { type: "boolean" },
-      json: { type: "boolean" },
-      "batch-size": { type: "string" },
-      repeats: { type: "string" },
-      widths: { type: "string" },
-      tiles: { type: "string" },
-      variant: { type: "string" },
-      "log-dir": { type: "string" },
-      help: { type: "boolean" },
-    },
+/** Profiled steps (every op in its own timed pass): the median ms of each op and the step totals. */
+async function profileStep(gpu: Gpu, timer: GpuTimer, s: Setup, repeats: number, warmup: number) {
+  const copyStep = (enc: GPUCommandEncoder) =>
+    enc.copyBufferToBuffer(s.table.table, 0, s.table.current, 0, 32);
+  await warmUp(gpu, s.stepOps);
+  await s.evaluator.warm(2);
+  for (let w = 0; w < warmup; w++) await timer.time([{ ops: s.stepOps, before: copyStep }]);
+  const perOp: number[][] = s.stepOps.map(() => []);
+  const totals: number[] = [];
+  for (let r = 0; r < repeats; r++) {
+    const t = await timer.time(s.stepOps.map((op) => ({ ops: [op], before: copyStep })));
+    t.forEach((v, i) => perOp[i].push(v));
+    totals.push(t.reduce((x, y) => x + y, 0));
+  }
+  const encode = median(Array.from({ length: 5 }, () => encodeMs(gpu, s.stepOps)));
+  return { opMs: perOp.map((ts) => median(ts) * 1000), totals, encodeMs: encode };
+}
+
+/** The per-layer rows (layers with FLOPs: GFLOP/s and % of the probe) and the other ops (% of the step). */
+function attribute(s: Setup, opMs: number[], stepMs: number, probeGflops: number, p: Precision) {
+  const B = s.net.batch;
+  const byKey = new Map<string, { layer: string; pass: string; ms: number }>();
+  s.stepOps.forEach((op, i) => {
+    const o = s.owner.get(op) ?? { layer: op.name, pass: "forward" };
+    const key = `${o.layer}|${o.pass}`;
+    const g = byKey.get(key) ?? { ...o, ms: 0 };
+    g.ms += opMs[i];
+    byKey.set(key, g);
   });
-  if (values.help) {
-    console.log(
-      "usage: deno task bench [--full] [--json] [--batch-size 384] [--repeats R] [--widths 64,256,256]\n" +
-        "                       [--tiles TM,TN4,TMV,TN4W] [--variant register|workgroup] [--log-dir logs]\n" +
-        "  --full   more repeats, a larger matmul probe, f16 steps on CPU adapters too\n" +
-        "  --json   print only the JSON",
-    );
-    return;
-  }
-  const gpu = await Gpu.create();
-  const a = gpu.adapter;
-  const full = Boolean(values.full);
-  const B = Number(values["batch-size"] ?? 384);
-  const widths = (values.widths ?? "64,256,256").split(",").map(Number) as [number, number, number];
-  // lavapipe runs a batch-384 step in about a minute: one timed step per precision keeps the default under 3 min.
-  const repeats = Number(values.repeats ?? (a.isCpu ? (full ? 3 : 1) : full ? 20 : 5));
-  const warmup = a.isCpu && !full ? 0 : 2;
-  const tiles: ConvTiles = tilesFor(a);
-  if (values.variant) {
-    if (values.variant !== "register" && values.variant !== "workgroup") {
-      throw new Error(`--variant ${values.variant}: expected register or workgroup`);
+  const kernels: Record<string, unknown>[] = [], other: Record<string, unknown>[] = [];
+  for (const g of byKey.values()) {
+    const node = s.graph.nodes.find((n) => n.label === g.layer);
+    const f = node && nodeFlops(s.graph, node, true);
+    const perImage = f
+      ? { forward: f.forward, weight_grad: f.weightGrad, input_grad: f.inputGrad }[g.pass] ?? 0
+      : 0;
+    if (node && f && f.forward > 0) {
+      const gflops = perImage > 0 ? (perImage * B) / (g.ms / 1000) / 1e9 : null;
+      const shape = node.inputs.map((i) => s.graph.tensors[i].shape)[0];
+      kernels.push({
+        precision: p,
+        layer: g.layer,
+        torch: node.layer.torch,
+        pass: g.pass,
+        shape: `${B}x${shape.H}x${shape.W}x${shape.C}`,
+        ms: g.ms,
+        gflops,
+        pct_of_ceiling: gflops === null ? null : (gflops / probeGflops) * 100,
+      });
+    } else {
+      const name = node ? `${g.layer} ${node.layer.type}${g.pass === "forward" ? "" : " backward"}` : g.layer;
+      other.push({ precision: p, op: name, ms: g.ms, pct_of_step: (g.ms / stepMs) * 100 });
     }
-    tiles.variant = values.variant as ConvVariant;
   }
-  if (values.tiles) {
-    const [TM, TN4, TMV, TN4W] = values.tiles.split(",").map(Number);
+  return { kernels, other };
+}
+
+/** Evaluation throughput with TTA level 2 (6 forward passes per image). */
+async function evalRate(gpu: Gpu, s: Setup, repeats: number): Promise<number> {
+  const times: number[] = [];
+  for (let r = 0; r < repeats; r++) {
+    const t0 = performance.now();
+    const timer = new GpuTimer(gpu);
+    await s.evaluator.accuracy(2, timer);
+    timer.wall((performance.now() - t0) / 1000);
+    await timer.collect();
+    timer.destroy();
+    times.push(timer.seconds);
+  }
+  return s.evaluator.n / median(times);
+}
+
+async function loadExperiment(path: string): Promise<Experiment<Hyp>> {
+  const mod = await import(pathToFileURL(resolve(path)).href);
+  if (!mod.experiment) throw new Error(`${path}: exports no \`experiment\` (see main.ts)`);
+  return mod.experiment as Experiment<Hyp>;
+}
+
+/** Everything the bench measures, as one JSON-able object. */
+async function measure(gpu: Gpu, args: BenchArgs, say: (s: string) => void) {
+  const a = gpu.adapter;
+  const exp = await loadExperiment(args.experiment);
+  const h: Hyp = structuredClone(exp.hyp);
+  h.opt.batch_size = args.batch;
+  if (args.widths) h.net.widths = args.widths;
+  // lavapipe runs a batch-384 step in about 15 s: one timed step per precision keeps the default short.
+  const repeats = args.repeats ?? (a.isCpu ? (args.full ? 3 : 1) : args.full ? 20 : 5);
+  const warmup = a.isCpu && !args.full ? 0 : 2;
+  const tiles: ConvTiles = { ...tilesFor(a), ...(args.variant ? { variant: args.variant } : {}) };
+  if (args.tiles) {
+    const [TM, TN4, TMV, TN4W] = args.tiles;
     Object.assign(tiles, { TM, TN4, TMV, TN4W: TN4W ?? tiles.TN4W });
   }
-  const say = (s: string) => values.json || console.log(s);
-  const timer = new PassTimer(gpu);
-
+  const timer = new GpuTimer(gpu);
   say(
     `adapter: ${a.name} (vendor ${a.vendor}, ${a.backend}${a.isCpu ? ", CPU adapter" : ""}), f16: ${a.f16}`,
   );
-  say(`timing: ${timer.method}, ${warmup} warm-up + ${repeats} timed repeat(s)`);
-  const ceiling = await ceilingProbe(gpu, timer, full || !a.isCpu ? 2048 : 1024, Math.max(3, repeats));
   say(
-    `ceiling: matmul ${ceiling.matmul_size}^3 ${ceiling.matmul_gflops.toFixed(2)} GFLOP/s ` +
-      `(spread ${(ceiling.matmul_spread * 100).toFixed(0)}%), copy ${ceiling.copy_gbps.toFixed(2)} GB/s`,
+    `timing: ${timer.method}, ${warmup} warm-up + ${repeats} timed repeat(s); experiment ${args.experiment}`,
   );
-
-  const precisions: Precision[] = a.f16 && (full || !a.isCpu) ? ["f32", "f16"] : ["f32"];
-  const kernels: Record<string, unknown>[] = [];
-  const steps: Record<string, unknown>[] = [];
-  const evals: Record<string, unknown>[] = [];
-  const other: Record<string, unknown>[] = [];
-  const infos = layers(widths, B);
-  const flopsPerImage = trainFlopsPerImage(new ParamLayout({ widths, scale: 1 / 9, smoothing: 0.2 }));
-
+  const ceiling = await ceilingProbe(gpu, timer, args.full || !a.isCpu ? 2048 : 1024, Math.max(3, repeats));
+  say(
+    `ceiling: matmul ${ceiling.matmul_size}^3 ${ceiling.matmul_gflops.toFixed(2)} GFLOP/s, copy ${
+      ceiling.copy_gbps.toFixed(2)
+    } GB/s`,
+  );
+  const precisions: Precision[] = a.f16 && (args.full || !a.isCpu) ? ["f32", "f16"] : ["f32"];
+  const out = {
+    kernels: [] as unknown[],
+    other_ops: [] as unknown[],
+    steps: [] as unknown[],
+    eval: [] as unknown[],
+  };
+  let flopsPerImage = 0;
   for (const p of precisions) {
-    // TTA level 2 runs 6 forward passes per image: on a CPU adapter a small set gives the rate in seconds.
-    const s = await setupStep(gpu, p, widths, B, a.isCpu ? (full ? 256 : 64) : 2000, tiles);
-    const copyStep = (enc: GPUCommandEncoder) =>
-      enc.copyBufferToBuffer(s.table.table, 0, s.table.current, 0, 32);
-    await warmUp(gpu, s.stepOps);
-    await s.evaluator.warm(2);
-    for (let w = 0; w < warmup; w++) await timer.time([s.stepOps], copyStep);
-    // Profiled steps: every op in its own timed pass.
-    const perOp: number[][] = s.stepOps.map(() => []);
-    const totals: number[] = [];
-    for (let r = 0; r < repeats; r++) {
-      const t = await timer.time(s.stepOps.map((op) => [op]), copyStep);
-      t.forEach((v, i) => perOp[i].push(v));
-      totals.push(t.reduce((x, y) => x + y, 0));
-    }
-    const stepMs = median(totals) * 1000;
-    const ips = B / (stepMs / 1000);
-    steps.push({
+    const s = setupStep(gpu, p, exp, h, a.isCpu ? (args.full ? 256 : 64) : 2000, tiles);
+    await gpu.checkCompile();
+    flopsPerImage = s.graph.flopsPerImage(true);
+    const prof = await profileStep(gpu, timer, s, repeats, warmup);
+    const stepMs = median(prof.totals) * 1000, ips = args.batch / (stepMs / 1000);
+    const gflops = (ips * flopsPerImage) / 1e9;
+    out.steps.push({
       precision: p,
-      batch_size: B,
+      batch_size: args.batch,
+      dispatches: s.stepOps.length,
+      encode_ms: prof.encodeMs,
+      gpu_ms: stepMs,
       ms: stepMs,
-      spread: spread(totals),
+      spread: spread(prof.totals),
       images_per_s: ips,
-      gflops: (ips * flopsPerImage) / 1e9,
-      pct_of_ceiling: ((ips * flopsPerImage) / 1e9 / ceiling.matmul_gflops) * 100,
+      gflops,
+      pct_of_ceiling: (gflops / ceiling.matmul_gflops) * 100,
     });
-    // Per layer and pass: the sum of its ops' medians.
-    const groups = new Map<string, { layer: string; pass: string; ms: number }>();
-    const rest = new Map<string, number>();
-    s.stepOps.forEach((op, i) => {
-      const ms = median(perOp[i]) * 1000;
-      const c = classify(op.name);
-      if (c) {
-        const key = `${c.layer}|${c.pass}`;
-        const g = groups.get(key) ?? { ...c, ms: 0 };
-        g.ms += ms;
-        groups.set(key, g);
-      } else {
-        const key = op.name.replace(/\..*$/, "");
-        rest.set(key, (rest.get(key) ?? 0) + ms);
-      }
-    });
-    for (const info of infos) {
-      for (const pass of ["forward", "input_grad", "weight_grad"]) {
-        const g = groups.get(`${info.layer}|${pass}`);
-        if (!g) continue;
-        // The frozen whitening conv has no weight gradient: only its bias gradient (a sum over pixels).
-        const flops = info.layer === "whiten" && pass === "weight_grad" ? B * 31 * 31 * 24 : info.flops;
-        const gflops = flops / (g.ms / 1000) / 1e9;
-        kernels.push({
-          precision: p,
-          layer: info.layer,
-          pass,
-          shape: info.shape,
-          ms: g.ms,
-          gflops,
-          pct_of_ceiling: (gflops / ceiling.matmul_gflops) * 100,
-        });
-      }
-    }
-    for (const [name, ms] of rest) {
-      other.push({ precision: p, op: name, ms, pct_of_step: (ms / stepMs) * 100 });
-    }
-    // Evaluation throughput, TTA level 2 (6 forward passes per image).
-    const evT: number[] = [];
-    for (let r = 0; r < (a.isCpu ? 1 : Math.min(repeats, 3)); r++) {
-      const t0 = performance.now();
-      const gt = new GpuTimer(gpu);
-      await s.evaluator.accuracy(2, gt);
-      gt.wall((performance.now() - t0) / 1000);
-      await gt.collect();
-      evT.push(gt.seconds);
-    }
-    evals.push({
-      precision: p,
-      tta_level: 2,
-      images: s.evaluator.n,
-      images_per_s: s.evaluator.n / median(evT),
-    });
+    const { kernels, other } = attribute(s, prof.opMs, stepMs, ceiling.matmul_gflops, p);
+    out.kernels.push(...kernels);
+    out.other_ops.push(...other);
+    const ttaRate = await evalRate(gpu, s, a.isCpu ? 1 : Math.min(repeats, 3));
+    out.eval.push({ precision: p, tta_level: 2, images: s.evaluator.n, images_per_s: ttaRate });
     s.loader.destroy();
     s.evaluator.destroy();
   }
-
-  const result = {
-    adapter: { ...a, deno: Deno.version.deno },
+  timer.destroy();
+  const adapter = { ...a, deno: Deno.version.deno };
+  return {
+    adapter,
+    experiment: args.experiment,
     timing: timer.method,
     repeats,
     warmup,
     tiles,
     ceiling,
-    kernels,
-    other_ops: other,
-    steps,
-    eval: evals,
+    ...out,
     flops_per_image: flopsPerImage,
   };
-  const path = join(
-    values["log-dir"] ?? "logs",
-    `bench-${new Date().toISOString().replace(/[:.]/g, "-")}.json`,
-  );
-  writeFileAtomic(path, JSON.stringify(result, null, 1));
-  if (values.json) {
-    console.log(JSON.stringify(result, null, 1));
-    return;
-  }
-  const shapeStr = (s: LayerInfo["shape"]) =>
-    "KH" in s ? `${s.N}x${s.H}x${s.W}x${s.CI}->${s.CO} k${s.KH}` : `${s.N}x${s.C}->${s.classes}`;
-  console.log("\nkernels (profiled training step, each op in its own pass):");
+}
+
+type BenchResult = Awaited<ReturnType<typeof measure>>;
+
+function printResult(r: BenchResult, path: string) {
+  const num = (v: unknown, d = 2, w = 8) => (typeof v === "number" ? v.toFixed(d) : "-").padStart(w);
+  console.log("\nlayers (profiled training step, each op in its own pass):");
   console.log(
-    "prec | layer    | pass        | shape                         |       ms |  GFLOP/s | % ceiling",
+    "prec | layer        | pass        | input              |       ms |  GFLOP/s | % ceiling | module",
   );
-  for (const k of kernels) {
-    const info = infos.find((i) => i.layer === k.layer)!;
+  for (const k of r.kernels as Record<string, unknown>[]) {
     console.log(
-      `${String(k.precision).padEnd(4)} | ${String(k.layer).padEnd(8)} | ${String(k.pass).padEnd(11)} | ` +
-        `${shapeStr(info.shape).padEnd(29)} | ${(k.ms as number).toFixed(2).padStart(8)} | ` +
-        `${(k.gflops as number).toFixed(2).padStart(8)} | ${
-          (k.pct_of_ceiling as number).toFixed(1).padStart(8)
-        }%`,
+      `${String(k.precision).padEnd(4)} | ${String(k.layer).padEnd(12)} | ${String(k.pass).padEnd(11)} | ` +
+        `${String(k.shape).padEnd(18)} | ${num(k.ms)} | ${num(k.gflops)} | ${
+          num(k.pct_of_ceiling, 1)
+        }% | ${k.torch}`,
     );
   }
   console.log("\nother ops:");
-  for (const o of other) {
+  for (const o of r.other_ops as Record<string, unknown>[]) {
     console.log(
-      `${o.precision} ${String(o.op).padEnd(22)} ${(o.ms as number).toFixed(2).padStart(9)} ms ` +
-        `${(o.pct_of_step as number).toFixed(1).padStart(5)}% of the step`,
+      `${o.precision} ${String(o.op).padEnd(32)} ${num(o.ms, 2, 9)} ms ${
+        num(o.pct_of_step, 1, 5)
+      }% of the step`,
     );
   }
   console.log("\ntraining steps:");
-  for (const s of steps) {
+  for (const s of r.steps as Record<string, number | string>[]) {
     console.log(
-      `${s.precision} batch ${s.batch_size}: ${(s.ms as number).toFixed(1)} ms/step ` +
-        `(spread ${((s.spread as number) * 100).toFixed(0)}%), ${
-          (s.images_per_s as number).toFixed(1)
+      `${s.precision} batch ${s.batch_size}: ${num(s.ms, 1, 0)} ms/step GPU (spread ${
+        num(Number(s.spread) * 100, 0, 0)
+      }%), ` +
+        `${s.dispatches} dispatches, encode ${num(s.encode_ms, 2, 0)} ms, ${
+          num(s.images_per_s, 1, 0)
         } img/s, ` +
-        `${(s.gflops as number).toFixed(2)} GFLOP/s = ${
-          (s.pct_of_ceiling as number).toFixed(1)
-        }% of the probe`,
+        `${num(s.gflops, 2, 0)} GFLOP/s = ${num(s.pct_of_ceiling, 1, 0)}% of the probe`,
     );
   }
-  for (const e of evals) {
-    console.log(
-      `${e.precision} evaluation, TTA 2: ${(e.images_per_s as number).toFixed(1)} img/s (${e.images} images)`,
-    );
+  for (const e of r.eval as Record<string, number | string>[]) {
+    console.log(`${e.precision} evaluation, TTA 2: ${num(e.images_per_s, 1, 0)} img/s (${e.images} images)`);
   }
   console.log(`\n${path}`);
+}
+
+async function main() {
+  const args = parseBenchArgs(Deno.args);
+  if (!args) return console.log(USAGE);
+  const gpu = await Gpu.create();
+  const result = await measure(gpu, args, (s) => args.json || console.log(s));
+  const path = join(args.logDir, `bench-${new Date().toISOString().replace(/[:.]/g, "-")}.json`);
+  writeFileAtomic(path, JSON.stringify(result, null, 1));
+  if (args.json) console.log(JSON.stringify(result, null, 1));
+  else printResult(result, path);
 }
 
 if (import.meta.main) await main();

@@ -1,4 +1,4 @@
-// Command line of main.ts: every hyperparameter of the dict can be overridden, plus run options.
+// Command line of the experiment files (main.ts, experiments/*.ts): every hyperparameter of the dict can be overridden, plus run options.
 // Invalid flags or values fail with one line that names the flag and the accepted values.
 
 import { parseArgs } from "node:util";
@@ -14,7 +14,7 @@ export interface Hyp {
     whiten_bias_epochs: number;
   };
   aug: { flip: boolean; translate: number };
-  net: { widths: [number, number, number]; scaling_factor: number; tta_level: number };
+  net: { widths: number[]; scaling_factor: number; tta_level: number };
 }
 
 export interface RunOptions {
@@ -113,8 +113,8 @@ const FLAGS: Flag[] = [
   {
     name: "widths",
     kind: "widths",
-    help: "channel widths of the three blocks, a,b,c (multiples of 4)",
-    set: (h, _o, v) => h.net.widths = v as [number, number, number],
+    help: "channel widths of the conv blocks, one per block: a,b[,c,d,...] (multiples of 4)",
+    set: (h, _o, v) => h.net.widths = v as number[],
     get: (h) => h.net.widths.join(","),
   },
   {
@@ -187,6 +187,18 @@ const FLAGS: Flag[] = [
 
 export class UsageError extends Error {}
 
+/** `--runs -1` -> `--runs=-1`, so a negative number reaches the flag's check instead of reading as a flag. */
+function joinNegativeValues(args: string[], options: Record<string, { type: string }>): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < args.length; i++) {
+    const name = args[i].startsWith("--") ? args[i].slice(2) : "";
+    if (options[name]?.type === "string" && /^-[\d.]/.test(args[i + 1] ?? "")) {
+      out.push(`${args[i]}=${args[++i]}`);
+    } else out.push(args[i]);
+  }
+  return out;
+}
+
 function convert(f: Flag, raw: string): unknown {
   const bad = (what: string) => new UsageError(`--${f.name} ${JSON.stringify(raw)}: expected ${what}`);
   switch (f.kind) {
@@ -208,8 +220,8 @@ function convert(f: Flag, raw: string): unknown {
       return raw === "true" || raw === "1";
     case "widths": {
       const parts = raw.split(",").map((s) => Number(s.trim()));
-      if (parts.length !== 3 || parts.some((v) => !Number.isInteger(v) || v < 4 || v % 4 !== 0)) {
-        throw bad("three comma-separated multiples of 4, e.g. 64,256,256");
+      if (parts.length < 1 || parts.some((v) => !Number.isInteger(v) || v < 4 || v % 4 !== 0)) {
+        throw bad("comma-separated multiples of 4, one per block, e.g. 64,256,256 (kernels load vec4s)");
       }
       return parts;
     }
@@ -223,12 +235,16 @@ function convert(f: Flag, raw: string): unknown {
 }
 
 /** Apply the command line to (copies of) the defaults. Returns help text instead when --help is given. */
-export function parseCommandLine(
+export function parseCommandLine<H extends Hyp>(
   args: string[],
-  defaults: Hyp,
+  defaults: H,
   defaultOpts: RunOptions,
-): { hyp: Hyp; opts: RunOptions; help?: string } {
-  const hyp: Hyp = structuredClone(defaults);
+  about = {
+    title: "airbench94 (BatchNorm-free) on WebGPU: train CIFAR-10 and report test accuracy.",
+    file: "main.ts",
+  },
+): { hyp: H; opts: RunOptions; help?: string } {
+  const hyp: H = structuredClone(defaults);
   const opts: RunOptions = structuredClone(defaultOpts);
   const options: Record<string, { type: "string" | "boolean" }> = {
     help: { type: "boolean" },
@@ -237,13 +253,18 @@ export function parseCommandLine(
   for (const f of FLAGS) options[f.name] = { type: "string" };
   let parsed;
   try {
-    parsed = parseArgs({ args, options, allowPositionals: false, strict: true });
+    parsed = parseArgs({
+      args: joinNegativeValues(args, options),
+      options,
+      allowPositionals: false,
+      strict: true,
+    });
   } catch (e) {
     const msg = (e as Error).message.split("\n")[0];
     throw new UsageError(`${msg} (see --help for the accepted flags)`);
   }
   const values = parsed.values as Record<string, string | boolean | undefined>;
-  if (values.help) return { hyp, opts, help: usage(hyp, opts) };
+  if (values.help) return { hyp, opts, help: usage(hyp, opts, about) };
   opts.quiet = Boolean(values.quiet);
   for (const f of FLAGS) {
     const raw = values[f.name];
@@ -251,6 +272,12 @@ export function parseCommandLine(
   }
   validate(hyp);
   if (!opts.verify && !opts.data) throw new UsageError("--verify false needs --data PATH (your own data)");
+  if (opts.seed + opts.runs - 1 > Number.MAX_SAFE_INTEGER) {
+    throw new UsageError(
+      `--seed ${opts.seed} with --runs ${opts.runs}: run seeds go up to seed + runs - 1, which must be at most ` +
+        `${Number.MAX_SAFE_INTEGER} (the seed generator takes safe integers)`,
+    );
+  }
   return { hyp, opts };
 }
 
@@ -268,11 +295,11 @@ function validate(h: Hyp) {
   if (h.aug.translate > 8) fail(`--translate ${h.aug.translate}: expected 0..8`);
 }
 
-function usage(h: Hyp, o: RunOptions): string {
+function usage(h: Hyp, o: RunOptions, about: { title: string; file: string }): string {
   const lines = [
-    "airbench94 (BatchNorm-free) on WebGPU: train CIFAR-10 and report test accuracy.",
+    about.title,
     "",
-    "usage: deno run -A main.ts [flags]",
+    `usage: deno run -A ${about.file} [flags]`,
     "",
   ];
   for (const f of FLAGS) {

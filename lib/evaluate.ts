@@ -54,7 +54,7 @@ export class Evaluator {
       views.forEach(({ view, weight }, i) => {
         ops.push(this.loader.viewOp(b, view, net.x, this.labels), ...net.forwardOps);
         ops.push(
-          scaleAdd(gpu, { acc: this.acc, x: net.logits, n: net.batch * 10, a: i === 0 ? 0 : 1, b: weight }),
+          scaleAdd(gpu, { acc: this.acc, x: net.output, n: net.batch * 10, a: i === 0 ? 0 : 1, b: weight }),
         );
       });
       const count = this.loader.batchCount(b);

@@ -228,6 +228,7 @@ export class Gpu {
   write(buf: GPUBuffer, data: ArrayBufferView, offset = 0): void {
     // writeBuffer needs a multiple of 4 bytes.
     const bytes = new Uint8Array(data.buffer as ArrayBuffer, data.byteOffset, data.byteLength);
+    if (bytes.byteLength === 0) return; // (Deno's writeBuffer panics on an empty write)
     if (bytes.byteLength % 4 === 0) {
       this.device.queue.writeBuffer(buf, offset, bytes);
     } else {
@@ -275,14 +276,29 @@ export class Gpu {
     });
   }
 
-  /** Run a list of ops in one compute pass and one submit, optionally as a timed span. */
-  run(ops: Op[], timestampWrites?: GPUComputePassTimestampWrites): void {
+  /**
+   * The one submit path: encode passes into one command buffer and submit it. Each pass runs `before` on the
+   * encoder (e.g. copying the step's uniform), then its ops in one compute pass, optionally with timestamp
+   * writes. `warm` encodes each op's one-workgroup warm-up dispatch instead (see warmUp).
+   */
+  submit(passes: Pass[], warm = false): void {
     this.checkAlive();
     const enc = this.device.createCommandEncoder();
-    const pass = enc.beginComputePass({ timestampWrites });
-    for (const op of ops) op.encode(pass);
-    pass.end();
+    for (const p of passes) {
+      p.before?.(enc);
+      const pass = enc.beginComputePass({ timestampWrites: p.timestampWrites });
+      for (const op of p.ops) {
+        if (warm) op.warm(pass);
+        else op.encode(pass);
+      }
+      pass.end();
+    }
     this.device.queue.submit([enc.finish()]);
+  }
+
+  /** Run a list of ops in one compute pass and one submit, optionally as a timed span. */
+  run(ops: Op[], timestampWrites?: GPUComputePassTimestampWrites): void {
+    this.submit([{ ops, timestampWrites }]);
   }
 
   async sync(): Promise<void> {
@@ -291,9 +307,18 @@ export class Gpu {
   }
 }
 
+/** One compute pass of a submit (Gpu.submit). */
+export interface Pass {
+  ops: Op[];
+  before?: (enc: GPUCommandEncoder) => void;
+  timestampWrites?: GPUComputePassTimestampWrites;
+}
+
 /** One compute dispatch with its bind group, built once and encoded as often as needed. */
 export interface Op {
   name: string;
+  /** Which pass of its layer the op belongs to (bench's per-layer table); forward when absent. */
+  pass?: "forward" | "input_grad" | "weight_grad";
   encode(pass: GPUComputePassEncoder): void;
   /** Dispatch a single workgroup: makes drivers that compile on first use (lavapipe) do it, at no real cost. */
   warm(pass: GPUComputePassEncoder): void;
@@ -332,11 +357,7 @@ export function dispatch(
  * dispatches touch a workgroup's worth of each op's outputs: run it before loading the real state.
  */
 export async function warmUp(gpu: Gpu, ops: Op[]): Promise<void> {
-  const enc = gpu.device.createCommandEncoder();
-  const pass = enc.beginComputePass();
-  for (const op of ops) op.warm(pass);
-  pass.end();
-  gpu.device.queue.submit([enc.finish()]);
+  gpu.submit([{ ops }], true);
   await gpu.sync();
 }
 

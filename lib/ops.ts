@@ -59,6 +59,20 @@ export function geluBackward(
   return dispatch(gpu, "gelu_backward", pipe, [a.x, a.dy, a.dx], grid(gpu, Math.ceil(count / WG)));
 }
 
+/** y = a + b, elementwise over n `act` values (n % 4 == 0); a and b may be the same buffer. */
+export function addTensors(
+  gpu: Gpu,
+  p: Precision,
+  a: { a: GPUBuffer; b: GPUBuffer; y: GPUBuffer; n: number },
+  name = "add",
+): Op {
+  checkCount("addTensors", { n: a.n });
+  checkVec4("addTensors", "n", a.n);
+  const count = a.n / 4;
+  const pipe = gpu.pipeline("add.wgsl", "add", { COUNT: count, WG }, p);
+  return dispatch(gpu, name, pipe, [a.a, a.b, a.y], grid(gpu, Math.ceil(count / WG)));
+}
+
 // ------------------------------------------------------------------------------------------------ max pool
 
 interface PoolShape {
@@ -239,6 +253,7 @@ function flatPipeline(
   entry: string,
   n: number,
   gate?: { start: number; end: number },
+  mult = { lr: 1, wd: 1 },
 ) {
   checkCount(name, { n });
   let start = 0, end = 0;
@@ -249,7 +264,19 @@ function flatPipeline(
     }
   }
   // Every pipeline of optim.wgsl defines the gate (an empty range for the entry points that ignore it).
-  const pipe = gpu.pipeline("optim.wgsl", entry, { COUNT: n, WG, GATE_START: start, GATE_END: end });
+  if (!(mult.lr > 0) || !(mult.wd >= 0) || !Number.isFinite(mult.lr) || !Number.isFinite(mult.wd)) {
+    throw new Error(
+      `${name}: lr multiplier ${mult.lr} and weight-decay multiplier ${mult.wd} must be finite, lr > 0`,
+    );
+  }
+  const pipe = gpu.pipeline("optim.wgsl", entry, {
+    COUNT: n,
+    WG,
+    GATE_START: start,
+    GATE_END: end,
+    LR_MULT: { f32: mult.lr },
+    WD_MULT: { f32: mult.wd },
+  });
   return { pipe, groups: grid(gpu, Math.ceil(n / WG)) };
 }
 
@@ -263,21 +290,24 @@ export function scaleAdd(gpu: Gpu, a: { acc: GPUBuffer; x: GPUBuffer; n: number;
 /**
  * One step of torch.optim.SGD(nesterov=True, dampening=0) over n f32 values, with lr, weight_decay and
  * momentum from the Step uniform: g = grad + wd * p; buf = mom * buf + g; g = g + mom * buf; p -= lr * g.
- * Elements in [gate.start, gate.end) stay untouched unless the step has STEP_WHITEN_BIAS set.
+ * Elements in [gate.start, gate.end) stay untouched unless the step has STEP_WHITEN_BIAS set. A parameter
+ * group's lr and weight decay are the Step's times `mult` (airbench's BatchNorm biases: lr x 64, wd / 64).
  */
 export function sgdStep(
   gpu: Gpu,
   a: {
-    params: GPUBuffer;
-    grads: GPUBuffer;
-    mom: GPUBuffer;
+    params: Binding;
+    grads: Binding;
+    mom: Binding;
     n: number;
     stepBuf: GPUBuffer;
     gate?: { start: number; end: number };
+    mult?: { lr: number; wd: number };
   },
+  name = "sgd_step",
 ): Op {
-  const { pipe, groups } = flatPipeline(gpu, "sgdStep", "sgd_step", a.n, a.gate);
-  return dispatch(gpu, "sgd_step", pipe, [a.params, a.grads, a.mom, a.stepBuf], groups);
+  const { pipe, groups } = flatPipeline(gpu, "sgdStep", "sgd_step", a.n, a.gate, a.mult);
+  return dispatch(gpu, name, pipe, [a.params, a.grads, a.mom, a.stepBuf], groups);
 }
 
 /**
@@ -287,7 +317,8 @@ export function sgdStep(
 export function emaUpdate(
   gpu: Gpu,
   a: { params: GPUBuffer; ema: GPUBuffer; n: number; stepBuf: GPUBuffer },
+  name = "ema_update",
 ): Op {
   const { pipe, groups } = flatPipeline(gpu, "emaUpdate", "ema_update", a.n);
-  return dispatch(gpu, "ema_update", pipe, [a.params, a.ema, a.stepBuf], groups);
+  return dispatch(gpu, name, pipe, [a.params, a.ema, a.stepBuf], groups);
 }

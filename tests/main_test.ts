@@ -6,30 +6,10 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { loadSafetensors } from "../lib/safetensors.ts";
+import { makeBatch } from "./synthetic.ts";
 import { testRng } from "./util.ts";
 
 const ROOT = join(fileURLToPath(new URL(".", import.meta.url)), "..");
-
-/** Images whose class is visible to a small convnet: a class colour, a class stripe direction, and noise. */
-function makeBatch(n: number, rand: () => number): Uint8Array {
-  const out = new Uint8Array(n * 3073);
-  for (let i = 0; i < n; i++) {
-    const label = Math.floor(rand() * 10);
-    const o = i * 3073;
-    out[o] = label;
-    for (let c = 0; c < 3; c++) {
-      const base = 60 + 40 * ((label + c * 3) % 5);
-      for (let y = 0; y < 32; y++) {
-        for (let x = 0; x < 32; x++) {
-          const stripe = ((label < 5 ? x : y) >> 2) % 2 ? 50 : -50;
-          const v = base + stripe + (rand() - 0.5) * 80;
-          out[o + 1 + c * 1024 + y * 32 + x] = Math.max(0, Math.min(255, Math.round(v)));
-        }
-      }
-    }
-  }
-  return out;
-}
 
 async function runMain(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
   const cmd = new Deno.Command(Deno.execPath(), {
@@ -89,10 +69,24 @@ Deno.test("main.ts trains a tiny net end to end, logs it, and reproduces it bit 
       logs.push(JSON.parse(await Deno.readTextFile(join(logDir, files[0]))));
     }
     const [a, b] = logs;
-    for (const key of ["code", "config", "adapter", "precision", "runs", "mean", "std"]) {
+    for (
+      const key of ["code", "config", "adapter", "precision", "runs", "mean", "std", "argv", "fingerprint"]
+    ) {
       assert.ok(key in a, key);
     }
     assert.equal(a.code, await Deno.readTextFile(join(ROOT, "main.ts")));
+    assert.equal(a.experiment, "main.ts");
+    assert.deepEqual(a.argv.slice(0, 4), common.slice(0, 4));
+    // Every library and kernel file, by SHA-256 (what ran is in the log, not only main.ts).
+    const fp = a.fingerprint;
+    for (
+      const f of ["lib/nn.ts", "lib/layers.ts", "lib/model.ts", "kernels/conv.wgsl", "kernels/common.wgsl"]
+    ) {
+      assert.match(fp.files[f], /^[0-9a-f]{64}$/, f);
+    }
+    assert.ok(Object.keys(fp.files).every((f: string) => /^(lib|kernels)\//.test(f)));
+    assert.ok(fp.commit === null || /^[0-9a-f]{40}$/.test(fp.commit));
+    assert.equal(a.network.at(-1).layer, "7+8", "the head (Linear + Mul, fused) is the last layer");
     assert.deepEqual(a.config.net.widths, [8, 16, 16]);
     assert.equal(a.config.opt.lr, 6);
     assert.equal(a.runs.length, 1);
@@ -133,9 +127,13 @@ Deno.test("main.ts rejects a bad flag with one line naming the accepted values",
   assert.equal(r.code, 2);
   assert.equal(r.stderr.trim().split("\n").length, 1);
   assert.match(r.stderr, /--tta "5": expected one of 0, 1, 2/);
-  const r2 = await runMain(["--widths", "64,256"]);
+  const r2 = await runMain(["--widths", "64,250"]);
   assert.equal(r2.code, 2);
-  assert.match(r2.stderr, /--widths .*three comma-separated multiples of 4/);
+  assert.match(r2.stderr, /--widths .*comma-separated multiples of 4, one per block/);
+  const r3 = await runMain(["--widths", "8,8,8,8,8"]); // 31 -> 15 -> 7 -> 3 -> 1 -> nothing left to pool
+  assert.equal(r3.code, 2);
+  assert.equal(r3.stderr.trim().split("\n").length, 1);
+  assert.match(r3.stderr, /the network of --widths 8,8,8,8,8: layer 6\.pool\+activ .*too many blocks/);
 });
 
 Deno.test("a diverging run stops at the step where the loss became NaN and keeps its log", async () => {

@@ -3,13 +3,18 @@
 
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
+import assert from "node:assert/strict";
 import type { Gpu } from "../lib/gpu.ts";
-import { initParams, Net, NetState, packParams, ParamLayout } from "../lib/model.ts";
+import { Conv2d, Flatten, GELU, GlobalMaxPool, Linear, MaxPool2d, Mul, Residual } from "../lib/layers.ts";
+import { initParams, INPUT_SHAPE, Net, NetState, packParams, ParamLayout } from "../lib/model.ts";
+import { Graph, type Module, Named, Sequential } from "../lib/nn.ts";
 import { getF32, loadSafetensors } from "../lib/safetensors.ts";
 import { STEP_WHITEN_BIAS, StepTable, type StepValues, submitSteps } from "../lib/steps.ts";
+import { TrainStep } from "../lib/train.ts";
+import { hyp, makeNet } from "../main.ts";
 import { assertClose, freshSeed, randn, testGpu, testRng } from "./util.ts";
 
-const FIXTURE = join(fileURLToPath(new URL(".", import.meta.url)), "fixtures", "net_small.safetensors");
+const FIXTURES = join(fileURLToPath(new URL(".", import.meta.url)), "fixtures");
 
 /** NCHW [N][3][32][32] -> the network's NHWC input with a zero 4th channel. */
 function toInput(nchw: ArrayLike<number>, N: number): Float32Array {
@@ -28,21 +33,24 @@ interface Harness {
   state: NetState;
   net: Net;
   table: StepTable;
-  stats: GPUBuffer;
-  labels: GPUBuffer;
+  step: TrainStep;
 }
 
-async function harness(widths: [number, number, number], N: number, steps: number): Promise<Harness> {
+/** The training step of `model` at batch N, as main.ts builds it (the whitening bias gated). */
+async function harness(model: Module, N: number, steps: number): Promise<Harness> {
   const gpu = await testGpu();
-  const layout = new ParamLayout({ widths, scale: 1 / 9, smoothing: 0.2 });
+  const graph = new Graph(model, INPUT_SHAPE);
+  const layout = new ParamLayout(graph);
   const state = new NetState(gpu, layout);
-  const net = new Net(gpu, "f32", layout, state, N);
+  const net = new Net(gpu, "f32", graph, state, N);
   const table = new StepTable(gpu, steps);
-  const stats = gpu.buffer(steps * 8, "stats");
-  const labels = gpu.buffer(N * 4, "labels");
-  net.buildTrainOps(labels, stats, table.current);
+  const step = new TrainStep(gpu, net, table, { smoothing: 0.2, groups: { whiten_bias: { gated: true } } });
   await gpu.checkCompile();
-  return { gpu, layout, state, net, table, stats, labels };
+  return { gpu, layout, state, net, table, step };
+}
+
+function mainNet(widths: number[]): Module {
+  return makeNet({ ...hyp, net: { ...hyp.net, widths } });
 }
 
 function sgdSteps(n: number, lr: number, weightDecay: number, momentum: number): StepValues[] {
@@ -58,71 +66,85 @@ function sgdSteps(n: number, lr: number, weightDecay: number, momentum: number):
   }));
 }
 
-Deno.test("network matches PyTorch: logits, loss, every gradient, two Nesterov SGD steps", async () => {
-  const fx = loadSafetensors(FIXTURE);
+/** main.ts's network against a PyTorch fixture: logits, loss, every gradient, two Nesterov SGD steps. */
+async function torchParity(fixture: string) {
+  const fx = loadSafetensors(join(FIXTURES, fixture));
   const t = fx.tensors, meta = fx.metadata;
   const N = Number(meta.batch);
-  const widths = JSON.parse(meta.widths) as [number, number, number];
-  const h = await harness(widths, N, 2);
-  const { gpu, layout, state, net } = h;
+  const widths = JSON.parse(meta.widths) as number[];
+  const h = await harness(mainNet(widths), N, 2);
+  const { gpu, layout, state, net, step } = h;
+  const trained = layout.trained;
+  if (meta.state_dict) assert.deepEqual(layout.entries.map((e) => e.name), JSON.parse(meta.state_dict));
   const params: Record<string, Float32Array> = {};
-  for (const p of [...layout.params, layout.whiten]) params[p.name] = getF32(t, `param.${p.name}`);
+  for (const e of layout.entries) params[e.name] = getF32(t, `param.${e.name}`);
   state.load(params);
   gpu.write(net.x, toInput(getF32(t, "input"), N));
-  gpu.write(h.labels, Uint32Array.from(t.labels.data as Int32Array));
-  gpu.poison(net.logits);
+  gpu.write(step.labels, Uint32Array.from(t.labels.data as Int32Array));
+  gpu.poison(net.output);
   gpu.poison(state.grads);
   h.table.write(sgdSteps(2, Number(meta.lr), Number(meta.weight_decay), Number(meta.momentum)));
-  const ops = [...net.forwardOps, ...net.trainOps];
+  const ops = step.ops();
 
   // Step 1: forward, loss, gradients (read before the optimizer's update is visible in params).
   submitSteps(gpu, h.table, 0, 1, net.forwardOps);
-  assertClose(await gpu.readF32(net.logits), getF32(t, "logits"), 1e-4, "torch parity logits");
+  assertClose(await gpu.readF32(net.output), getF32(t, "logits"), 1e-4, `${fixture} logits`);
   submitSteps(gpu, h.table, 0, 1, ops);
-  const loss1 = (await gpu.readF32(h.stats, 0, 1))[0];
-  assertClose([loss1], getF32(t, "loss"), 1e-4, "torch parity loss");
+  const loss1 = (await gpu.readF32(step.stats, 0, 1))[0];
+  assertClose([loss1], getF32(t, "loss"), 1e-4, `${fixture} loss`);
   const grads = await state.readGrads();
-  for (const p of layout.params) {
-    assertClose(grads[p.name].data, getF32(t, `grad.${p.name}`), 1e-4, `torch parity grad ${p.name}`);
+  for (const e of trained) {
+    assertClose(grads[e.name].data, getF32(t, `grad.${e.name}`), 1e-4, `${fixture} grad ${e.name}`);
   }
   let now = await state.read();
-  for (const p of layout.params) {
-    assertClose(now[p.name].data, getF32(t, `step1.${p.name}`), 1e-4, `torch parity step1 ${p.name}`);
+  for (const e of trained) {
+    assertClose(now[e.name].data, getF32(t, `step1.${e.name}`), 1e-4, `${fixture} step1 ${e.name}`);
   }
   // Step 2 uses the momentum buffer from step 1.
   submitSteps(gpu, h.table, 1, 2, ops);
-  assertClose(await gpu.readF32(h.stats, 8, 1), getF32(t, "loss2"), 1e-4, "torch parity loss2");
+  assertClose(await gpu.readF32(step.stats, 8, 1), getF32(t, "loss2"), 1e-4, `${fixture} loss2`);
   now = await state.read();
-  for (const p of layout.params) {
-    assertClose(now[p.name].data, getF32(t, `step2.${p.name}`), 1e-4, `torch parity step2 ${p.name}`);
+  for (const e of trained) {
+    assertClose(now[e.name].data, getF32(t, `step2.${e.name}`), 1e-4, `${fixture} step2 ${e.name}`);
   }
   assertClose(now["0.weight"].data, getF32(t, "param.0.weight"), 0, "frozen whitening weight");
+}
+
+Deno.test("network matches PyTorch: logits, loss, every gradient, two Nesterov SGD steps", async () => {
+  await torchParity("net_small.safetensors");
 });
 
-Deno.test("gradients of every parameter match central finite differences (f32)", async () => {
-  const rand = testRng(freshSeed("finite differences"));
+Deno.test("a four-block network matches PyTorch (nn.MaxPool2d(1) global pool, head 8.weight)", async () => {
+  await torchParity("net_deep.safetensors");
+});
+
+/**
+ * The gradient of every trained parameter of `model` against central finite differences of the f32 loss.
+ * Returns the op names of the step (to check which kernels ran).
+ */
+async function finiteDifferences(model: Module, label: string): Promise<string[]> {
+  const rand = testRng(freshSeed(label));
   const N = 3;
-  const h = await harness([8, 8, 12], N, 1);
-  const { gpu, layout, state, net } = h;
+  const h = await harness(model, N, 1);
+  const { gpu, layout, state, net, step } = h;
   // PyTorch's init (so activations keep their scale), random biases and whitening filters.
   const init = initParams(layout, rand);
-  for (const p of layout.params) {
-    if (p.name.endsWith("bias")) init[p.name] = Float32Array.from(randn(p.count, rand, 0.1));
+  for (const e of layout.entries) {
+    if (e.name.endsWith("bias")) init[e.name] = Float32Array.from(randn(init[e.name].length, rand, 0.1));
+    if (e.init === "external") init[e.name] = Float32Array.from(randn(init[e.name].length, rand, 0.5));
   }
-  init["0.weight"] = Float32Array.from(randn(24 * 12, rand, 0.5));
-  const { flat } = packParams(layout, init);
+  const flat = packParams(layout, init).params;
   state.load(init);
   gpu.write(net.x, Float32Array.from(randn(N * 32 * 32 * 4, rand)).map((v, i) => (i % 4 === 3 ? 0 : v)));
-  gpu.write(h.labels, Uint32Array.from({ length: N }, () => Math.floor(rand() * 10)));
+  gpu.write(step.labels, Uint32Array.from({ length: N }, () => Math.floor(rand() * 10)));
   h.table.write(sgdSteps(1, 0, 0, 0)); // lr 0: the optimizer leaves the parameters as they are
-
-  submitSteps(gpu, h.table, 0, 1, [...net.forwardOps, ...net.trainOps]);
+  const ops = step.ops();
+  submitSteps(gpu, h.table, 0, 1, ops);
   const grads = await gpu.readF32(state.grads);
   const loss = async (params: Float32Array) => {
     gpu.write(state.params, params);
-    // crossEntropy is inside trainOps; run forward + train with lr 0 and read the summed loss.
-    submitSteps(gpu, h.table, 0, 1, [...net.forwardOps, ...net.trainOps]);
-    return (await gpu.readF32(h.stats, 0, 1))[0];
+    submitSteps(gpu, h.table, 0, 1, ops);
+    return (await gpu.readF32(step.stats, 0, 1))[0];
   };
   // Max-pooling makes the loss piecewise smooth: a perturbation can move a window's argmax (a kink). Forward
   // and backward differences that disagree reveal a kink next to the point; such a sample is replaced by
@@ -137,7 +159,7 @@ Deno.test("gradients of every parameter match central finite differences (f32)",
   };
   // The loss is an f32 sum (relative precision ~6e-8), so a difference resolves a gradient entry g only when
   // eps * |g| is many ulps of the loss: test the largest-gradient entries among a random sample of each tensor.
-  for (const p of layout.params) {
+  for (const p of layout.trained) {
     const candidates = Array.from(
       { length: Math.min(24, p.count) },
       () => p.offset + Math.floor(rand() * p.count),
@@ -151,9 +173,38 @@ Deno.test("gradients of every parameter match central finite differences (f32)",
       const eps = Math.min(1e-2, Math.max(1e-3, (base * 2e-5) / Math.abs(g)));
       const d = await fdAt(i, eps);
       if (Math.abs(d.fwd - d.bwd) > 2e-2 * Math.abs(g)) continue; // a max-pool kink next to this point
-      assertClose([g], [d.central], 1e-2, `finite differences ${p.name}`);
+      assertClose([g], [d.central], 1e-2, `${label}: finite differences ${p.name}`);
       checked++;
     }
-    if (checked === 0) throw new Error(`finite differences ${p.name}: no usable sample`);
+    if (checked === 0) throw new Error(`${label}: finite differences ${p.name}: no usable sample`);
   }
+  return ops.map((op) => op.name);
+}
+
+Deno.test("gradients of every parameter match central finite differences (f32)", async () => {
+  await finiteDifferences(mainNet([8, 8, 12]), "finite differences");
+});
+
+Deno.test("a residual connection (a tensor with two consumers) gets the sum of both gradients", async () => {
+  const conv = (cin: number, cout: number) => Conv2d(cin, cout, 3, { bias: true });
+  const model = Sequential(
+    Conv2d(3, 24, 2, {
+      padding: 0,
+      bias: true,
+      frozenWeight: true,
+      weightInit: "external",
+      biasGroup: "whiten_bias",
+    }),
+    GELU(),
+    Named({ conv1: conv(24, 8), pool: MaxPool2d(2), activ: GELU() }),
+    Residual(Named({ conv: conv(8, 8), activ: GELU() })),
+    MaxPool2d(3),
+    GlobalMaxPool(),
+    Flatten(),
+    Linear(8, 10, { bias: false }),
+    Mul(1 / 9),
+  );
+  const names = await finiteDifferences(model, "residual finite differences");
+  assert.ok(names.includes("3.add"), "the residual's forward sum");
+  assert.ok(names.includes("2.pool+activ.grad_sum"), "the two gradients of block 2's output are summed");
 });

@@ -3,6 +3,7 @@
 
 import assert from "node:assert/strict";
 import {
+  addTensors,
   countCorrect,
   crossEntropy,
   emaUpdate,
@@ -129,6 +130,22 @@ Deno.test("gelu forward and backward", async () => {
     await withSmallGrid(async () => {
       for (const n of [1284, 5004]) await checkGelu(gpu, rand, p, n); // 2-D grids: 6 and 20 workgroups
     });
+  }
+});
+
+Deno.test("add: elementwise sum (residual forward, gradient accumulation), also of a buffer with itself", async () => {
+  const gpu = await testGpu();
+  const rand = testRng(freshSeed("add"));
+  for (const p of precisions(gpu)) {
+    for (const n of [4, 1000, 20004]) {
+      const a = quantize(randn(n, rand), p), b = quantize(randn(n, rand), p);
+      const ab = upload(gpu, a, p), bb = upload(gpu, b, p);
+      const y = poisoned(gpu, n, p), y2 = poisoned(gpu, n, p);
+      gpu.run([addTensors(gpu, p, { a: ab, b: bb, y, n }), addTensors(gpu, p, { a: ab, b: ab, y: y2, n })]);
+      await gpu.checkCompile();
+      assertClose(await download(gpu, y, n, p), a.map((v, i) => v + b[i]), TOL[p], `add ${p} [n=${n}]`);
+      assertClose(await download(gpu, y2, n, p), a.map((v) => 2 * v), TOL[p], `add self ${p} [n=${n}]`);
+    }
   }
 });
 

@@ -5,7 +5,8 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { hyp as defaults, planSteps } from "../main.ts";
+import { hyp as defaults } from "../main.ts";
+import { planSteps } from "../lib/train.ts";
 import { STEP_EMA, STEP_WHITEN_BIAS } from "../lib/steps.ts";
 
 const FIXTURE = join(fileURLToPath(new URL(".", import.meta.url)), "fixtures", "schedule.json");
@@ -21,7 +22,7 @@ Deno.test("plan: the default 11-epoch run (1430 steps) follows the recipe step b
     d.batch_size === 384 && d.lr === 10
   );
   const h = structuredClone(defaults);
-  const steps = planSteps(h, loaderLike(130, 50000, 384), 1430);
+  const steps = planSteps(h.opt, loaderLike(130, 50000, 384), 1430);
   assert.equal(steps.length, 1430);
   steps.forEach((s, i) => {
     assert.equal(s.step, i);
@@ -44,7 +45,7 @@ Deno.test("plan: fractional epochs and a last step that is not a multiple of 5 (
   const h = structuredClone(defaults);
   h.opt.train_epochs = 3.7;
   h.opt.whiten_bias_epochs = 1;
-  const steps = planSteps(h, loaderLike(10, 100, 10), 37);
+  const steps = planSteps(h.opt, loaderLike(10, 100, 10), 37);
   assert.equal(steps.length, 37);
   assert.equal(steps[36].epoch, 3);
   assert.equal(steps[36].batchStart, 3 * 100 + 6 * 10);

@@ -2,6 +2,7 @@
 """Generates the PyTorch reference fixtures under tests/fixtures/ (run with /usr/bin/python3 from anywhere):
 
   net_small.safetensors  forward/backward/2 SGD steps of the BatchNorm-free airbench94 net at widths 8,16,16
+  net_deep.safetensors   the same for a four-block net, widths 8,8,12,16 (global pool MaxPool2d(1), head 8.weight)
   eigh.safetensors       symmetric matrices and their torch.linalg.eigh eigenvalues (float64)
   schedule.json          triangle lr schedule, alpha (lookahead) schedule and decoupled hyperparameters
 
@@ -53,8 +54,7 @@ def write_safetensors(path, tensors, metadata=None):
 # ----------------------------------------------------------------------------------------------------------
 
 
-def net_fixture():
-    widths = (8, 16, 16)
+def net_fixture(widths=(8, 16, 16), filename="net_small.safetensors"):
     n = 10
     lr, momentum, weight_decay, label_smoothing = 0.05, 0.85, 0.02, 0.2
     torch.manual_seed(1234)
@@ -120,6 +120,7 @@ def net_fixture():
         "trainable params after each step (0.weight is frozen and unchanged). grad. = d loss / d param at "
         "param. (before step 1). logits2/loss2 are the forward at step1. params.",
         "widths": json.dumps(list(widths)),
+        "state_dict": json.dumps(list(params32)),
         "batch": str(n),
         "lr": repr(lr),
         "momentum": repr(momentum),
@@ -135,7 +136,7 @@ def net_fixture():
         "seed": "1234",
         "torch": torch.__version__,
     }
-    write_safetensors(os.path.join(FIXTURES, "net_small.safetensors"), out, meta)
+    write_safetensors(os.path.join(FIXTURES, filename), out, meta)
     print(f"  loss {loss.item():.6f} loss2 {loss2.item():.6f}")
 
 
@@ -253,6 +254,11 @@ def schedule_fixture():
 if __name__ == "__main__":
     torch.set_num_threads(1)
     os.makedirs(FIXTURES, exist_ok=True)
-    net_fixture()
-    eigh_fixture()
-    schedule_fixture()
+    fixtures = {
+        "net_small": net_fixture,
+        "net_deep": lambda: net_fixture((8, 8, 12, 16), "net_deep.safetensors"),
+        "eigh": eigh_fixture,
+        "schedule": schedule_fixture,
+    }
+    for name in sys.argv[1:] or fixtures:  # e.g. `torch_fixtures.py net_deep` writes only that one
+        fixtures[name]()

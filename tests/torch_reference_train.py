@@ -201,17 +201,22 @@ class ConvGroup(nn.Module):
 
 
 def make_net(widths=DEFAULT_HYP["widths"], scaling_factor=DEFAULT_HYP["scaling_factor"]):
+    """Any number of blocks (main.ts's --widths a,b[,c,...]); the last pool covers the whole map (MaxPool2d(3)
+    for three blocks on 32x32 images, MaxPool2d(1) for four)."""
     whiten_kernel_size = 2
     whiten_width = 2 * 3 * whiten_kernel_size**2
+    size = 32 - whiten_kernel_size + 1
+    groups = []
+    for cin, cout in zip([whiten_width] + list(widths[:-1]), widths):
+        groups.append(ConvGroup(cin, cout))
+        size //= 2
     net = nn.Sequential(
         Conv(3, whiten_width, whiten_kernel_size, padding=0, bias=True),
         nn.GELU(),
-        ConvGroup(whiten_width, widths[0]),
-        ConvGroup(widths[0], widths[1]),
-        ConvGroup(widths[1], widths[2]),
-        nn.MaxPool2d(3),
+        *groups,
+        nn.MaxPool2d(size),
         Flatten(),
-        nn.Linear(widths[2], 10, bias=False),
+        nn.Linear(widths[-1], 10, bias=False),
         Mul(scaling_factor),
     )
     net[0].weight.requires_grad = False
@@ -484,8 +489,6 @@ def parse_args(argv=None):
     p.add_argument("--out", type=str, default=None, help="write a JSON result here")
     args = p.parse_args(argv)
     args.widths = tuple(int(w) for w in args.widths.split(","))
-    if len(args.widths) != 3:
-        p.error("--widths needs three comma-separated integers")
     return args
 
 

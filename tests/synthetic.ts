@@ -1,0 +1,33 @@
+// Small generated datasets in the CIFAR-10 binary layout, for end-to-end runs of the experiment files.
+
+import { join } from "node:path";
+
+/** Images whose class is visible to a small convnet: a class colour, a class stripe direction, and noise. */
+export function makeBatch(n: number, rand: () => number): Uint8Array {
+  const out = new Uint8Array(n * 3073);
+  for (let i = 0; i < n; i++) {
+    const label = Math.floor(rand() * 10);
+    const o = i * 3073;
+    out[o] = label;
+    for (let c = 0; c < 3; c++) {
+      const base = 60 + 40 * ((label + c * 3) % 5);
+      for (let y = 0; y < 32; y++) {
+        for (let x = 0; x < 32; x++) {
+          const stripe = ((label < 5 ? x : y) >> 2) % 2 ? 50 : -50;
+          const v = base + stripe + (rand() - 0.5) * 80;
+          out[o + 1 + c * 1024 + y * 32 + x] = Math.max(0, Math.min(255, Math.round(v)));
+        }
+      }
+    }
+  }
+  return out;
+}
+
+/** Five training batches of `perBatch` images and a test batch of as many, written into `dir`. */
+export async function writeDataset(dir: string, perBatch: number, rand: () => number): Promise<void> {
+  await Deno.mkdir(dir, { recursive: true });
+  for (let b = 1; b <= 5; b++) {
+    await Deno.writeFile(join(dir, `data_batch_${b}.bin`), makeBatch(perBatch, rand));
+  }
+  await Deno.writeFile(join(dir, "test_batch.bin"), makeBatch(perBatch, rand));
+}
