@@ -1,0 +1,334 @@
+// The HTML report: chart geometry (the drawn points are the data), escaping, the page built from two fixture
+// logs, and the command line's errors. No browser here: the SVG is checked as text.
+
+import nodeAssert from "node:assert/strict";
+import {
+  dotChart,
+  dotChartLayout,
+  type DotChartOptions,
+  escapeXml,
+  lineChart,
+  lineChartLayout,
+  type LineChartOptions,
+  niceAxis,
+  percentFormat,
+} from "../lib/charts.ts";
+import {
+  checkTrainingLog,
+  configDiff,
+  displayNames,
+  flattenConfig,
+  type NamedLog,
+  reportHtml,
+  type TrainingLog,
+} from "../lib/report_html.ts";
+
+const assert = (cond: unknown, msg?: string) => nodeAssert.ok(cond, msg);
+const assertEquals = (a: unknown, b: unknown, msg?: string) => nodeAssert.deepStrictEqual(a, b, msg);
+const assertMatch = (s: string, re: RegExp) => nodeAssert.match(s, re);
+const assertStringIncludes = (s: string, part: string) =>
+  nodeAssert.ok(s.includes(part), `expected to find ${JSON.stringify(part)}`);
+const assertAlmostEquals = (a: number, b: number, tol: number) =>
+  nodeAssert.ok(Math.abs(a - b) <= tol, `${a} is not within ${tol} of ${b}`);
+
+const FIXTURES = new URL("./fixtures/logs/", import.meta.url);
+const REPORT = new URL("../report.ts", import.meta.url);
+const fixturePath = (name: string) => new URL(name, FIXTURES).pathname;
+const readFixture = (name: string): TrainingLog => JSON.parse(Deno.readTextFileSync(fixturePath(name)));
+
+/** The coordinates of every path with class "series", in order: one list of [x, y] per path. */
+function seriesPaths(svg: string): [number, number][][] {
+  return [...svg.matchAll(/<path class="series" d="([^"]*)"/g)].map((m) =>
+    [...m[1].matchAll(/[ML](-?[\d.]+) (-?[\d.]+)/g)].map((p) =>
+      [Number(p[1]), Number(p[2])] as [number, number]
+    )
+  );
+}
+
+/** Tags balanced, every `&` an entity, no `<` inside attribute values: the string parses as XML. */
+function assertWellFormed(xml: string): void {
+  const stack: string[] = [];
+  const body = xml.replace(/^<!doctype html>/i, "").replace(/<style>[^<]*<\/style>/, "<style></style>");
+  for (const m of body.matchAll(/<(\/?)([a-zA-Z][\w-]*)((?:\s+[\w:-]+="[^"<]*")*)\s*(\/?)>/g)) {
+    const [, close, name, , self] = m;
+    if (self || ["meta", "br", "wbr", "input", "img", "link"].includes(name.toLowerCase())) continue;
+    if (close) assertEquals(stack.pop(), name, `</${name}> closes <${stack[stack.length]}>`);
+    else stack.push(name);
+  }
+  assertEquals(stack, [], "unclosed tags");
+  const stray = body.replace(/<\/?[a-zA-Z][\w-]*(?:\s+[\w:-]+="[^"<]*")*\s*\/?>/g, "");
+  assert(!/[<>]/.test(stray.replace(/^<!doctype html>/i, "")), "a raw < or > outside a tag");
+  assert(!/&(?!(amp|lt|gt|quot|#39);)/.test(body), "a raw & that is not an entity");
+}
+
+const known: LineChartOptions = {
+  title: "accuracy",
+  xLabel: "epoch",
+  yLabel: "val_acc",
+  series: [
+    { name: "a", color: "#123456", points: [[0, 0.5], [1, 0.75], [2, 0.9], [3, 0.925]] },
+    { name: "b", color: "#654321", points: [[0, 0.42], [1, 0.61], [3, 0.88]] },
+  ],
+  width: 500,
+  height: 300,
+  xInteger: true,
+};
+
+Deno.test("niceAxis: round ticks that cover the data", () => {
+  assertEquals(niceAxis(0.42, 0.925).ticks, [0.4, 0.6, 0.8, 1]);
+  assertEquals(niceAxis(0.7712, 0.9391).ticks, [0.75, 0.8, 0.85, 0.9, 0.95]);
+  assertEquals(niceAxis(0, 10, 6, true).ticks, [0, 2, 4, 6, 8, 10]);
+  assertEquals(niceAxis(0, 3, 6, true).ticks, [0, 1, 2, 3]);
+  const one = niceAxis(5, 5);
+  assert(one.min < 5 && one.max > 5, "a single value gets a range around it");
+  const wide = niceAxis(-3.2, 1234);
+  assert(wide.min <= -3.2 && wide.max >= 1234 && wide.ticks.length <= 8);
+  assertEquals(niceAxis(NaN, Infinity).ticks, [0, 0.2, 0.4, 0.6, 0.8, 1]);
+});
+
+Deno.test("lineChart: each series is one path whose points are the data mapped onto the axes", () => {
+  const svg = lineChart(known);
+  const L = lineChartLayout(known);
+  const paths = seriesPaths(svg);
+  assertEquals(paths.length, 2);
+  known.series.forEach((s, i) => {
+    assertEquals(paths[i].length, s.points.length);
+    s.points.forEach(([x, y], k) => {
+      const [px, py] = L.px(x, y);
+      assertAlmostEquals(paths[i][k][0], px, 0.006);
+      assertAlmostEquals(paths[i][k][1], py, 0.006);
+      // inside the plot rectangle
+      assert(px >= L.plot.x - 1e-9 && px <= L.plot.x + L.plot.w + 1e-9);
+      assert(py >= L.plot.y - 1e-9 && py <= L.plot.y + L.plot.h + 1e-9);
+    });
+  });
+  // Independent of the layout: x is affine and increasing, y affine and decreasing (SVG's y points down).
+  const a = paths[0];
+  const sx = (a[1][0] - a[0][0]) / 1, sy = (a[1][1] - a[0][1]) / 0.25;
+  assert(sx > 0 && sy < 0);
+  assertAlmostEquals(a[3][0] - a[0][0], 3 * sx, 0.02);
+  assertAlmostEquals(a[2][1] - a[0][1], 0.4 * sy, 0.02);
+  assertAlmostEquals(paths[1][2][0], a[3][0], 0.01); // same x, same pixel, across series
+  // The axes contain the data, and their end ticks are labelled.
+  assert(L.y.min <= 0.42 && L.y.max >= 0.925 && L.x.min <= 0 && L.x.max >= 3);
+  assertStringIncludes(svg, `>${L.y.ticks[0].toFixed(1)}</text>`);
+  assertStringIncludes(svg, `>${L.y.ticks[L.y.ticks.length - 1].toFixed(1)}</text>`);
+  for (const t of L.x.ticks) assertStringIncludes(svg, `>${t}</text>`);
+  for (const label of ["accuracy", "epoch", "val_acc"]) assertStringIncludes(svg, `>${label}</text>`);
+  assertMatch(svg, /^<svg xmlns="http:\/\/www.w3.org\/2000\/svg"[^>]* viewBox="0 0 500 300"/);
+  assertWellFormed(svg);
+});
+
+Deno.test("lineChart: a non-finite value breaks the line; no data draws empty axes", () => {
+  const svg = lineChart({
+    ...known,
+    series: [{ name: "g", color: "red", points: [[0, 1], [1, NaN], [2, 3], [3, 4]] }],
+  });
+  const d = svg.match(/<path class="series" d="([^"]*)"/)![1];
+  assertEquals(d.match(/M/g)!.length, 2);
+  assertEquals(d.match(/L/g)!.length, 1);
+  const empty = lineChart({ ...known, series: [] });
+  assertStringIncludes(empty, ">no data</text>");
+  assertWellFormed(empty);
+});
+
+Deno.test("charts escape <&>\"' in every text they draw", () => {
+  const evil = `a<b>&"c'`;
+  const svg = lineChart({
+    ...known,
+    title: evil,
+    xLabel: evil,
+    yLabel: evil,
+    series: [{ name: evil, color: "#000", points: [[0, 1]], title: evil }],
+  });
+  assert(!svg.includes("a<b"), "raw text in the SVG");
+  assertStringIncludes(svg, "a&lt;b&gt;&amp;&quot;c&#39;");
+  assertWellFormed(svg);
+  const dots = dotChart({
+    title: evil,
+    xLabel: evil,
+    groups: [{ name: evil, color: "#000", values: [1, 2], labels: [evil, evil] }],
+  });
+  assert(!dots.includes("a<b"));
+  assertWellFormed(dots);
+  assertEquals(escapeXml(`<&>"'`), "&lt;&amp;&gt;&quot;&#39;");
+});
+
+Deno.test("dotChart: a dot per value at its place on the axis, mean ± std over them", () => {
+  const o: DotChartOptions = {
+    title: "tta",
+    xLabel: "accuracy (%)",
+    groups: [
+      { name: "one", color: "#111", values: [0.94, 0.942, 0.945] },
+      { name: "two", color: "#222", values: [0.93, NaN, 0.931] },
+      { name: "none", color: "#333", values: [] },
+    ],
+    format: percentFormat,
+  };
+  const svg = dotChart(o);
+  const L = dotChartLayout(o);
+  const dots = [...svg.matchAll(/<circle class="dot" data-value="([^"]+)" cx="([^"]+)" cy="([^"]+)"/g)];
+  assertEquals(dots.length, 5);
+  for (const [, v, cx, cy] of dots) {
+    assertAlmostEquals(Number(cx), L.px(Number(v)), 0.006);
+    assert(Number(cy) > L.plot.y && Number(cy) < L.plot.y + L.plot.h);
+  }
+  // Row order: the first group's dots are above the second's.
+  const ys = dots.map((d) => Number(d[3]));
+  assert(Math.max(...ys.slice(0, 3)) < Math.min(...ys.slice(3)));
+  const sum = [...svg.matchAll(/data-mean="([^"]+)" data-std="([^"]+)"/g)];
+  assertEquals(sum.length, 2);
+  assertAlmostEquals(Number(sum[0][1]), 0.9423333333, 1e-9);
+  assertAlmostEquals(Number(sum[0][2]), 0.0025166115, 1e-9); // sample std
+  const lo = 0.9423333333 - 0.0025166115, hi = 0.9423333333 + 0.0025166115;
+  assert(L.x.min <= Math.min(0.93, lo) && L.x.max >= Math.max(0.945, hi));
+  assertStringIncludes(svg, ">no values</text>");
+  assertStringIncludes(svg, ">one</text>");
+  assertWellFormed(svg);
+});
+
+Deno.test("checkTrainingLog names what is missing", () => {
+  assertEquals(checkTrainingLog(readFixture("lr10.json")), null);
+  assertEquals(checkTrainingLog({ config: {}, runs: [] }), null);
+  assertMatch(checkTrainingLog([1, 2])!, /an array, not an object/);
+  assertMatch(checkTrainingLog(readFixture("not_a_log.json"))!, /no "runs" array/);
+  assertMatch(checkTrainingLog({ runs: [] })!, /no "config" object/);
+  assertMatch(checkTrainingLog({ config: {}, runs: [3] })!, /runs\[0\] is not an object/);
+  assertMatch(checkTrainingLog({ config: {}, runs: [{ epochs: [{}, null] }] })!, /runs\[0\]\.epochs\[1\]/);
+});
+
+Deno.test("flattenConfig, configDiff and displayNames", () => {
+  assertEquals(flattenConfig({ a: { b: { c: 1 } }, w: [1, 2], s: "x", e: {}, n: null }), {
+    "a.b.c": "1",
+    w: "[1,2]",
+    s: "x",
+    e: "{}",
+    n: "null",
+  });
+  const mk = (config: Record<string, unknown>): NamedLog => ({ name: "x", log: { config, runs: [] } });
+  const d = configDiff([mk({ a: { b: 1, c: 2 }, k: 1 }), mk({ a: { b: 1, c: 3 }, z: true })]);
+  assertEquals(d.rows, [
+    { key: "a.c", values: ["2", "3"] },
+    { key: "k", values: ["1", undefined] },
+    { key: "z", values: [undefined, "true"] },
+  ]);
+  assertEquals(d.equal, 1);
+  assertEquals(displayNames(["logs/a.json", "old/logs/a.json", "b.json"]), ["logs/a", "old/logs/a", "b"]);
+  assertEquals(displayNames(["x/a.json", "x/a.json"]), ["x/a (1)", "x/a (2)"]);
+});
+
+Deno.test("report of two logs: both names, the differing config keys only, one curve per run", () => {
+  const logs: NamedLog[] = [
+    { name: "lr10", source: "tests/fixtures/logs/lr10.json", log: readFixture("lr10.json") },
+    { name: "lr5-f16", source: "tests/fixtures/logs/lr5-f16.json", log: readFixture("lr5-f16.json") },
+  ];
+  const html = reportHtml(logs, { generated: "2026-11-28 07:00:00 UTC" });
+  assertWellFormed(html);
+  for (const n of ["lr10", "lr5-f16"]) assertStringIncludes(html, `>${n}</b>`);
+  // Config differences: the keys that differ, each with both values, and none of the equal ones.
+  const rows = [...html.matchAll(/<tr class="diff"><td class="key">([^<]+)<\/td>(.*?)<\/tr>/g)];
+  assertEquals(rows.map((r) => r[1]), ["opt.lr", "net.widths", "seed"]);
+  assertStringIncludes(rows[0][2], `<td class="val">10</td><td class="val">5</td>`);
+  for (const same of ["opt.momentum", "aug.flip", "net.tta_level", "trainN"]) {
+    assert(!html.includes(`<td class="key">${same}</td>`), `${same} is equal in both logs`);
+  }
+  // Fields outside the config that differ (precision f32 vs f16) are listed apart.
+  assertStringIncludes(
+    html,
+    `<tr class="context"><td class="key">precision</td><td class="val">f32</td><td class="val">f16</td>`,
+  );
+  // One path per run in each of the two line charts (every fixture run has epochs).
+  const charts = [...html.matchAll(/<svg [^>]*class="chart line-chart"[\s\S]*?<\/svg>/g)].map((m) => m[0]);
+  assertEquals(charts.length, 2);
+  const runs = logs.reduce((n, l) => n + l.log.runs.length, 0);
+  for (const c of charts) assertEquals(seriesPaths(c).length, runs);
+  // The failed run has two epochs: its curve has two points.
+  assertEquals(seriesPaths(charts[0]).map((p) => p.length), [4, 4, 4, 4, 4, 4, 2, 4]);
+  // The TTA chart: the 4 + 3 finished runs as dots; the failed run's error is shown.
+  const tta = html.match(/<svg [^>]*class="chart dot-chart"[\s\S]*?<\/svg>/)![0];
+  assertEquals(tta.match(/class="dot"/g)!.length, 7);
+  assertStringIncludes(html, "loss became NaN at step 271");
+  // Self-contained: no scripts, no external resources.
+  assert(!/<script|<link|@import|url\(|src=|href=/i.test(html));
+  assertEquals(
+    [...html.matchAll(/https?:\/\/[^"]+/g)].map((m) => m[0]).filter((u) =>
+      u !== "http://www.w3.org/2000/svg"
+    ),
+    [],
+  );
+});
+
+Deno.test("report of one log and of logs without runs or optional keys", () => {
+  const html = reportHtml([{ name: "only", log: readFixture("lr10.json") }]);
+  assertStringIncludes(html, "<h2>Config</h2>");
+  assertStringIncludes(html, `<td class="key">opt.momentum</td>`);
+  const bare = reportHtml([{ name: "bare", log: { config: { a: 1 }, runs: [] } }, {
+    name: "partial",
+    log: { config: { a: 2 }, runs: [{ epochs: [{ val_acc: null, train_loss: 2 }] }] },
+  }]);
+  assertWellFormed(bare);
+  assertStringIncludes(bare, ">no values</text>");
+});
+
+async function cli(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  const r = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", "--no-config", REPORT.pathname, ...args],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const dec = new TextDecoder();
+  return { code: r.code, stdout: dec.decode(r.stdout), stderr: dec.decode(r.stderr) };
+}
+
+Deno.test("report.ts: a bad log is one line naming the file, exit 2, nothing written", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const broken = `${dir}/broken.json`;
+    Deno.writeTextFileSync(broken, `{"runs": [`);
+    const good = fixturePath("lr10.json");
+    const cases: [string, RegExp][] = [
+      [`${dir}/missing.json`, /missing\.json: no such file/],
+      [broken, /broken\.json: not JSON/],
+      [fixturePath("not_a_log.json"), /not_a_log\.json: not a training log: no "runs" array/],
+      [dir, /is a folder/],
+    ];
+    for (const [bad, want] of cases) {
+      const out = `${dir}/out/report.html`;
+      const r = await cli([good, bad, "--out", out]);
+      assertEquals(r.code, 2, r.stderr);
+      assertEquals(r.stdout, "");
+      const lines = r.stderr.trimEnd().split("\n");
+      assertEquals(lines.length, 1, r.stderr);
+      assertMatch(lines[0], want);
+      assertMatch(lines[0], /^error: /);
+      let exists = true;
+      try {
+        Deno.statSync(`${dir}/out`);
+      } catch {
+        exists = false;
+      }
+      assert(!exists, "nothing may be written on an error");
+    }
+    const none = await cli([]);
+    assertEquals(none.code, 2);
+    assertMatch(none.stderr, /no logs given/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("report.ts: writes the page atomically and prints its path", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const out = `${dir}/sub/r.html`;
+    const r = await cli([fixturePath("lr10.json"), fixturePath("lr5-f16.json"), "--out", out]);
+    assertEquals(r.code, 0, r.stderr);
+    assertEquals(r.stdout.trim(), out);
+    const html = Deno.readTextFileSync(out);
+    assertMatch(html, /^<!doctype html>/);
+    assertEquals(html.match(/<svg /g)!.length, 4);
+    assertEquals([...Deno.readDirSync(`${dir}/sub`)].map((e) => e.name), ["r.html"]); // no temp file left
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
