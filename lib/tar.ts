@@ -15,22 +15,58 @@ function cstr(b: Uint8Array): string {
   return dec.decode(end < 0 ? b : b.subarray(0, end));
 }
 
+/**
+ * Header bytes as printable ASCII in double quotes, anything else (and `"`, `\\`) as \xNN: a corrupt or
+ * foreign header must not put control characters or invalid UTF-8 on the user's terminal.
+ */
+export function escapeBytes(b: Uint8Array): string {
+  let s = "";
+  for (const c of b) {
+    s += c >= 0x20 && c < 0x7f && c !== 0x22 && c !== 0x5c
+      ? String.fromCharCode(c)
+      : "\\x" + c.toString(16).padStart(2, "0");
+  }
+  return `"${s}"`;
+}
+
+/** A member name for an error message, with control characters escaped as \xNN. */
+function printable(s: string): string {
+  // deno-lint-ignore no-control-regex
+  return s.replace(/[\x00-\x1f\x7f-\x9f]/g, (c) => "\\x" + c.charCodeAt(0).toString(16).padStart(2, "0"));
+}
+
 /** Numeric header field: octal text, or GNU base-256 (high bit set) for sizes >= 8 GiB. */
-function num(b: Uint8Array): number {
+function num(b: Uint8Array, field: string): number {
   if (b[0] & 0x80) {
     let v = b[0] & 0x7f;
     for (let i = 1; i < b.length; i++) v = v * 256 + b[i];
     return v;
   }
+  const end = b.indexOf(0);
   const s = cstr(b).trim();
-  if (!/^[0-7]*$/.test(s)) throw new Error(`bad octal field "${s}"`);
+  if (!/^[0-7]*$/.test(s)) {
+    const raw = escapeBytes(end < 0 ? b : b.subarray(0, end));
+    throw new Error(`tar header: ${field} field ${raw} is not octal (not a tar archive, or corrupt)`);
+  }
   return s ? parseInt(s, 8) : 0;
 }
 
 function checksumOk(h: Uint8Array): boolean {
   let sum = 0;
   for (let i = 0; i < BLOCK; i++) sum += i >= 148 && i < 156 ? 32 : h[i];
-  return sum === num(h.subarray(148, 156));
+  return sum === num(h.subarray(148, 156), "checksum");
+}
+
+/** Whether a 512-byte block is a tar header (valid checksum) or an end-of-archive block. */
+export function isTarHeader(block: Uint8Array): boolean {
+  if (block.length < BLOCK) return false;
+  const h = block.subarray(0, BLOCK);
+  if (h.every((b) => b === 0)) return true;
+  try {
+    return checksumOk(h);
+  } catch {
+    return false;
+  }
 }
 
 /**
@@ -84,7 +120,7 @@ export class TarReader {
   end(): void {
     if (this.#entry) {
       const e = this.#entry;
-      throw new Error(`tar truncated inside member ${e.name} (${e.got} of ${e.size} bytes)`);
+      throw new Error(`tar truncated inside member ${printable(e.name)} (${e.got} of ${e.size} bytes)`);
     }
     if (this.#headLen > 0) throw new Error("tar truncated inside a header block");
   }
@@ -96,7 +132,7 @@ export class TarReader {
     }
     if (!checksumOk(h)) throw new Error("tar header checksum mismatch (not a tar archive, or corrupt)");
     const kind = String.fromCharCode(h[156] || 48); // NUL means regular file in old tars
-    const size = num(h.subarray(124, 136));
+    const size = num(h.subarray(124, 136), "size");
     const prefix = dec.decode(h.subarray(257, 262)) === "ustar" ? cstr(h.subarray(345, 500)) : "";
     let name = cstr(h.subarray(0, 100));
     if (prefix) name = `${prefix}/${name}`;
