@@ -272,7 +272,7 @@ export function parseCommandLine<H extends Hyp>(
   }
   validate(hyp);
   if (!opts.verify && !opts.data) throw new UsageError("--verify false needs --data PATH (your own data)");
-  if (opts.seed + opts.runs - 1 > Number.MAX_SAFE_INTEGER) {
+  if (opts.seed > Number.MAX_SAFE_INTEGER - (opts.runs - 1)) {
     throw new UsageError(
       `--seed ${opts.seed} with --runs ${opts.runs}: run seeds go up to seed + runs - 1, which must be at most ` +
         `${Number.MAX_SAFE_INTEGER} (the seed generator takes safe integers)`,

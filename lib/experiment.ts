@@ -292,8 +292,12 @@ function checkSteps(h: Hyp, trainN: number, flag: string) {
 
 /** Everything that can be checked before the GPU and the data: outputs, the network, the step count. */
 function preflight<H extends Hyp>(exp: Experiment<H>, h: H, o: RunOptions): Graph {
-  checkWritable("--log-dir", o.logDir, "dir");
-  if (o.saveWeights) checkWritable("--save-weights", o.saveWeights, "file");
+  try {
+    checkWritable("--log-dir", o.logDir, "dir");
+    if (o.saveWeights) checkWritable("--save-weights", o.saveWeights, "file");
+  } catch (e) {
+    throw new UsageError((e as Error).message);
+  }
   checkSteps(h, o.trainN ?? 50000, "--train-n");
   try {
     return new Graph(exp.makeNet(h), INPUT_SHAPE);

@@ -47,18 +47,30 @@ export function printRow(row: EpochRow, final = false): void {
   if (final) console.log("-".repeat(s.length));
 }
 
-/** A live status line on stderr when it is a terminal (rewritten in place), silent otherwise. */
+/**
+ * A live status line on stderr: rewritten in place on a terminal; elsewhere (nohup, CI, a pipe) a plain line
+ * at most every `plainEveryMs` (30 s), so long work is never silent. The clock and output are injectable.
+ */
 export class Progress {
-  private readonly tty = Deno.stderr.isTerminal();
-  private readonly enc = new TextEncoder();
-  constructor(private quiet = false) {}
+  private lastPlain = -Infinity;
+  constructor(
+    private quiet = false,
+    private readonly tty = Deno.stderr.isTerminal(),
+    private readonly now: () => number = () => performance.now(),
+    private readonly write: (s: string) => void = (s) => Deno.stderr.writeSync(new TextEncoder().encode(s)),
+    private readonly plainEveryMs = 30_000,
+  ) {}
   update(text: string): void {
-    if (!this.tty || this.quiet) return;
-    Deno.stderr.writeSync(this.enc.encode(`\r\x1b[2K${text}`));
+    if (this.quiet) return;
+    if (this.tty) return this.write(`\r\x1b[2K${text}`);
+    const t = this.now();
+    if (t - this.lastPlain < this.plainEveryMs) return;
+    this.lastPlain = t;
+    this.write(`${text}\n`);
   }
   clear(): void {
     if (!this.tty || this.quiet) return;
-    Deno.stderr.writeSync(this.enc.encode("\r\x1b[2K"));
+    this.write("\r\x1b[2K");
   }
 }
 

@@ -1,0 +1,196 @@
+// main.ts as a hostile user runs it: flags that would exhaust memory or fail late, unwritable outputs,
+// interruptions, colliding log names, silent progress, diverging runs. Every check is made before any data is
+// loaded or any step trains, and names the flag; nothing here depends on clocks or scheduling.
+
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { Progress } from "../lib/report.ts";
+import { createLogPath, ROOT } from "../lib/runlog.ts";
+import { writeDataset } from "./synthetic.ts";
+import { testRng } from "./util.ts";
+
+const MAIN = join(ROOT, "main.ts");
+
+async function runMain(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  const cmd = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", MAIN, ...args],
+    stdout: "piped",
+    stderr: "piped",
+  });
+  const r = await cmd.output();
+  const dec = new TextDecoder();
+  return { code: r.code, stdout: dec.decode(r.stdout), stderr: dec.decode(r.stderr) };
+}
+
+/** A one-line usage error (exit 2) printed before any data is read. */
+function assertUsage(r: { code: number; stderr: string }, pattern: RegExp) {
+  assert.equal(r.code, 2, r.stderr);
+  assert.equal(r.stderr.trim().split("\n").length, 1, r.stderr);
+  assert.match(r.stderr, pattern);
+  assert.doesNotMatch(r.stderr, /CIFAR-10/);
+}
+
+Deno.test("flags that would exhaust memory or fail after the first run are rejected up front", async () => {
+  assertUsage(
+    await runMain(["--epochs", "1e7"]),
+    /--epochs 10000000 .* steps per run; at most 1000000 are supported/,
+  );
+  assertUsage(
+    await runMain(["--seed", "9007199254740991", "--runs", "2"]),
+    /--seed 9007199254740991 with --runs 2: .* at most 9007199254740991/,
+  );
+  assertUsage(await runMain(["--runs", "-1"]), /--runs "-1": expected a positive integer/);
+});
+
+Deno.test("unwritable outputs are named by their flag before any data is loaded", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "airbench-outputs-" });
+  try {
+    assertUsage(
+      await runMain(["--log-dir", join(ROOT, "README.md")]),
+      /--log-dir .*README\.md: is a file, not a folder/,
+    );
+    assertUsage(await runMain(["--log-dir", "/proc/x"]), /--log-dir \/proc\/x: cannot write there/);
+    assertUsage(
+      await runMain(["--save-weights", "/proc/w.safetensors", "--log-dir", dir]),
+      /--save-weights \/proc\/w\.safetensors: cannot write there/,
+    );
+    assertUsage(await runMain(["--save-weights", dir, "--log-dir", dir]), /--save-weights .*: is a folder/);
+    assert.deepEqual([...Deno.readDirSync(dir)], [], "no log and no probe file left behind");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+/** Start main.ts, wait until `ready` matches a line of its stderr or stdout, send `signal`, collect the rest. */
+async function interrupt(
+  args: string[],
+  ready: RegExp,
+  signal: Deno.Signal,
+  before?: (seen: string) => void,
+) {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", MAIN, ...args],
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  let seen = "", signalled = false;
+  const pump = async (stream: ReadableStream<Uint8Array>) => {
+    for await (const chunk of stream.pipeThrough(new TextDecoderStream())) {
+      seen += chunk;
+      if (!signalled && ready.test(seen)) {
+        signalled = true;
+        before?.(seen);
+        child.kill(signal);
+      }
+    }
+  };
+  await Promise.all([pump(child.stdout), pump(child.stderr)]);
+  return { status: await child.status, output: seen, signalled };
+}
+
+Deno.test("SIGINT / SIGTERM: the log says interrupted, where, and the exit status is 130 / 143", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "airbench-signal-" });
+  try {
+    await writeDataset(join(dir, "data"), 60, testRng(3));
+    const common = [
+      "--data",
+      join(dir, "data"),
+      "--verify",
+      "false",
+      "--widths",
+      "8,8,8",
+      "--batch-size",
+      "50",
+    ];
+    const cases = [
+      { signal: "SIGINT" as const, code: 130, ready: /\|\s+0 \|\s+0 \|/, epochs: 1 }, // after epoch 0's row
+      { signal: "SIGTERM" as const, code: 143, ready: /^adapter: /m, epochs: 0 }, // before any epoch ends
+    ];
+    for (const c of cases) {
+      const logDir = join(dir, c.signal);
+      let atStart: { status: string; runs: unknown[] } | undefined;
+      // The adapter line names the log, which exists (status "running") before any step trains.
+      const readLog = (seen: string) => {
+        const path = /log: (\S+\.json)/.exec(seen)?.[1];
+        if (path) atStart = JSON.parse(Deno.readTextFileSync(path));
+      };
+      const args = [...common, "--epochs", "50", "--tta", "0", "--log-dir", logDir];
+      const r = await interrupt(args, c.ready, c.signal, c.epochs === 0 ? readLog : undefined);
+      assert.ok(r.signalled, r.output);
+      assert.equal(r.status.code, c.code, r.output);
+      assert.match(
+        r.output,
+        new RegExp(`interrupted \\(${c.signal}\\) in run 0 after \\d+ epoch\\(s\\), at step \\d+`),
+      );
+      const files = [...Deno.readDirSync(logDir)].filter((e) => e.name.endsWith(".json"));
+      assert.equal(files.length, 1, "one log");
+      const log = JSON.parse(await Deno.readTextFile(join(logDir, files[0].name)));
+      assert.equal(log.status, "interrupted");
+      assert.equal(log.interrupted.signal, c.signal);
+      assert.ok(log.interrupted.epochs_completed >= c.epochs);
+      assert.equal(log.runs[0]?.epochs.length ?? 0, log.interrupted.epochs_completed);
+      if (c.epochs === 0) {
+        assert.equal(atStart?.status, "running", "the log is written when the run starts");
+        assert.equal(atStart?.runs.length, 0);
+      }
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("two logs created with the same timestamp get different names", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "airbench-lognames-" });
+  try {
+    const a = createLogPath(dir, "2026-01-01T00-00-00-000Z");
+    const b = createLogPath(dir, "2026-01-01T00-00-00-000Z");
+    assert.notEqual(a, b);
+    assert.match(b, /2026-01-01T00-00-00-000Z-1\.json$/);
+    assert.equal([...Deno.readDirSync(dir)].length, 2);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("progress off a terminal: a plain line at most every 30 s (injected clock)", () => {
+  let now = 0;
+  const lines: string[] = [];
+  const p = new Progress(false, false, () => now, (s) => lines.push(s));
+  p.update("a");
+  now = 29_999;
+  p.update("b");
+  now = 30_000;
+  p.update("c");
+  p.clear();
+  assert.deepEqual(lines, ["a\n", "c\n"]);
+  const tty: string[] = [];
+  new Progress(false, true, () => 0, (s) => tty.push(s)).update("x");
+  assert.deepEqual(tty, ["\r\x1b[2Kx"]);
+  const quiet: string[] = [];
+  new Progress(true, false, () => 0, (s) => quiet.push(s)).update("x");
+  assert.deepEqual(quiet, []);
+});
+
+Deno.test("a diverging run is recorded and the next seed runs; the exit status says a run failed", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "airbench-nan2-" });
+  try {
+    await writeDataset(join(dir, "data"), 40, testRng(99));
+    const logDir = join(dir, "logs");
+    const r = await runMain([
+      ...["--data", join(dir, "data"), "--verify", "false", "--widths", "4,4,4", "--batch-size", "20"],
+      ...["--runs", "2", "--epochs", "2", "--lr", "1e30", "--tta", "0", "--log-dir", logDir, "--quiet"],
+    ]);
+    assert.equal(r.code, 1, r.stderr);
+    assert.match(
+      r.stderr,
+      /run 0 diverged: loss is (NaN|Infinity|-Infinity) at step \d+.*; continuing with run 1 \(seed 1\)/,
+    );
+    assert.match(r.stderr, /run 1 diverged/);
+    const log = JSON.parse(await Deno.readTextFile(join(logDir, [...Deno.readDirSync(logDir)][0].name)));
+    assert.equal(log.runs.length, 2);
+    assert.ok(log.runs.every((run: { error?: string }) => /at step \d+/.test(run.error ?? "")));
+    assert.equal(log.status, "failed");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
