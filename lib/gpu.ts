@@ -24,7 +24,10 @@ export interface AdapterReport {
   limits: Record<string, number>;
 }
 
-const KERNEL_DIR = join(dirname(fileURLToPath(import.meta.url)), "..", "kernels");
+// Kernel files are read from disk under Deno; a page registers their text with defineSource() instead.
+const KERNEL_DIR = import.meta.url.startsWith("file:")
+  ? join(dirname(fileURLToPath(import.meta.url)), "..", "kernels")
+  : "";
 
 // The limits we ask for: the adapter's own (Deno otherwise hands out WebGPU's minimums).
 const WANTED_LIMITS = [
@@ -117,7 +120,13 @@ export class Gpu {
       vendor: info.vendor || "unknown",
       architecture: info.architecture || "",
       // Deno's WebGPU (wgpu) does not expose the backend; infer it from the platform.
-      backend: Deno.build.os === "darwin" ? "metal" : Deno.build.os === "windows" ? "dx12/vulkan" : "vulkan",
+      backend: typeof Deno === "undefined"
+        ? "browser"
+        : Deno.build.os === "darwin"
+        ? "metal"
+        : Deno.build.os === "windows"
+        ? "dx12/vulkan"
+        : "vulkan",
       isCpu,
       f16: features.includes("shader-f16"),
       timestampQuery: features.includes("timestamp-query"),
@@ -139,6 +148,9 @@ export class Gpu {
   private source(file: string): string {
     let s = this.sources.get(file);
     if (s === undefined) {
+      if (!KERNEL_DIR) {
+        throw new Error(`kernels/${file}: not registered (Gpu.defineSource) and no file system here`);
+      }
       s = Deno.readTextFileSync(join(KERNEL_DIR, file));
       this.sources.set(file, s);
     }

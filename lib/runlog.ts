@@ -7,8 +7,10 @@ import { join, relative } from "node:path";
 import { fileURLToPath } from "node:url";
 import { writeFileAtomic } from "./atomic.ts";
 
-/** The project's root folder (the parent of lib/). */
-export const ROOT = join(fileURLToPath(new URL(".", import.meta.url)), "..");
+/** The project's root folder (the parent of lib/); empty when loaded from a web server (a page). */
+export const ROOT = import.meta.url.startsWith("file:")
+  ? join(fileURLToPath(new URL(".", import.meta.url)), "..")
+  : "";
 
 export interface Fingerprint {
   commit: string | null;
