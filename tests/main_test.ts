@@ -6,21 +6,13 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { loadSafetensors } from "../lib/safetensors.ts";
-import { makeBatch } from "./synthetic.ts";
+import { makeBatch, runDeno } from "./synthetic.ts";
 import { testRng } from "./util.ts";
 
 const ROOT = join(fileURLToPath(new URL(".", import.meta.url)), "..");
 
-async function runMain(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  const cmd = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", join(ROOT, "main.ts"), ...args],
-    cwd: ROOT,
-    stdout: "piped",
-    stderr: "piped",
-  });
-  const r = await cmd.output();
-  const dec = new TextDecoder();
-  return { code: r.code, stdout: dec.decode(r.stdout), stderr: dec.decode(r.stderr) };
+function runMain(args: string[]) {
+  return runDeno(["run", "-A", "main.ts", ...args]);
 }
 
 Deno.test("main.ts trains a tiny net end to end, logs it, and reproduces it bit for bit", async () => {

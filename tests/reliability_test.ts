@@ -6,20 +6,13 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { Progress } from "../lib/report.ts";
 import { createLogPath, ROOT } from "../lib/runlog.ts";
-import { writeDataset } from "./synthetic.ts";
+import { runDeno, writeDataset } from "./synthetic.ts";
 import { testRng } from "./util.ts";
 
 const MAIN = join(ROOT, "main.ts");
 
-async function runMain(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  const cmd = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", MAIN, ...args],
-    stdout: "piped",
-    stderr: "piped",
-  });
-  const r = await cmd.output();
-  const dec = new TextDecoder();
-  return { code: r.code, stdout: dec.decode(r.stdout), stderr: dec.decode(r.stderr) };
+function runMain(args: string[]) {
+  return runDeno(["run", "-A", "main.ts", ...args]);
 }
 
 /** A one-line usage error (exit 2) printed before any data is read. */

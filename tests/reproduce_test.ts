@@ -5,15 +5,10 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { compareRuns, fingerprintDiff, replayArgs } from "../lib/reproduce.ts";
 import { ROOT } from "../lib/runlog.ts";
-import { writeDataset } from "./synthetic.ts";
+import { runDeno, writeDataset } from "./synthetic.ts";
 import { testRng } from "./util.ts";
 
-async function deno(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  const r = await new Deno.Command(Deno.execPath(), { args, cwd: ROOT, stdout: "piped", stderr: "piped" })
-    .output();
-  const dec = new TextDecoder();
-  return { code: r.code, stdout: dec.decode(r.stdout), stderr: dec.decode(r.stderr) };
-}
+const deno = runDeno;
 
 Deno.test("reproduce: same bits from the log; a tampered accuracy fails; other code is named", async () => {
   const dir = await Deno.makeTempDir({ prefix: "airbench-reproduce-test-" });

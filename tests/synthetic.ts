@@ -1,6 +1,16 @@
-// Small generated datasets in the CIFAR-10 binary layout, for end-to-end runs of the experiment files.
+// End-to-end helpers: small generated datasets in the CIFAR-10 binary layout, and running a Deno program of
+// the project (an experiment file, a task) as a user would, in the project's root.
 
 import { join } from "node:path";
+import { ROOT } from "../lib/runlog.ts";
+
+/** `deno ARGS` in the project root; stdout and stderr collected. */
+export async function runDeno(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  const r = await new Deno.Command(Deno.execPath(), { args, cwd: ROOT, stdout: "piped", stderr: "piped" })
+    .output();
+  const dec = new TextDecoder();
+  return { code: r.code, stdout: dec.decode(r.stdout), stderr: dec.decode(r.stderr) };
+}
 
 /** Images whose class is visible to a small convnet: a class colour, a class stripe direction, and noise. */
 export function makeBatch(n: number, rand: () => number): Uint8Array {
