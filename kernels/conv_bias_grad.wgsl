@@ -24,3 +24,35 @@ fn bias_grad(@builtin(global_invocation_id) gid: vec3u) {
   }
   part[s * CO4 + c4] = acc;
 }
+
+// bias_grad_wg: one workgroup of WG invocations per (chunk, 4 channels); its invocations stride over the
+// chunk's pixels and the workgroup sums their vec4s by a fixed tree in workgroup memory (WG a power of two).
+// Same outputs as bias_grad (partials [KSPLIT][CO], db itself when KSPLIT = 1); many more invocations per
+// chunk, for GPUs. conv_bias_grad_sg.wgsl is the same with subgroup sums.
+var<workgroup> red: array<vec4<f32>, WG>;
+
+@compute @workgroup_size(WG)
+fn bias_grad_wg(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid: u32) {
+  let g = wid.x + wid.y * NWX; // uniform across the workgroup
+  if (g >= CO4 * KSPLIT) {
+    return;
+  }
+  let c4 = g % CO4;
+  let s = g / CO4;
+  var acc = vec4<f32>(0.0);
+  let p1 = min(M, (s + 1u) * KCHUNK);
+  for (var p = s * KCHUNK + lid; p < p1; p += WG) {
+    acc += vec4<f32>(dy[p * CO4 + c4]);
+  }
+  red[lid] = acc;
+  workgroupBarrier();
+  for (var h = WG / 2u; h > 0u; h /= 2u) {
+    if (lid < h) {
+      red[lid] += red[lid + h];
+    }
+    workgroupBarrier();
+  }
+  if (lid == 0u) {
+    part[s * CO4 + c4] = red[0];
+  }
+}

@@ -18,7 +18,10 @@
 // are consecutive channel vec4s. Because CI and BK are multiples of 4, a vec4 of K never straddles two taps.
 // Edges: pixels >= M, channels >= CO and K rows >= K load as 0 and are not stored.
 //
-// Constants injected by lib/conv.ts: N H W CI CO KH KW PAD HO WO (shape), BM BN BK TM TN4 (tile), NWX (grid).
+// DB = 2 double-buffers the workgroup tiles: chunk k+1 is loaded into the other buffer while chunk k is
+// multiplied, one barrier per chunk instead of two (DB = 1: load, barrier, multiply, barrier).
+//
+// Constants injected by lib/conv.ts: N H W CI CO KH KW PAD HO WO (shape), BM BN BK TM TN4 DB (tile), NWX (grid).
 // The input gradient runs this kernel on dy with flipped, transposed weights (see conv.wgsl).
 
 const CI4: u32 = CI / 4u;
@@ -48,8 +51,73 @@ const AS_ROW: u32 = BM4 + 1u;
 @group(0) @binding(2) var<storage, read> b: array<vec4<f32>>;   // [CO]
 @group(0) @binding(3) var<storage, read_write> y: array<act4>;  // NHWC [N][HO][WO][CO]
 
-var<workgroup> As: array<vec4<f32>, BK * AS_ROW>; // As[k][m/4][m%4] = A[m0 + m][k0 + k]
-var<workgroup> Bs: array<vec4<f32>, BK * BN4>;    // Bs[k][n4] = w[k0 + k][n0/4 + n4]
+var<workgroup> As: array<vec4<f32>, DB * BK * AS_ROW>; // As[buf][k][m/4][m%4] = A[m0 + m][k0 + k]
+var<workgroup> Bs: array<vec4<f32>, DB * BK * BN4>;    // Bs[buf][k][n4] = w[k0 + k][n0/4 + n4]
+
+// Stage K chunk kt into buffer `buf`: the im2col gather of the A tile (zero for padding and out-of-range rows
+// and columns) and rows k0.. of w[K][CO] (zero beyond K and CO).
+fn load_tiles(kt: u32, buf: u32, lid: u32, m0: u32, n04: u32) {
+  let k0 = kt * BK;
+  let ao = buf * BK * AS_ROW;
+  let bo = buf * BK * BN4;
+  for (var l = 0u; l < A_LOADS; l++) {
+    let idx = lid + l * WGS;
+    let kq = idx % BK4;
+    let m = idx / BK4;
+    let p = min(m0 + m, M - 1u);
+    let px = i32(p % WO);
+    let py = i32((p / WO) % HO);
+    let pn = p / (WO * HO);
+    let gk = k0 + kq * 4u;
+    let tap = gk / CI;
+    let iy = py + i32(tap / KW) - i32(PAD);
+    let ix = px + i32(tap % KW) - i32(PAD);
+    let ok = idx < A_VEC && m0 + m < M && gk < KDIM && iy >= 0 && iy < i32(H) && ix >= 0 && ix < i32(W);
+    var v = vec4<f32>(0.0);
+    if (ok) {
+      v = vec4<f32>(x[((pn * H + u32(iy)) * W + u32(ix)) * CI4 + (gk % CI) / 4u]);
+    }
+    if (idx < A_VEC) {
+      for (var j = 0u; j < 4u; j++) {
+        As[ao + (kq * 4u + j) * AS_ROW + m / 4u][m % 4u] = v[j];
+      }
+    }
+  }
+  for (var l = 0u; l < B_LOADS; l++) {
+    let idx = lid + l * WGS;
+    let n4 = idx % BN4;
+    let kk = idx / BN4;
+    let gk = k0 + kk;
+    let gn4 = n04 + n4;
+    var v = vec4<f32>(0.0);
+    if (idx < B_VEC && gk < KDIM && gn4 < CO4) {
+      v = w[gk * CO4 + gn4];
+    }
+    if (idx < B_VEC) {
+      Bs[bo + kk * BN4 + n4] = v;
+    }
+  }
+}
+
+// Multiply the staged chunk in buffer `buf` into this invocation's accumulators.
+fn mul_tiles(buf: u32, tx: u32, ty: u32, acc: ptr<function, array<array<vec4<f32>, TN4>, TM>>) {
+  let ao = buf * BK * AS_ROW;
+  let bo = buf * BK * BN4;
+  for (var kk = 0u; kk < BK; kk++) {
+    var av: array<vec4<f32>, TMV>;
+    for (var i = 0u; i < TMV; i++) {
+      av[i] = As[ao + kk * AS_ROW + ty + WGY * i];
+    }
+    for (var t = 0u; t < TN4; t++) {
+      let bv = Bs[bo + kk * BN4 + tx + WGX * t];
+      for (var i = 0u; i < TMV; i++) {
+        for (var j = 0u; j < 4u; j++) {
+          (*acc)[i * 4u + j][t] = fma(vec4<f32>(av[i][j]), bv, (*acc)[i * 4u + j][t]);
+        }
+      }
+    }
+  }
+}
 
 @compute @workgroup_size(WGS)
 fn conv_forward(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid: u32) {
@@ -62,77 +130,24 @@ fn conv_forward(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_ind
   let tx = lid % WGX;
   let ty = lid / WGX;
 
-  // The pixel each A-tile load slot reads is the same for every K chunk: decode it once.
-  var a_m: array<u32, A_LOADS>;    // row of the A tile
-  var a_kq: array<u32, A_LOADS>;   // vec4 column of the A tile
-  var a_ok: array<bool, A_LOADS>;  // slot exists and the pixel is < M
-  var a_py: array<i32, A_LOADS>;
-  var a_px: array<i32, A_LOADS>;
-  var a_pn: array<u32, A_LOADS>;
-  for (var l = 0u; l < A_LOADS; l++) {
-    let idx = lid + l * WGS;
-    a_kq[l] = idx % BK4;
-    a_m[l] = idx / BK4;
-    let p = min(m0 + a_m[l], M - 1u);
-    a_ok[l] = idx < A_VEC && m0 + a_m[l] < M;
-    a_px[l] = i32(p % WO);
-    a_py[l] = i32((p / WO) % HO);
-    a_pn[l] = p / (WO * HO);
-  }
-
   var acc: array<array<vec4<f32>, TN4>, TM>;
-  for (var kt = 0u; kt < KT; kt++) {
-    let k0 = kt * BK;
-    // A tile: im2col gather, zero for padding and out-of-range rows / columns.
-    for (var l = 0u; l < A_LOADS; l++) {
-      let gk = k0 + a_kq[l] * 4u;
-      let tap = gk / CI;
-      let iy = a_py[l] + i32(tap / KW) - i32(PAD);
-      let ix = a_px[l] + i32(tap % KW) - i32(PAD);
-      let ok = a_ok[l] && gk < KDIM && iy >= 0 && iy < i32(H) && ix >= 0 && ix < i32(W);
-      var v = vec4<f32>(0.0);
-      if (ok) {
-        v = vec4<f32>(x[((a_pn[l] * H + u32(iy)) * W + u32(ix)) * CI4 + (gk % CI) / 4u]);
-      }
-      if (lid + l * WGS < A_VEC) {
-        let m = a_m[l];
-        for (var j = 0u; j < 4u; j++) {
-          As[(a_kq[l] * 4u + j) * AS_ROW + m / 4u][m % 4u] = v[j];
-        }
-      }
-    }
-    // Weight tile: rows k0.. of w[K][CO], zero beyond K and CO.
-    for (var l = 0u; l < B_LOADS; l++) {
-      let idx = lid + l * WGS;
-      let n4 = idx % BN4;
-      let kk = idx / BN4;
-      let gk = k0 + kk;
-      let gn4 = n04 + n4;
-      var v = vec4<f32>(0.0);
-      if (idx < B_VEC && gk < KDIM && gn4 < CO4) {
-        v = w[gk * CO4 + gn4];
-      }
-      if (idx < B_VEC) {
-        Bs[kk * BN4 + n4] = v;
-      }
-    }
+  if (DB == 2u) {
+    load_tiles(0u, 0u, lid, m0, n04);
     workgroupBarrier();
-
-    for (var kk = 0u; kk < BK; kk++) {
-      var av: array<vec4<f32>, TMV>;
-      for (var i = 0u; i < TMV; i++) {
-        av[i] = As[kk * AS_ROW + ty + WGY * i];
+    for (var kt = 0u; kt < KT; kt++) {
+      if (kt + 1u < KT) {
+        load_tiles(kt + 1u, (kt + 1u) % 2u, lid, m0, n04);
       }
-      for (var t = 0u; t < TN4; t++) {
-        let bv = Bs[kk * BN4 + tx + WGX * t];
-        for (var i = 0u; i < TMV; i++) {
-          for (var j = 0u; j < 4u; j++) {
-            acc[i * 4u + j][t] = fma(vec4<f32>(av[i][j]), bv, acc[i * 4u + j][t]);
-          }
-        }
-      }
+      mul_tiles(kt % 2u, tx, ty, &acc);
+      workgroupBarrier();
     }
-    workgroupBarrier();
+  } else {
+    for (var kt = 0u; kt < KT; kt++) {
+      load_tiles(kt, 0u, lid, m0, n04);
+      workgroupBarrier();
+      mul_tiles(0u, tx, ty, &acc);
+      workgroupBarrier();
+    }
   }
 
   for (var i = 0u; i < TMV; i++) {

@@ -18,7 +18,10 @@
 //
 // Layouts: x NHWC [N][H][W][CI] act; dy NHWC [N][HO][WO][CO] act;
 //          part [KSPLIT][KH][KW][CI][CO] f32 (with KSPLIT = 1 this is dw itself, HWIO).
-// Constants: N H W CI CO KH KW PAD HO WO (shape), BM BN BK TM TN4 (tile), KSPLIT, NWX (grid).
+// DB = 2 double-buffers the workgroup tiles (the next pixel step loads while this one multiplies; one barrier
+// per step), DB = 1 loads, barriers, multiplies, barriers.
+//
+// Constants: N H W CI CO KH KW PAD HO WO (shape), BM BN BK TM TN4 DB (tile), KSPLIT, NWX (grid).
 
 const CI4: u32 = CI / 4u;
 const CO4: u32 = CO / 4u;
@@ -43,8 +46,68 @@ const B_LOADS: u32 = (B_VEC + WGS - 1u) / WGS;
 @group(0) @binding(1) var<storage, read> dy: array<act4>;
 @group(0) @binding(2) var<storage, read_write> part: array<vec4<f32>>;
 
-var<workgroup> As: array<vec4<f32>, BK * BM4>; // As[k][r4] = A[p0 + k][r0 + 4*r4 ..]
-var<workgroup> Bs: array<vec4<f32>, BK * BN4>; // Bs[k][n4] = dy[p0 + k][n0 + 4*n4 ..]
+var<workgroup> As: array<vec4<f32>, DB * BK * BM4>; // As[buf][k][r4] = A[p0 + k][r0 + 4*r4 ..]
+var<workgroup> Bs: array<vec4<f32>, DB * BK * BN4>; // Bs[buf][k][n4] = dy[p0 + k][n0 + 4*n4 ..]
+
+// Stage the BK pixels from p0 (< pb, the chunk's end) into buffer `buf`.
+fn load_tiles(p0: u32, pb: u32, buf: u32, lid: u32, r04: u32, n04: u32) {
+  let ao = buf * BK * BM4;
+  let bo = buf * BK * BN4;
+  for (var l = 0u; l < A_LOADS; l++) {
+    let idx = lid + l * WGS;
+    let r4 = idx % BM4;
+    let k = idx / BM4;
+    let gr4 = r04 + r4;
+    let tap = min(gr4, R4 - 1u) / CI4;
+    let c4 = min(gr4, R4 - 1u) % CI4;
+    let p = p0 + k;
+    let pc = min(p, P - 1u);
+    let iy = i32((pc / WO) % HO) + i32(tap / KW) - i32(PAD);
+    let ix = i32(pc % WO) + i32(tap % KW) - i32(PAD);
+    let n = pc / (WO * HO);
+    let ok = idx < A_VEC && gr4 < R4 && p < pb && iy >= 0 && iy < i32(H) && ix >= 0 && ix < i32(W);
+    var v = vec4<f32>(0.0);
+    if (ok) {
+      v = vec4<f32>(x[((n * H + u32(iy)) * W + u32(ix)) * CI4 + c4]);
+    }
+    if (idx < A_VEC) {
+      As[ao + k * BM4 + r4] = v;
+    }
+  }
+  for (var l = 0u; l < B_LOADS; l++) {
+    let idx = lid + l * WGS;
+    let n4 = idx % BN4;
+    let kk = idx / BN4;
+    let p = p0 + kk;
+    let gn4 = n04 + n4;
+    var v = vec4<f32>(0.0);
+    if (idx < B_VEC && p < pb && gn4 < CO4) {
+      v = vec4<f32>(dy[p * CO4 + gn4]);
+    }
+    if (idx < B_VEC) {
+      Bs[bo + kk * BN4 + n4] = v;
+    }
+  }
+}
+
+fn mul_tiles(buf: u32, tx: u32, ty: u32, acc: ptr<function, array<array<vec4<f32>, TN4>, TM>>) {
+  let ao = buf * BK * BM4;
+  let bo = buf * BK * BN4;
+  for (var kk = 0u; kk < BK; kk++) {
+    var av: array<vec4<f32>, TMV>;
+    for (var i = 0u; i < TMV; i++) {
+      av[i] = As[ao + kk * BM4 + ty + WGY * i];
+    }
+    for (var t = 0u; t < TN4; t++) {
+      let bv = Bs[bo + kk * BN4 + tx + WGX * t];
+      for (var i = 0u; i < TMV; i++) {
+        for (var j = 0u; j < 4u; j++) {
+          (*acc)[i * 4u + j][t] = fma(vec4<f32>(av[i][j]), bv, (*acc)[i * 4u + j][t]);
+        }
+      }
+    }
+  }
+}
 
 @compute @workgroup_size(WGS)
 fn conv_wgrad(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid: u32) {
@@ -61,75 +124,27 @@ fn conv_wgrad(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index
   let pa = s * KCHUNK;
   let pb = min(P, pa + KCHUNK);
 
-  // The row (tap, channel vec4) each A-tile load slot reads is the same for every pixel step: decode it once.
-  var a_k: array<u32, A_LOADS>;  // pixel within the step
-  var a_r4: array<u32, A_LOADS>; // row vec4 within the tile
-  var a_ok: array<bool, A_LOADS>;
-  var a_ky: array<i32, A_LOADS>;
-  var a_kx: array<i32, A_LOADS>;
-  var a_c4: array<u32, A_LOADS>;
-  for (var l = 0u; l < A_LOADS; l++) {
-    let idx = lid + l * WGS;
-    a_r4[l] = idx % BM4;
-    a_k[l] = idx / BM4;
-    let gr4 = r04 + a_r4[l];
-    a_ok[l] = idx < A_VEC && gr4 < R4;
-    let tap = min(gr4, R4 - 1u) / CI4;
-    a_ky[l] = i32(tap / KW) - i32(PAD);
-    a_kx[l] = i32(tap % KW) - i32(PAD);
-    a_c4[l] = min(gr4, R4 - 1u) % CI4;
-  }
-
   var acc: array<array<vec4<f32>, TN4>, TM>;
   let steps = (pb - min(pa, pb) + BK - 1u) / BK; // uniform: pa, pb depend on the workgroup only
-  for (var st = 0u; st < steps; st++) {
-    let p0 = pa + st * BK;
-    for (var l = 0u; l < A_LOADS; l++) {
-      let p = p0 + a_k[l];
-      let pc = min(p, P - 1u);
-      let iy = i32((pc / WO) % HO) + a_ky[l];
-      let ix = i32(pc % WO) + a_kx[l];
-      let n = pc / (WO * HO);
-      let ok = a_ok[l] && p < pb && iy >= 0 && iy < i32(H) && ix >= 0 && ix < i32(W);
-      var v = vec4<f32>(0.0);
-      if (ok) {
-        v = vec4<f32>(x[((n * H + u32(iy)) * W + u32(ix)) * CI4 + a_c4[l]]);
-      }
-      if (lid + l * WGS < A_VEC) {
-        As[a_k[l] * BM4 + a_r4[l]] = v;
-      }
-    }
-    for (var l = 0u; l < B_LOADS; l++) {
-      let idx = lid + l * WGS;
-      let n4 = idx % BN4;
-      let kk = idx / BN4;
-      let p = p0 + kk;
-      let gn4 = n04 + n4;
-      var v = vec4<f32>(0.0);
-      if (idx < B_VEC && p < pb && gn4 < CO4) {
-        v = vec4<f32>(dy[p * CO4 + gn4]);
-      }
-      if (idx < B_VEC) {
-        Bs[kk * BN4 + n4] = v;
-      }
+  if (DB == 2u) {
+    if (steps > 0u) {
+      load_tiles(pa, pb, 0u, lid, r04, n04);
     }
     workgroupBarrier();
-
-    for (var kk = 0u; kk < BK; kk++) {
-      var av: array<vec4<f32>, TMV>;
-      for (var i = 0u; i < TMV; i++) {
-        av[i] = As[kk * BM4 + ty + WGY * i];
+    for (var st = 0u; st < steps; st++) {
+      if (st + 1u < steps) {
+        load_tiles(pa + (st + 1u) * BK, pb, (st + 1u) % 2u, lid, r04, n04);
       }
-      for (var t = 0u; t < TN4; t++) {
-        let bv = Bs[kk * BN4 + tx + WGX * t];
-        for (var i = 0u; i < TMV; i++) {
-          for (var j = 0u; j < 4u; j++) {
-            acc[i * 4u + j][t] = fma(vec4<f32>(av[i][j]), bv, acc[i * 4u + j][t]);
-          }
-        }
-      }
+      mul_tiles(st % 2u, tx, ty, &acc);
+      workgroupBarrier();
     }
-    workgroupBarrier();
+  } else {
+    for (var st = 0u; st < steps; st++) {
+      load_tiles(pa + st * BK, pb, 0u, lid, r04, n04);
+      workgroupBarrier();
+      mul_tiles(0u, tx, ty, &acc);
+      workgroupBarrier();
+    }
   }
 
   for (var i = 0u; i < TMV; i++) {

@@ -25,23 +25,74 @@ export function convFlops(s: ConvShape): number {
 }
 
 /**
- * How the convolutions (forward, so also the input gradient, and the weight gradient) are computed:
+ * How the convolutions (forward, so also the input gradient, and the weight gradient) are computed by default:
  *   "register":  conv.wgsl / conv_wgrad.wgsl, register blocking with vec4 global loads and no workgroup memory
  *                (fastest on CPU adapters such as lavapipe, where workgroup memory and barriers buy nothing);
  *   "workgroup": conv_tiled.wgsl / conv_wgrad_tiled.wgsl, the shared-memory tiled GEMM (BM x BN output tiles,
  *                the reduction in chunks of BK staged in workgroup memory; tiledBlock): for real GPUs.
- * TM, TN4, TMV, TN4W and WG tune the "register" kernels only; splitTarget applies to both weight gradients.
+ * TM, TN4, TMV, TN4W and WG tune the default "register" kernels; splitTarget applies to both weight gradients.
+ * A layer's pass can take any other kernel variant (KernelVariant) through `choices` (lib/tune.ts fills it).
  */
 export type ConvVariant = "register" | "workgroup";
 
+/** The three passes of a convolution layer (the keys of a choice). */
+export type ConvPass = "forward" | "input_grad" | "weight_grad";
+export const CONV_PASSES: ConvPass[] = ["forward", "input_grad", "weight_grad"];
+
+/**
+ * One kernel variant, a value with a stable id (variantId):
+ *   register: conv.wgsl / conv_wgrad.wgsl; each invocation owns TM x 4*TN4 outputs (forward: TM pixels x
+ *             4*TN4 channels; weight gradient: TM input channels, a multiple of 4, x 4*TN4 output channels);
+ *             WG invocations per workgroup.
+ *   tiled:    conv_tiled.wgsl / conv_wgrad_tiled.wgsl; a workgroup computes a BM x BN output tile staging the
+ *             reduction BK at a time in workgroup memory (DB = 2: double-buffered), each invocation TM x 4*TN4.
+ */
+export interface RegisterVariant {
+  kind: "register";
+  TM: number;
+  TN4: number;
+  WG: number;
+}
+export interface TiledVariant {
+  kind: "tiled";
+  BM: number;
+  BN: number;
+  BK: number;
+  TM: number;
+  TN4: number;
+  DB: 1 | 2;
+}
+export type KernelVariant = RegisterVariant | TiledVariant;
+
+/** Stable string id of a variant, e.g. "register-8x8-wg64", "tiled-128x128x8-8x8-db2". */
+export function variantId(v: KernelVariant): string {
+  if (v.kind === "register") return `register-${v.TM}x${4 * v.TN4}-wg${v.WG}`;
+  return `tiled-${v.BM}x${v.BN}x${v.BK}-${v.TM}x${4 * v.TN4}${v.DB === 2 ? "-db2" : ""}`;
+}
+
+/** The variant of an id (the inverse of variantId); throws on anything else. */
+export function parseVariantId(id: string): KernelVariant {
+  let m = /^register-(\d+)x(\d+)-wg(\d+)$/.exec(id);
+  if (m) return { kind: "register", TM: +m[1], TN4: +m[2] / 4, WG: +m[3] };
+  m = /^tiled-(\d+)x(\d+)x(\d+)-(\d+)x(\d+)(-db2)?$/.exec(id);
+  if (m) {
+    return { kind: "tiled", BM: +m[1], BN: +m[2], BK: +m[3], TM: +m[4], TN4: +m[5] / 4, DB: m[6] ? 2 : 1 };
+  }
+  throw new Error(`conv: unknown kernel variant id ${JSON.stringify(id)}`);
+}
+
 export interface ConvTiles {
-  variant: ConvVariant; // which kernels
+  variant: ConvVariant; // which kernels by default
   TM: number; // output pixels per invocation (forward / input gradient)
   TN4: number; // vec4 output channels per invocation
   TMV: number; // vec4 input channels per invocation (weight gradient)
   TN4W: number; // vec4 output channels per invocation (weight gradient)
   WG: number; // workgroup size
   splitTarget: number; // weight gradient: aim for at least this many invocations
+  /** Per layer and pass (key `${label}|${pass}`, see choiceKey): the variant that overrides the default. */
+  choices?: Record<string, KernelVariant>;
+  /** Bias gradient of tiled weight gradients with subgroup sums; default: where the device has subgroups. */
+  subgroups?: boolean;
 }
 
 // Measured on lavapipe (2 cores): 8 pixels x 8 channels per invocation for the forward and 8 input x 16
@@ -72,6 +123,7 @@ export interface TiledBlock {
   BK: number;
   TM: number;
   TN4: number;
+  DB?: 1 | 2;
 }
 
 /** 64 x 64 tiles (256 invocations of 4 x 4); 128 x 32 when CO <= 32 so narrow layers waste fewer lanes. */
@@ -81,15 +133,96 @@ export function tiledBlock(CO: number): TiledBlock {
 
 /**
  * Bytes of workgroup memory conv_tiled.wgsl declares for a block (f32; its A tile has one vec4 of row padding,
- * so this also bounds conv_wgrad_tiled.wgsl's 4*BK*(BM+BN)).
+ * so this also bounds conv_wgrad_tiled.wgsl's 4*BK*(BM+BN)), times DB when double-buffered.
  */
 export function tiledWorkgroupBytes(t: TiledBlock): number {
-  return 4 * t.BK * (t.BM + 4 + t.BN);
+  return 4 * t.BK * (t.BM + 4 + t.BN) * (t.DB ?? 1);
 }
 
 /** Invocations per workgroup of conv_tiled.wgsl and conv_wgrad_tiled.wgsl for a block. */
 export function tiledWorkgroupSize(t: TiledBlock): number {
   return (t.BM / t.TM) * (t.BN / 4 / t.TN4);
+}
+
+/** The key of a layer's pass in ConvTiles.choices. */
+export function choiceKey(label: string, pass: ConvPass): string {
+  return `${label}|${pass}`;
+}
+
+/** The layer label of a conv op name (convForward: the label; the gradients: label.igrad / label.wgrad). */
+function labelOf(name: string): string {
+  return name.replace(/\.(igrad|wgrad)$/, "");
+}
+
+/** The default variant of a pass for `tiles` (shape `s` of the kernel that runs: for the input grad, the transposed conv). */
+export function defaultVariant(tiles: ConvTiles, pass: ConvPass, s: ConvShape): KernelVariant {
+  if (tiles.variant === "workgroup") return { ...tiledBlock(s.CO), DB: 1, kind: "tiled" };
+  if (pass === "weight_grad") return { kind: "register", TM: 4 * tiles.TMV, TN4: tiles.TN4W, WG: tiles.WG };
+  return { kind: "register", TM: tiles.TM, TN4: tiles.TN4, WG: tiles.WG };
+}
+
+/**
+ * The variant an op actually runs: the layer's choice or the default, register blocks shrunk to what the
+ * channel counts divide (as the register kernels always did).
+ */
+export function resolveVariant(tiles: ConvTiles, name: string, pass: ConvPass, s: ConvShape): KernelVariant {
+  return fitVariant(tiles.choices?.[choiceKey(labelOf(name), pass)] ?? defaultVariant(tiles, pass, s), pass, s);
+}
+
+/** A register variant's blocks shrunk to what the shape's channel counts divide (tiled variants: as given). */
+export function fitVariant(v: KernelVariant, pass: ConvPass, s: ConvShape): KernelVariant {
+  if (v.kind === "tiled") return v;
+  if (pass === "weight_grad") {
+    const TMV = largestDivisor(s.CI / 4, [Math.max(1, v.TM / 4), 2, 1]);
+    return { ...v, TM: 4 * TMV, TN4: largestDivisor(s.CO / 4, [v.TN4, 2, 1]) };
+  }
+  return { ...v, TN4: largestDivisor(s.CO / 4, [v.TN4, 2, 1]) };
+}
+
+/** Why a variant cannot run on this device (workgroup size or memory), or undefined when it can. */
+export function variantUnfit(v: KernelVariant, limits: Record<string, number>): string | undefined {
+  const maxInv = Math.min(
+    limits.maxComputeInvocationsPerWorkgroup ?? 256,
+    limits.maxComputeWorkgroupSizeX ?? 256,
+  );
+  if (v.kind === "register") return v.WG > maxInv ? `${v.WG} invocations > ${maxInv}` : undefined;
+  if (v.TM % 4 || v.BM % v.TM || (v.BN / 4) % v.TN4 || v.BK % 4) return "inconsistent tile";
+  const size = tiledWorkgroupSize(v), bytes = tiledWorkgroupBytes(v);
+  if (size > maxInv) return `${size} invocations > ${maxInv}`;
+  const maxBytes = limits.maxComputeWorkgroupStorageSize ?? 16384;
+  if (bytes > maxBytes) return `${bytes} B of workgroup memory > ${maxBytes}`;
+  return undefined;
+}
+
+/**
+ * The candidate variants of a pass (the tuner times each that fits the device): the register blocks around
+ * the default, the workgroup tiles of tiledBlock, and GPU-sized tiles (64x64 to 128x128 outputs per
+ * workgroup, 4x4 to 8x8 per invocation, single or double-buffered).
+ */
+export function candidateVariants(pass: ConvPass, limits: Record<string, number> = {}): KernelVariant[] {
+  const reg = (TM: number, TN4: number): KernelVariant => ({ kind: "register", TM, TN4, WG: 64 });
+  const tl = (BM: number, BN: number, BK: number, TM: number, TN4: number, DB: 1 | 2): KernelVariant => ({
+    kind: "tiled",
+    BM,
+    BN,
+    BK,
+    TM,
+    TN4,
+    DB,
+  });
+  const regs = pass === "weight_grad"
+    ? [reg(8, 4), reg(4, 4), reg(8, 2), reg(4, 2)]
+    : [reg(8, 2), reg(4, 2), reg(8, 4), reg(4, 4)];
+  const tiled = [
+    tl(64, 64, 16, 4, 1, 1),
+    tl(128, 32, 16, 4, 1, 1),
+    tl(64, 64, 16, 4, 1, 2),
+    tl(64, 64, 16, 8, 2, 1),
+    tl(128, 64, 16, 8, 1, 2),
+    tl(128, 128, 8, 8, 2, 2),
+    tl(128, 128, 16, 8, 2, 1),
+  ];
+  return [...regs, ...tiled].filter((v) => variantUnfit(v, limits) === undefined);
 }
 
 type Binding = GPUBuffer | GPUBufferBinding;
@@ -122,22 +255,39 @@ export function convForward(
   name = "conv_forward",
 ): Op {
   checkShape(s);
-  const { HO, WO } = outSize(s);
-  if (tiles.variant === "workgroup") return convForwardTiled(gpu, p, s, a, name);
-  const TM = tiles.TM;
-  const TN4 = largestDivisor(s.CO / 4, [tiles.TN4, 2, 1]);
-  const threads = Math.ceil((s.N * HO * WO) / TM) * (s.CO / 4 / TN4);
-  const { grid, NWX } = groups(gpu, threads, tiles.WG);
-  const pipe = gpu.pipeline("conv.wgsl", "conv_forward", { ...s, HO, WO, TM, TN4, WG: tiles.WG, NWX }, p);
-  return dispatch(gpu, name, pipe, [a.x, a.w, a.b, a.y], grid);
+  return convForwardWith(gpu, p, s, a, resolveVariant(tiles, name, "forward", s), name);
 }
 
-function checkTiled(gpu: Gpu, t: TiledBlock, name: string) {
-  const size = tiledWorkgroupSize(t), bytes = tiledWorkgroupBytes(t);
-  const lim = gpu.device.limits;
-  if (size > lim.maxComputeInvocationsPerWorkgroup || bytes > lim.maxComputeWorkgroupStorageSize) {
-    throw new Error(`${name}: tiled conv needs ${size} invocations and ${bytes} B of workgroup memory`);
-  }
+/** convForward with an explicit variant (the tuner, the tests). */
+export function convForwardWith(
+  gpu: Gpu,
+  p: Precision,
+  s: ConvShape,
+  a: { x: Binding; w: Binding; b: Binding; y: Binding },
+  v: KernelVariant,
+  name = "conv_forward",
+): Op {
+  checkShape(s);
+  const { HO, WO } = outSize(s);
+  v = fitVariant(v, "forward", s);
+  if (v.kind === "tiled") return convForwardTiled(gpu, p, s, a, v, name);
+  const { TM, TN4, WG } = v;
+  const threads = Math.ceil((s.N * HO * WO) / TM) * (s.CO / 4 / TN4);
+  const { grid, NWX } = groups(gpu, threads, WG);
+  const pipe = gpu.pipeline("conv.wgsl", "conv_forward", { ...s, HO, WO, TM, TN4, WG, NWX }, p);
+  return withVariant(dispatch(gpu, name, pipe, [a.x, a.w, a.b, a.y], grid), v);
+}
+
+/** Ops carry the id of the kernel variant they run (the run log, the bench). */
+export type VariantOp = Op & { variant?: string };
+
+function withVariant(op: Op, v: KernelVariant): VariantOp {
+  return Object.assign(op, { variant: variantId(v) });
+}
+
+function checkTiled(gpu: Gpu, t: TiledVariant, name: string) {
+  const why = variantUnfit(t, gpu.device.limits as unknown as Record<string, number>);
+  if (why) throw new Error(`${name}: tiled conv ${variantId(t)} does not fit this device: ${why}`);
 }
 
 function convForwardTiled(
@@ -145,16 +295,37 @@ function convForwardTiled(
   p: Precision,
   s: ConvShape,
   a: { x: Binding; w: Binding; b: Binding; y: Binding },
+  t: TiledVariant,
   name: string,
 ): Op {
   const { HO, WO } = outSize(s);
-  const t = tiledBlock(s.CO);
   checkTiled(gpu, t, name);
   const lim = gpu.device.limits;
   const tilesM = Math.ceil((s.N * HO * WO) / t.BM), tilesN = Math.ceil(s.CO / t.BN);
   const grid = grid2d(tilesM * tilesN, lim.maxComputeWorkgroupsPerDimension);
-  const pipe = gpu.pipeline("conv_tiled.wgsl", "conv_forward", { ...s, HO, WO, ...t, NWX: grid[0] }, p);
-  return dispatch(gpu, name, pipe, [a.x, a.w, a.b, a.y], grid);
+  const { BM, BN, BK, TM, TN4, DB } = t;
+  const consts = { ...s, HO, WO, BM, BN, BK, TM, TN4, DB, NWX: grid[0] };
+  const pipe = gpu.pipeline("conv_tiled.wgsl", "conv_forward", consts, p);
+  return withVariant(dispatch(gpu, name, pipe, [a.x, a.w, a.b, a.y], grid), t);
+}
+
+/** The shape of the forward convolution that computes the input gradient of `s` (on dy, flipped weights). */
+export function transposedShape(s: ConvShape): ConvShape {
+  const { HO, WO } = outSize(s);
+  const ts: ConvShape = {
+    N: s.N,
+    H: HO,
+    W: WO,
+    CI: s.CO,
+    CO: s.CI,
+    KH: s.KH,
+    KW: s.KW,
+    PAD: s.KH - 1 - s.PAD,
+  };
+  if (outSize(ts).HO !== s.H || outSize(ts).WO !== s.W) {
+    throw new Error(`conv input grad: unsupported shape ${JSON.stringify(s)} (needs stride 1)`);
+  }
+  return ts;
 }
 
 /**
@@ -170,36 +341,37 @@ export function convInputGrad(
   name = "conv_input_grad",
 ): Op[] {
   checkShape(s);
-  const { HO, WO } = outSize(s);
+  const v = resolveVariant(tiles, name, "input_grad", transposedShape(s));
+  return convInputGradWith(gpu, p, s, a, v, tiles.WG, name);
+}
+
+/** convInputGrad with an explicit variant of its forward kernel (the tuner, the tests). */
+export function convInputGradWith(
+  gpu: Gpu,
+  p: Precision,
+  s: ConvShape,
+  a: { dy: Binding; w: Binding; dx: Binding },
+  v: KernelVariant,
+  WG = DEFAULT_TILES.WG,
+  name = "conv_input_grad",
+): Op[] {
+  checkShape(s);
+  const ts = transposedShape(s);
   const count = s.KH * s.KW * s.CI * s.CO;
   const wt = gpu.buffer(count * 4, `${name}.wt`);
   const zero = gpu.buffer(s.CI * 4, `${name}.zero_bias`); // buffers start zeroed
-  const t = groups(gpu, count, tiles.WG);
+  const t = groups(gpu, count, WG);
   const tpipe = gpu.pipeline("conv_transpose.wgsl", "conv_transpose", {
     CI: s.CI,
     CO: s.CO,
     KH: s.KH,
     KW: s.KW,
-    WG: tiles.WG,
+    WG,
     NWX: t.NWX,
   });
-  // The transposed convolution: input dy (HO x WO, CO channels), output H x W with CI channels.
-  const ts: ConvShape = {
-    N: s.N,
-    H: HO,
-    W: WO,
-    CI: s.CO,
-    CO: s.CI,
-    KH: s.KH,
-    KW: s.KW,
-    PAD: s.KH - 1 - s.PAD,
-  };
-  if (outSize(ts).HO !== s.H || outSize(ts).WO !== s.W) {
-    throw new Error(`conv input grad: unsupported shape ${JSON.stringify(s)} (needs stride 1)`);
-  }
   return [
     dispatch(gpu, `${name}.transpose`, tpipe, [a.w, wt], t.grid),
-    convForward(gpu, p, ts, { x: a.dy, w: wt, b: zero, y: a.dx }, tiles, name),
+    convForwardWith(gpu, p, ts, { x: a.dy, w: wt, b: zero, y: a.dx }, v, name),
   ];
 }
 
@@ -222,47 +394,88 @@ export function convWeightGrad(
   name = "conv_weight_grad",
 ): Op[] {
   checkShape(s);
+  const v = resolveVariant(tiles, name, "weight_grad", s);
+  const subgroups = tiles.subgroups ?? gpu.adapter.subgroups;
+  return convWeightGradWith(
+    gpu,
+    p,
+    s,
+    a,
+    v,
+    { WG: tiles.WG, splitTarget: tiles.splitTarget, subgroups },
+    name,
+  );
+}
+
+/**
+ * convWeightGrad with an explicit variant (the tuner, the tests). Passes: the register variant computes the
+ * bias partial sums in its own dispatch (conv_wgrad_bias) and one reduce_splits2 sums both sets, so a layer
+ * with a bias takes 2 dispatches (was 4) and gives the same bits; the tiled variant runs the workgroup-summed
+ * bias kernel (subgroup sums where `subgroups`), then the same combined reduce: 3 dispatches.
+ */
+export function convWeightGradWith(
+  gpu: Gpu,
+  p: Precision,
+  s: ConvShape,
+  a: { x: Binding; dy: Binding; dw: Binding; db?: Binding },
+  v: KernelVariant,
+  o: { WG?: number; splitTarget?: number; subgroups?: boolean } = {},
+  name = "conv_weight_grad",
+): Op[] {
+  checkShape(s);
+  v = fitVariant(v, "weight_grad", s);
+  const WG = o.WG ?? DEFAULT_TILES.WG, splitTarget = o.splitTarget ?? DEFAULT_TILES.splitTarget;
   const { HO, WO } = outSize(s);
   const ops: Op[] = [];
   const K = s.N * HO * WO;
   const wcount = s.KH * s.KW * s.CI * s.CO;
-  let KSPLIT: number, pipe: GPUComputePipeline, grid: [number, number];
-  if (tiles.variant === "workgroup") {
-    // kernels/conv_wgrad_tiled.wgsl: rows KH*KW*CI x CO columns in tiledBlock tiles, the pixels split into KSPLIT chunks.
-    const t = tiledBlock(s.CO);
-    const size = tiledWorkgroupSize(t);
-    checkTiled(gpu, t, name);
-    const tileCount = Math.ceil(wcount / s.CO / t.BM) * Math.ceil(s.CO / t.BN);
-    KSPLIT = splitCount(K, tileCount * size, tiles.splitTarget);
-    grid = grid2d(tileCount * KSPLIT, gpu.device.limits.maxComputeWorkgroupsPerDimension);
-    pipe = gpu.pipeline(
-      "conv_wgrad_tiled.wgsl",
-      "conv_wgrad",
-      { ...s, HO, WO, ...t, KSPLIT, NWX: grid[0] },
-      p,
-    );
+  // The bias partial sums: as biasGrad splits them (same chunks, same bits).
+  const KSPLITB = a.db ? splitCount(K, s.CO / 4, 4096) : 0;
+  const bpart = a.db && KSPLITB > 1 ? gpu.buffer(KSPLITB * s.CO * 4, `${name}.b.partial`) : a.db;
+  let KSPLIT: number;
+  let wop: Op;
+  const wpart = (k: number) => k === 1 ? a.dw : gpu.buffer(k * wcount * 4, `${name}.partial`);
+  let wbuf: Binding;
+  if (v.kind === "tiled") {
+    // kernels/conv_wgrad_tiled.wgsl: rows KH*KW*CI x CO columns in BM x BN tiles, the pixels split into KSPLIT chunks.
+    checkTiled(gpu, v, name);
+    const size = tiledWorkgroupSize(v);
+    const tileCount = Math.ceil(wcount / s.CO / v.BM) * Math.ceil(s.CO / v.BN);
+    KSPLIT = splitCount(K, tileCount * size, splitTarget);
+    const grid = grid2d(tileCount * KSPLIT, gpu.device.limits.maxComputeWorkgroupsPerDimension);
+    const { BM, BN, BK, TM, TN4, DB } = v;
+    const consts = { ...s, HO, WO, BM, BN, BK, TM, TN4, DB, KSPLIT, NWX: grid[0] };
+    const pipe = gpu.pipeline("conv_wgrad_tiled.wgsl", "conv_wgrad", consts, p);
+    wbuf = wpart(KSPLIT);
+    wop = dispatch(gpu, `${name}.w`, pipe, [a.x, a.dy, wbuf], grid);
+    ops.push(withVariant(wop, v));
+    if (a.db) {
+      ops.push(
+        biasGradWg(gpu, p, { dy: a.dy, part: bpart!, M: K, C: s.CO, KSPLIT: KSPLITB }, o.subgroups, name),
+      );
+    }
   } else {
-    const TMV = largestDivisor(s.CI / 4, [tiles.TMV, 2, 1]);
-    const TN4 = largestDivisor(s.CO / 4, [tiles.TN4W, 2, 1]);
+    const TMV = v.TM / 4, TN4 = v.TN4;
     const blocks = (s.CO / 4 / TN4) * s.KH * s.KW * (s.CI / 4 / TMV);
-    KSPLIT = splitCount(K, blocks, tiles.splitTarget);
-    const g = groups(gpu, blocks * KSPLIT, tiles.WG);
-    grid = g.grid;
-    pipe = gpu.pipeline(
-      "conv_wgrad.wgsl",
-      "conv_wgrad",
-      { ...s, HO, WO, TMV, TN4, KSPLIT, WG: tiles.WG, NWX: g.NWX },
-      p,
-    );
+    KSPLIT = splitCount(K, blocks, splitTarget);
+    // With a bias, its invocations follow the weight gradient's, from the next whole workgroup (BOFF).
+    const BOFF = a.db ? Math.ceil((blocks * KSPLIT) / v.WG) * v.WG : 0;
+    const g = groups(gpu, a.db ? BOFF + (s.CO / 4) * KSPLITB : blocks * KSPLIT, v.WG);
+    const consts = { ...s, HO, WO, TMV, TN4, KSPLIT, KSPLITB, BOFF, WG: v.WG, NWX: g.NWX };
+    const entry = a.db ? "conv_wgrad_bias" : "conv_wgrad";
+    const pipe = gpu.pipeline("conv_wgrad.wgsl", entry, consts, p);
+    wbuf = wpart(KSPLIT);
+    wop = dispatch(gpu, `${name}.w`, pipe, a.db ? [a.x, a.dy, wbuf, bpart!] : [a.x, a.dy, wbuf], g.grid);
+    ops.push(withVariant(wop, v));
   }
-  if (KSPLIT === 1) {
-    ops.push(dispatch(gpu, `${name}.w`, pipe, [a.x, a.dy, a.dw], grid));
-  } else {
-    const part = gpu.buffer(KSPLIT * wcount * 4, `${name}.partial`);
-    ops.push(dispatch(gpu, `${name}.w`, pipe, [a.x, a.dy, part], grid));
-    ops.push(reduceSplits(gpu, part, a.dw, wcount, KSPLIT, tiles.WG, `${name}.w_reduce`));
-  }
-  if (a.db) ops.push(...biasGrad(gpu, p, { dy: a.dy, db: a.db, M: K, C: s.CO }, tiles.WG, `${name}.b`));
+  // One dispatch sums the split partials of both gradients (sets with one split were written in place).
+  const sets: { part: Binding; out: Binding; count: number; k: number }[] = [];
+  if (KSPLIT > 1) sets.push({ part: wbuf, out: a.dw, count: wcount, k: KSPLIT });
+  if (a.db && KSPLITB > 1) sets.push({ part: bpart!, out: a.db, count: s.CO, k: KSPLITB });
+  if (sets.length === 1) {
+    const [r] = sets;
+    ops.push(reduceSplits(gpu, r.part as GPUBuffer, r.out, r.count, r.k, WG, `${name}.reduce`));
+  } else if (sets.length === 2) ops.push(reduceSplits2(gpu, sets[0], sets[1], WG, `${name}.reduce`));
   return ops;
 }
 
@@ -291,9 +504,48 @@ export function biasGrad(
   ];
 }
 
+/** Workgroup size of the workgroup-summed bias gradient (a power of two). */
+const BIAS_WG = 256;
+
+/**
+ * The bias gradient's KSPLIT partial sums into `part` ([KSPLIT][C] f32, or db itself when KSPLIT = 1), one
+ * workgroup of BIAS_WG invocations per (chunk, 4 channels), summed with subgroupAdd where `subgroups` (kernels/
+ * conv_bias_grad_sg.wgsl) or by a tree in workgroup memory (bias_grad_wg in conv_bias_grad.wgsl).
+ */
+export function biasGradWg(
+  gpu: Gpu,
+  p: Precision,
+  a: { dy: Binding; part: Binding; M: number; C: number; KSPLIT: number },
+  subgroups = false,
+  name = "bias_grad",
+): Op {
+  const WG = BIAS_WG;
+  const grid = grid2d((a.C / 4) * a.KSPLIT, gpu.device.limits.maxComputeWorkgroupsPerDimension);
+  const consts = { M: a.M, CO: a.C, KSPLIT: a.KSPLIT, WG, NWX: grid[0] };
+  const pipe = subgroups
+    ? gpu.pipeline("conv_bias_grad_sg.wgsl", "bias_grad_sg", consts, p)
+    : gpu.pipeline("conv_bias_grad.wgsl", "bias_grad_wg", consts, p);
+  return dispatch(gpu, `${name}.b${subgroups ? "_sg" : "_wg"}`, pipe, [a.dy, a.part], grid);
+}
+
+function reduceSplits2(
+  gpu: Gpu,
+  a: { part: Binding; out: Binding; count: number; k: number },
+  b: { part: Binding; out: Binding; count: number; k: number },
+  WG: number,
+  name: string,
+): Op {
+  const L4 = a.count / 4, L4B = b.count / 4;
+  const BOFF = Math.ceil(L4 / WG) * WG;
+  const g = groups(gpu, BOFF + L4B, WG);
+  const consts = { L4, KSPLIT: a.k, L4B, KSPLITB: b.k, BOFF, WG, NWX: g.NWX };
+  const pipe = gpu.pipeline("reduce_splits.wgsl", "reduce_splits2", consts);
+  return dispatch(gpu, name, pipe, [a.part, a.out, b.part, b.out], g.grid);
+}
+
 function reduceSplits(
   gpu: Gpu,
-  part: GPUBuffer,
+  part: Binding,
   out: Binding,
   count: number,
   KSPLIT: number,
@@ -302,6 +554,7 @@ function reduceSplits(
 ): Op {
   const L4 = count / 4;
   const g = groups(gpu, L4, WG);
-  const pipe = gpu.pipeline("reduce_splits.wgsl", "reduce_splits", { L4, KSPLIT, WG, NWX: g.NWX });
+  const consts = { L4, KSPLIT, L4B: 0, KSPLITB: 0, BOFF: 0, WG, NWX: g.NWX };
+  const pipe = gpu.pipeline("reduce_splits.wgsl", "reduce_splits", consts);
   return dispatch(gpu, name, pipe, [part, out], g.grid);
 }

@@ -21,6 +21,10 @@ export interface AdapterReport {
   isCpu: boolean;
   f16: boolean;
   timestampQuery: boolean;
+  /** The device has the "subgroups" feature (requested by trying: Deno's adapter.features does not list it). */
+  subgroups: boolean;
+  /** The adapter's driver description (adapter.info.description; part of the tuning cache key). */
+  driver?: string;
   limits: Record<string, number>;
 }
 
@@ -83,7 +87,9 @@ export class Gpu {
     });
   }
 
-  static async create(opts: { f16?: boolean; timestamps?: boolean } = {}): Promise<Gpu> {
+  static async create(
+    opts: { f16?: boolean; timestamps?: boolean; subgroups?: boolean } = {},
+  ): Promise<Gpu> {
     if (!("gpu" in navigator) || !navigator.gpu) {
       throw new Error(
         "WebGPU is not available in this Deno (navigator.gpu is missing). Use Deno 2.x: npm i -g deno@2.9.6",
@@ -106,7 +112,20 @@ export class Gpu {
       const v = (adapter.limits as unknown as Record<string, number>)[k];
       if (typeof v === "number") requiredLimits[k] = v;
     }
-    const device = await adapter.requestDevice({ requiredFeatures: features, requiredLimits });
+    // Subgroups: Deno accepts the feature in requestDevice although adapter.features does not list it (Mesa's
+    // lavapipe runs subgroup ops, size 8). Try with it; fall back without.
+    let device: GPUDevice | undefined;
+    let subgroups = false;
+    if (opts.subgroups !== false) {
+      try {
+        const withSg = [...features, "subgroups" as GPUFeatureName];
+        device = await adapter.requestDevice({ requiredFeatures: withSg, requiredLimits });
+        subgroups = device.features.has("subgroups");
+      } catch {
+        device = undefined;
+      }
+    }
+    device ??= await adapter.requestDevice({ requiredFeatures: features, requiredLimits });
     const info = adapter.info;
     const desc = info.description || "";
     const isCpu = /llvmpipe|lavapipe|swiftshader|warp|software/i.test(desc) ||
@@ -130,6 +149,8 @@ export class Gpu {
       isCpu,
       f16: features.includes("shader-f16"),
       timestampQuery: features.includes("timestamp-query"),
+      subgroups,
+      driver: desc,
       limits,
     };
     return new Gpu(device, report);

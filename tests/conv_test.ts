@@ -2,18 +2,27 @@
 // fresh random inputs, in f32 and f16, with every output buffer poisoned before the run.
 
 import {
+  biasGrad,
+  candidateVariants,
   convForward,
+  convForwardWith,
   convInputGrad,
+  convInputGradWith,
   type ConvShape,
   type ConvTiles,
   type ConvVariant,
   convWeightGrad,
+  convWeightGradWith,
   DEFAULT_TILES,
+  type KernelVariant,
   outSize,
+  parseVariantId,
+  resolveVariant,
   tiledBlock,
   tiledWorkgroupBytes,
   tiledWorkgroupSize,
   tilesFor,
+  variantId,
 } from "../lib/conv.ts";
 import type { AdapterReport } from "../lib/gpu.ts";
 import { convBackwardRef, convForwardRef } from "../lib/reference/conv.ts";
@@ -93,6 +102,7 @@ function adapter(isCpu: boolean): AdapterReport {
     isCpu,
     f16: true,
     timestampQuery: true,
+    subgroups: false,
     limits: {},
   };
 }
@@ -139,3 +149,175 @@ for (const variant of VARIANTS) {
     if (out[0].some((v, i) => v !== out[1][i])) throw new Error("weight gradient differs between two runs");
   });
 }
+
+// ------------------------------------------------------------------------------------------ every variant
+
+// Odd shapes for the variants: pixels not a multiple of any tile, CO = 68 (a channel tail of 4 beyond 64),
+// K = 180 (not a multiple of BK), the 2x2 whitening conv, an odd batch.
+const VARIANT_SHAPES: [string, ConvShape][] = [
+  ["odd batch", { N: 5, H: 9, W: 9, CI: 24, CO: 16, KH: 3, KW: 3, PAD: 1 }],
+  ["two channel tiles", { N: 2, H: 5, W: 6, CI: 20, CO: 68, KH: 3, KW: 3, PAD: 1 }],
+  ["2x2 valid", { N: 3, H: 12, W: 11, CI: 4, CO: 24, KH: 2, KW: 2, PAD: 0 }],
+];
+
+/** Forward, input gradient and weight (+ bias) gradient of explicit variants against the float64 reference. */
+async function checkVariants(
+  label: string,
+  s: ConvShape,
+  fv: KernelVariant,
+  iv: KernelVariant,
+  wv: KernelVariant,
+  subgroups: boolean,
+) {
+  const gpu = await testGpu();
+  const what = `${variantId(fv)} / ${variantId(iv)} / ${variantId(wv)}${subgroups ? " sg" : ""}`;
+  const rand = testRng(freshSeed(`conv variants ${label} ${what}`));
+  const { HO, WO } = outSize(s);
+  const nx = s.N * s.H * s.W * s.CI, ny = s.N * HO * WO * s.CO, nw = s.KH * s.KW * s.CI * s.CO;
+  const same = s.PAD * 2 === s.KH - 1;
+  for (const p of precisions(gpu)) {
+    const x = quantize(randn(nx, rand), p);
+    const w = quantize(randn(nw, rand, 1 / Math.sqrt(s.KH * s.KW * s.CI)), "f32");
+    const b = quantize(randn(s.CO, rand, 0.5), "f32");
+    const dy = quantize(randn(ny, rand), p);
+    const xb = upload(gpu, x, p), dyb = upload(gpu, dy, p);
+    const wb = upload(gpu, w, "f32"), bb = upload(gpu, b, "f32");
+    const y = poisoned(gpu, ny, p), dx = poisoned(gpu, nx, p);
+    const dw = poisoned(gpu, nw, "f32"), db = poisoned(gpu, s.CO, "f32");
+    const ops = [
+      convForwardWith(gpu, p, s, { x: xb, w: wb, b: bb, y }, fv),
+      ...convWeightGradWith(gpu, p, s, { x: xb, dy: dyb, dw, db }, wv, { subgroups }),
+    ];
+    if (same) ops.push(...convInputGradWith(gpu, p, s, { dy: dyb, w: wb, dx }, iv));
+    await gpu.checkCompile();
+    gpu.run(ops);
+    const ref = convBackwardRef(s, x, w, dy);
+    const yRef = convForwardRef(s, x, w, b);
+    assertClose(await download(gpu, y, ny, p), yRef, TOL[p], `conv ${variantId(fv)} forward ${p} [${label}]`);
+    assertClose(await download(gpu, dw, nw, "f32"), ref.dw, TOL[p], `conv ${variantId(wv)} weight grad ${p}`);
+    assertClose(await download(gpu, db, s.CO, "f32"), ref.db, TOL[p], `conv ${variantId(wv)} bias grad ${p}`);
+    if (same) {
+      assertClose(await download(gpu, dx, nx, p), ref.dx, TOL[p], `conv ${variantId(iv)} input grad ${p}`);
+    }
+  }
+}
+
+// Every candidate the tuner may pick (as many as lavapipe's limits admit: it allows 32 KiB of workgroup
+// memory, so even the 128x128 tiles run here), each pass's list walked in step, on each odd shape.
+{
+  const limits = { maxComputeWorkgroupStorageSize: 32768, maxComputeInvocationsPerWorkgroup: 1024 };
+  const fwd = candidateVariants("forward", limits), igr = candidateVariants("input_grad", limits);
+  const wgr = candidateVariants("weight_grad", limits);
+  const n = Math.max(fwd.length, igr.length, wgr.length);
+  for (const [label, s] of VARIANT_SHAPES) {
+    for (let i = 0; i < n; i++) {
+      const fv = fwd[i % fwd.length], iv = igr[(i + 1) % igr.length], wv = wgr[i % wgr.length];
+      Deno.test(`conv variants ${label}: ${variantId(fv)}, igrad ${variantId(iv)}, wgrad ${variantId(wv)}`, async () => {
+        const gpu = await testGpu();
+        if (
+          [fv, iv, wv].some((v) =>
+            v.kind === "tiled" && tiledWorkgroupBytes(v) > gpu.device.limits.maxComputeWorkgroupStorageSize
+          )
+        ) {
+          return; // (an adapter with less workgroup memory than lavapipe)
+        }
+        await checkVariants(label, s, fv, iv, wv, false);
+      });
+    }
+  }
+}
+
+// The bias gradient of the tiled weight gradient: subgroup sums and the workgroup-memory tree.
+for (const subgroups of [true, false]) {
+  Deno.test(`conv tiled weight grad, bias gradient ${subgroups ? "with" : "without"} subgroups`, async () => {
+    const gpu = await testGpu();
+    if (subgroups && !gpu.adapter.subgroups) return; // nothing to test on a device without them
+    const wv: KernelVariant = { kind: "tiled", BM: 64, BN: 64, BK: 16, TM: 4, TN4: 1, DB: 2 };
+    for (const [label, s] of VARIANT_SHAPES) await checkVariants(label, s, wv, wv, wv, subgroups);
+    // a large M: many pixels per invocation, many chunks
+    const big: ConvShape = { N: 9, H: 17, W: 13, CI: 8, CO: 12, KH: 3, KW: 3, PAD: 1 };
+    await checkVariants("large M", big, wv, wv, wv, subgroups);
+  });
+}
+
+Deno.test("conv subgroups: lavapipe's device has them (requested by trying)", async () => {
+  const gpu = await testGpu();
+  if (/llvmpipe|lavapipe/i.test(gpu.adapter.name) && !gpu.adapter.subgroups) {
+    throw new Error("lavapipe runs subgroup ops, but Gpu.create did not get the subgroups feature");
+  }
+});
+
+Deno.test("conv register weight grad: the fused bias gradient has the bits of the separate bias kernel", async () => {
+  const gpu = await testGpu();
+  const rand = testRng(freshSeed("conv fused bias bits"));
+  for (
+    const s of [SHAPES[1][1], SHAPES[4][1], { N: 4, H: 32, W: 32, CI: 16, CO: 32, KH: 3, KW: 3, PAD: 1 }]
+  ) {
+    const { HO, WO } = outSize(s);
+    for (const p of precisions(gpu)) {
+      const xb = upload(gpu, randn(s.N * s.H * s.W * s.CI, rand), p);
+      const dyb = upload(gpu, randn(s.N * HO * WO * s.CO, rand), p);
+      const nw = s.KH * s.KW * s.CI * s.CO;
+      const dw1 = poisoned(gpu, nw, "f32"), dw2 = poisoned(gpu, nw, "f32");
+      const db1 = poisoned(gpu, s.CO, "f32"), db2 = poisoned(gpu, s.CO, "f32");
+      const fused = convWeightGrad(gpu, p, s, { x: xb, dy: dyb, dw: dw1, db: db1 });
+      const separate = [
+        ...convWeightGrad(gpu, p, s, { x: xb, dy: dyb, dw: dw2 }),
+        ...biasGrad(gpu, p, { dy: dyb, db: db2, M: s.N * HO * WO, C: s.CO }),
+      ];
+      if (fused.length > 2) {
+        throw new Error(
+          `fused weight + bias gradient: ${fused.length} dispatches, not 2`,
+        );
+      }
+      gpu.run([...fused, ...separate]);
+      for (const [a, b, what] of [[dw1, dw2, "dw"], [db1, db2, "db"]] as const) {
+        const u = new Uint8Array(await gpu.read(a)), v = new Uint8Array(await gpu.read(b));
+        if (u.some((x, i) => x !== v[i])) throw new Error(`${what} ${p}: fused and separate differ in bits`);
+      }
+    }
+  }
+});
+
+Deno.test("conv variants: stable ids, parsed back, per-layer choices resolved by op name", () => {
+  const all = [
+    ...candidateVariants("forward", { maxComputeWorkgroupStorageSize: 1 << 20 }),
+    ...candidateVariants("weight_grad", { maxComputeWorkgroupStorageSize: 1 << 20 }),
+  ];
+  for (const v of all) {
+    const id = variantId(v);
+    if (JSON.stringify(parseVariantId(id)) !== JSON.stringify(v)) {
+      throw new Error(`${id} does not parse back`);
+    }
+  }
+  if (variantId({ kind: "register", TM: 8, TN4: 2, WG: 64 }) !== "register-8x8-wg64") {
+    throw new Error("id changed");
+  }
+  if (
+    variantId({ kind: "tiled", BM: 128, BN: 128, BK: 8, TM: 8, TN4: 2, DB: 2 }) !== "tiled-128x128x8-8x8-db2"
+  ) {
+    throw new Error("tiled id changed");
+  }
+  // WebGPU's default limits (16 KiB) rule out the 128x128x16 tiles
+  if (candidateVariants("forward").some((v) => v.kind === "tiled" && tiledWorkgroupBytes(v) > 16384)) {
+    throw new Error("a candidate exceeds the default workgroup memory");
+  }
+  const s: ConvShape = { N: 2, H: 8, W: 8, CI: 16, CO: 32, KH: 3, KW: 3, PAD: 1 };
+  const pick: KernelVariant = { kind: "tiled", BM: 64, BN: 64, BK: 16, TM: 4, TN4: 1, DB: 2 };
+  const tiles: ConvTiles = { ...DEFAULT_TILES, choices: { "2.conv1|weight_grad": pick } };
+  if (variantId(resolveVariant(tiles, "2.conv1.wgrad", "weight_grad", s)) !== variantId(pick)) {
+    throw new Error("the choice of 2.conv1's weight gradient was not used");
+  }
+  const d = resolveVariant(tiles, "2.conv1", "forward", s);
+  if (variantId(d) !== "register-8x8-wg64") throw new Error(`default forward: ${variantId(d)}`);
+  if (
+    variantId(resolveVariant(tiles, "2.conv1.wgrad", "weight_grad", { ...s, CI: 4, CO: 8 })) !==
+      variantId(pick)
+  ) {
+    throw new Error("choice lost");
+  }
+  const narrow = resolveVariant(DEFAULT_TILES, "x.wgrad", "weight_grad", { ...s, CI: 4, CO: 8 });
+  if (variantId(narrow) !== "register-4x8-wg64") {
+    throw new Error(`register block not shrunk: ${variantId(narrow)}`);
+  }
+});

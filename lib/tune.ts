@@ -1,0 +1,384 @@
+// The convolution autotuner: for each (layer shape, pass, precision) of a network, time the candidate kernel
+// variants (lib/conv.ts candidateVariants) on the adapter at hand, keep the fastest, and cache the choice in a
+// JSON file keyed by the adapter (name, vendor, architecture, driver description), the Deno version and the
+// SHA-256 of the kernel files, so a later run on the same machine reuses it.
+//
+//   --tune auto   (default) reuse the cache; on a GPU, tune what it lacks and save it; on a CPU adapter (each
+//                 trial costs seconds there) use the cached or default choice
+//   --tune off    the default variants, no cache
+//   --tune force  tune everything now, on any adapter, and rewrite the cache entry
+//
+// The cache: $AIRBENCH_DATA/tune-cache.json when set, else the project's data/tune-cache.json. Timing is
+// injected (TimeFn), so the choice, the key and the cache logic are tested without a GPU clock.
+
+import { createHash } from "node:crypto";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { writeFileAtomic } from "./atomic.ts";
+import {
+  candidateVariants,
+  convForwardWith,
+  convInputGradWith,
+  type ConvPass,
+  type ConvShape,
+  type ConvTiles,
+  convWeightGradWith,
+  defaultVariant,
+  fitVariant,
+  type KernelVariant,
+  outSize,
+  parseVariantId,
+  transposedShape,
+  variantId,
+} from "./conv.ts";
+import { type AdapterReport, type Gpu, type Op, type Precision, warmUp } from "./gpu.ts";
+import type { Graph } from "./nn.ts";
+import { median } from "./probe.ts";
+import { GpuTimer } from "./steps.ts";
+
+export type TuneMode = "auto" | "off" | "force";
+export const TUNE_MODES: TuneMode[] = ["auto", "off", "force"];
+
+/** What a cached choice is valid for. */
+export interface TuneKey {
+  adapter: string;
+  vendor: string;
+  architecture: string;
+  driver: string;
+  deno: string;
+  /** SHA-256 over the kernel files a variant's speed depends on (KERNEL_FILES, names and contents). */
+  kernels: string;
+}
+
+/** One tuning problem: a convolution shape, a pass and the activation precision. */
+export interface TuneJob {
+  shape: ConvShape;
+  pass: ConvPass;
+  precision: Precision;
+}
+
+export interface Candidate {
+  variant: string;
+  ms: number;
+}
+
+export interface TuneEntry {
+  variant: string; // the chosen variant's id
+  candidates: Candidate[]; // every candidate timed (ms; Infinity as null in JSON: failed to compile or run)
+}
+
+export interface TuneCacheFile {
+  version: 1;
+  entries: { key: TuneKey; choices: Record<string, TuneEntry> }[];
+}
+
+/** The choice of one job and where it came from. */
+export interface TuneResult {
+  variant: KernelVariant;
+  candidates: Candidate[];
+  source: "default" | "cache" | "tuned";
+}
+
+/** Milliseconds of one variant on one job (the real one: gpuTimeFn). */
+export type TimeFn = (job: TuneJob, v: KernelVariant) => Promise<number>;
+
+/** The kernel files whose text the cache key hashes. */
+export const KERNEL_FILES = [
+  "common.wgsl",
+  "conv.wgsl",
+  "conv_bias_grad.wgsl",
+  "conv_bias_grad_sg.wgsl",
+  "conv_tiled.wgsl",
+  "conv_transpose.wgsl",
+  "conv_wgrad.wgsl",
+  "conv_wgrad_tiled.wgsl",
+  "reduce_splits.wgsl",
+];
+
+const HERE = import.meta.url.startsWith("file:") ? dirname(fileURLToPath(import.meta.url)) : "";
+
+/** SHA-256 (hex) over the names and texts of the kernel files, read from `dir` (default kernels/). */
+export function kernelsHash(dir = join(HERE, "..", "kernels"), files = KERNEL_FILES): string {
+  const h = createHash("sha256");
+  for (const f of [...files].sort()) {
+    h.update(`${f}\n`);
+    h.update(Deno.readFileSync(join(dir, f)));
+    h.update("\n");
+  }
+  return h.digest("hex");
+}
+
+export function tuneKey(a: AdapterReport, kernels: string, deno = Deno.version.deno): TuneKey {
+  return {
+    adapter: a.name,
+    vendor: a.vendor,
+    architecture: a.architecture,
+    driver: a.driver ?? a.name,
+    deno,
+    kernels,
+  };
+}
+
+function sameKey(a: TuneKey, b: TuneKey): boolean {
+  return a.adapter === b.adapter && a.vendor === b.vendor && a.architecture === b.architecture &&
+    a.driver === b.driver && a.deno === b.deno && a.kernels === b.kernels;
+}
+
+/** The cache entry key of a job, e.g. "f32|weight_grad|384x32x32x24->64 k3 p1". */
+export function jobKey(j: TuneJob): string {
+  const s = j.shape;
+  return `${j.precision}|${j.pass}|${s.N}x${s.H}x${s.W}x${s.CI}->${s.CO} k${s.KH}x${s.KW} p${s.PAD}`;
+}
+
+/** $AIRBENCH_DATA/tune-cache.json, else <project>/data/tune-cache.json. */
+export function defaultCachePath(): string {
+  const env = Deno.env.get("AIRBENCH_DATA");
+  return join(env || join(HERE, "..", "data"), "tune-cache.json");
+}
+
+function readCache(path: string): TuneCacheFile {
+  try {
+    const c = JSON.parse(Deno.readTextFileSync(path));
+    if (c && c.version === 1 && Array.isArray(c.entries)) return c as TuneCacheFile;
+  } catch { /* missing or unreadable: start empty */ }
+  return { version: 1, entries: [] };
+}
+
+export interface TunerOptions {
+  key: TuneKey;
+  mode: TuneMode;
+  isCpu: boolean;
+  time: TimeFn;
+  /** Device limits the candidates must fit (workgroup memory and size). */
+  limits: Record<string, number>;
+  /** The variant without tuning (lib/conv.ts defaultVariant of the session's tiles). */
+  fallback: (job: TuneJob) => KernelVariant;
+  path?: string;
+  say?: (line: string) => void;
+}
+
+/** Chooses the variant of each job: from the cache, by timing, or the default (see the top of the file). */
+export class Tuner {
+  readonly path: string;
+  private cache: TuneCacheFile;
+  private dirty = false;
+  /** Candidate timings run by this tuner (tests count them). */
+  trials = 0;
+
+  constructor(readonly o: TunerOptions) {
+    this.path = o.path ?? defaultCachePath();
+    this.cache = o.mode === "off" ? { version: 1, entries: [] } : readCache(this.path);
+  }
+
+  /** Whether jobs missing from the cache are timed now. */
+  get tunes(): boolean {
+    return this.o.mode === "force" || (this.o.mode === "auto" && !this.o.isCpu);
+  }
+
+  private entry(create: boolean): Record<string, TuneEntry> | undefined {
+    let e = this.cache.entries.find((x) => sameKey(x.key, this.o.key));
+    if (!e && create) {
+      e = { key: this.o.key, choices: {} };
+      this.cache.entries.push(e);
+    }
+    return e?.choices;
+  }
+
+  async choose(job: TuneJob): Promise<TuneResult> {
+    const k = jobKey(job);
+    if (this.o.mode === "off") return { variant: this.o.fallback(job), candidates: [], source: "default" };
+    if (this.o.mode === "auto") {
+      const hit = this.entry(false)?.[k];
+      if (hit) {
+        try {
+          return { variant: parseVariantId(hit.variant), candidates: hit.candidates, source: "cache" };
+        } catch { /* an id this version does not know: tune again or fall back */ }
+      }
+      if (!this.tunes) return { variant: this.o.fallback(job), candidates: [], source: "default" };
+    }
+    const cands = candidateVariants(job.pass, this.o.limits);
+    // Register blocks shrunk to the shape can coincide: time each distinct variant once.
+    const seen = new Map<string, KernelVariant>();
+    for (const c of cands) {
+      const v = fitVariant(c, job.pass, job.shape);
+      seen.set(variantId(v), v);
+    }
+    const timed: Candidate[] = [];
+    let best: KernelVariant | undefined, bestMs = Infinity;
+    for (const [id, v] of seen) {
+      let ms = Infinity;
+      try {
+        this.trials++;
+        ms = await this.o.time(job, v);
+      } catch (e) {
+        this.o.say?.(`tune ${k}: ${id} failed: ${(e as Error).message.split("\n")[0]}`);
+      }
+      if (!Number.isFinite(ms)) ms = Infinity;
+      timed.push({ variant: id, ms });
+      if (ms < bestMs) [best, bestMs] = [v, ms];
+    }
+    const variant = best ?? this.o.fallback(job);
+    this.o.say?.(
+      `tune ${k}: ${timed.map((c) => `${c.variant} ${fmtMs(c.ms)}`).join(", ")} -> ${variantId(variant)}`,
+    );
+    this.entry(true)![k] = { variant: variantId(variant), candidates: timed };
+    this.dirty = true;
+    return { variant, candidates: timed, source: "tuned" };
+  }
+
+  /** Write the cache when anything was tuned (temp file + rename). */
+  save(): void {
+    if (!this.dirty) return;
+    const json = JSON.stringify(this.cache, (_k, v) => (v === Infinity ? null : v), 1);
+    writeFileAtomic(this.path, json);
+    this.dirty = false;
+  }
+}
+
+function fmtMs(ms: number): string {
+  return Number.isFinite(ms) ? `${ms.toFixed(3)} ms` : "failed";
+}
+
+/** The convolution jobs of a network at a batch size: every Conv2d's forward and the gradients it runs. */
+export function convJobs(
+  graph: Graph,
+  batch: number,
+  precision: Precision,
+): { label: string; job: TuneJob }[] {
+  const out: { label: string; job: TuneJob }[] = [];
+  for (const n of graph.nodes) {
+    if (n.layer.type !== "Conv2d") continue;
+    const inp = graph.tensors[n.inputs[0]].shape, o = graph.tensors[n.output].shape;
+    const wspec = n.layer.params.find((p) => p.name === "weight");
+    if (!wspec) continue;
+    const k = wspec.torchShape[2];
+    const shape: ConvShape = {
+      N: batch,
+      H: inp.H,
+      W: inp.W,
+      CI: inp.C,
+      CO: o.C,
+      KH: k,
+      KW: k,
+      PAD: (o.H - inp.H + k - 1) / 2,
+    };
+    out.push({ label: n.label, job: { shape, pass: "forward", precision } });
+    if (graph.tensors[n.output].requiresGrad && wspec.role === "param") {
+      out.push({ label: n.label, job: { shape, pass: "weight_grad", precision } });
+    }
+    if (n.wantInput[0]) out.push({ label: n.label, job: { shape, pass: "input_grad", precision } });
+  }
+  return out;
+}
+
+/** Per layer and pass: the chosen variant id and the candidates' times (the run log, the bench). */
+export type VariantRecord = Record<
+  string,
+  Record<string, { variant: string; source: string; candidates: Candidate[] }>
+>;
+
+/**
+ * Tune (or look up) every convolution of a network and return `tiles` with the per-layer choices, and the
+ * record of them. Jobs of identical shape share one choice.
+ */
+export async function tuneNetwork(
+  tuner: Tuner,
+  tiles: ConvTiles,
+  graph: Graph,
+  batch: number,
+  precision: Precision,
+): Promise<{ tiles: ConvTiles; record: VariantRecord }> {
+  const choices: Record<string, KernelVariant> = { ...(tiles.choices ?? {}) };
+  const record: VariantRecord = {};
+  const memo = new Map<string, TuneResult>();
+  for (const { label, job } of convJobs(graph, batch, precision)) {
+    const k = jobKey(job);
+    let r = memo.get(k);
+    if (!r) {
+      r = await tuner.choose(job);
+      memo.set(k, r);
+    }
+    const fitted = fitVariant(
+      r.variant,
+      job.pass,
+      job.pass === "input_grad" ? transposedShape(job.shape) : job.shape,
+    );
+    if (r.source !== "default") choices[`${label}|${job.pass}`] = r.variant;
+    (record[label] ??= {})[job.pass] = {
+      variant: variantId(fitted),
+      source: r.source,
+      candidates: r.candidates,
+    };
+  }
+  tuner.save();
+  return { tiles: { ...tiles, choices }, record };
+}
+
+/** The tuner's fallback: the session tiles' default variant of a job. */
+export function fallbackOf(tiles: ConvTiles): (job: TuneJob) => KernelVariant {
+  return (job) => {
+    const s = job.pass === "input_grad" ? transposedShape(job.shape) : job.shape;
+    return fitVariant(defaultVariant(tiles, job.pass, s), job.pass, s);
+  };
+}
+
+/**
+ * The real timing: the job's ops on random inputs (fresh buffers), compiled and warmed up, then `warmup`
+ * untimed and `repeats` timed runs with the GpuTimer (timestamp queries where the adapter has them); the
+ * median in ms. A variant that fails to compile or validate throws (the tuner records it as failed).
+ */
+export function gpuTimeFn(
+  gpu: Gpu,
+  o: { warmup?: number; repeats?: number; tiles?: ConvTiles } = {},
+): TimeFn {
+  const warmup = o.warmup ?? 1, repeats = o.repeats ?? 3;
+  return async (job, v) => {
+    const s = job.shape, p = job.precision;
+    const { HO, WO } = outSize(s);
+    const ab = p === "f16" ? 2 : 4;
+    const bufs: GPUBuffer[] = [];
+    const buf = (bytes: number, fill = true) => {
+      const b = gpu.buffer(bytes, "tune");
+      if (fill) {
+        // small random-ish values in both precisions: repeating f16 pairs of 0.25
+        gpu.write(b, new Uint32Array(Math.ceil(bytes / 4)).fill(p === "f16" ? 0x34003400 : 0x3e800000));
+      }
+      bufs.push(b);
+      return b;
+    };
+    const x = buf(s.N * s.H * s.W * s.CI * ab), y = buf(s.N * HO * WO * s.CO * ab);
+    const w = buf(s.KH * s.KW * s.CI * s.CO * 4), b = buf(s.CO * 4);
+    const dw = buf(s.KH * s.KW * s.CI * s.CO * 4, false), db = buf(s.CO * 4, false);
+    const opts = {
+      WG: o.tiles?.WG,
+      splitTarget: o.tiles?.splitTarget,
+      subgroups: o.tiles?.subgroups ?? gpu.adapter.subgroups,
+    };
+    gpu.device.pushErrorScope("validation");
+    let ops: Op[] = [];
+    let popped = false;
+    try {
+      ops = job.pass === "forward"
+        ? [convForwardWith(gpu, p, s, { x, w, b, y }, v, "tune")]
+        : job.pass === "input_grad"
+        ? convInputGradWith(gpu, p, s, { dy: y, w, dx: x }, v, o.tiles?.WG, "tune")
+        : convWeightGradWith(gpu, p, s, { x, dy: y, dw, db }, v, opts, "tune");
+      await gpu.checkCompile();
+      popped = true;
+      const err = await gpu.device.popErrorScope();
+      if (err) throw new Error(err.message);
+      const timer = new GpuTimer(gpu);
+      try {
+        await warmUp(gpu, ops);
+        for (let i = 0; i < warmup; i++) await timer.time([{ ops }]);
+        const t = await timer.time(Array.from({ length: repeats }, () => ({ ops })));
+        return median(t) * 1000;
+      } finally {
+        timer.destroy();
+      }
+    } finally {
+      if (!popped) await gpu.device.popErrorScope();
+      for (const x of bufs) x.destroy();
+    }
+  };
+}
