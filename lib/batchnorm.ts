@@ -11,6 +11,7 @@
 // same bits on the same adapter. The statistics use Welford / Chan merges (no cancellation for large means).
 
 import { type Consts, dispatch, type Gpu, grid2d, type Op, type Precision } from "./gpu.ts";
+import type { Init, Layer, LayerCtx, ParamSpec } from "./nn.ts";
 
 type Binding = GPUBuffer | GPUBufferBinding;
 
@@ -245,4 +246,98 @@ export function batchNormBackward(
       pl.elementGrid,
     ),
   ];
+}
+
+// ------------------------------------------------------------------------------------------ the layer
+
+export interface BatchNormOptions {
+  /** PyTorch's momentum of the running statistics (airbench's batchnorm_momentum m is PyTorch's 1 - m). */
+  momentum?: number;
+  eps?: number;
+  /** The weight (scale) never trains (airbench: requires_grad False, it stays 1). Default true. */
+  weightFrozen?: boolean;
+  /** Optimizer group of the bias (lib/train.ts), e.g. one with a larger lr multiplier. */
+  biasGroup?: string;
+}
+
+/**
+ * nn.BatchNorm2d(C, eps, momentum) with the state-dict entries weight, bias, running_mean, running_var
+ * (num_batches_tracked is not kept: it only matters with momentum=None). A training net normalizes with the
+ * batch statistics and updates the running statistics (once per forward, as PyTorch's train()); an evaluation
+ * net normalizes with the running statistics (eval()).
+ */
+export function BatchNorm2d(C: number, o: BatchNormOptions = {}): Layer {
+  const momentum = o.momentum ?? 0.1, eps = o.eps ?? 1e-5, weightFrozen = o.weightFrozen ?? true;
+  if (C % 4) throw new Error(`BatchNorm2d(${C}): num_features must be a multiple of 4 (vec4 kernels)`);
+  checkScalar("BatchNorm2d", "momentum", momentum, momentum >= 0 && momentum <= 1);
+  checkScalar("BatchNorm2d", "eps", eps, eps >= 0);
+  const plain = (name: string, init: Init, role: ParamSpec["role"], group?: string): ParamSpec => ({
+    name,
+    torchShape: [C],
+    storage: "plain",
+    init,
+    role,
+    group,
+  });
+  const params: ParamSpec[] = [
+    plain("weight", "ones", weightFrozen ? "frozen" : "param"),
+    plain("bias", "zeros", "param", o.biasGroup),
+    plain("running_mean", "zeros", "buffer"),
+    plain("running_var", "ones", "buffer"),
+  ];
+  const shapeOf = (ctx: LayerCtx) => ({ N: ctx.batch, ...ctx.inputs[0].shape });
+  const saved = (ctx: LayerCtx) => ({
+    mean: ctx.scratch("mean", C * 4),
+    invstd: ctx.scratch("invstd", C * 4),
+  });
+  return {
+    kind: "layer",
+    type: "BatchNorm2d",
+    torch: `nn.BatchNorm2d(${C}, eps=${eps}, momentum=${momentum})` +
+      (weightFrozen ? " (weight frozen)" : ""),
+    params,
+    outShape([s], types) {
+      if (types[0] !== "act") throw new Error("BatchNorm2d takes an activation tensor, not f32 logits");
+      if (s.C !== C) throw new Error(`expects ${C} channels, got ${s.C}`);
+      return { shape: s, dtype: "act" };
+    },
+    flops([s]) {
+      const e = s.H * s.W * s.C; // statistics + normalize; backward: two reductions + dx
+      return { forward: 6 * e, weightGrad: 0, inputGrad: 8 * e };
+    },
+    forward(ctx) {
+      const common = {
+        x: ctx.inputs[0].buf,
+        y: ctx.output.buf,
+        weight: ctx.param("weight"),
+        bias: ctx.param("bias"),
+        runningMean: ctx.param("running_mean"),
+        runningVar: ctx.param("running_var"),
+        ...shapeOf(ctx),
+        eps,
+      };
+      if (!ctx.training) return [batchNormEvalForward(ctx.gpu, ctx.p, common)];
+      return batchNormTrainForward(ctx.gpu, ctx.p, { ...common, ...saved(ctx), momentum });
+    },
+    backward(ctx, dy, wantInput, grad) {
+      if (!ctx.training) throw new Error(`${ctx.label}: BatchNorm2d has no backward in an evaluation net`);
+      // The kernel always writes dx (it shares the reduction with dbias): a scratch buffer when unwanted.
+      const dx = wantInput[0] ? grad(0) : ctx.scratch("dx_unused", ctx.inputs[0].buf.size);
+      const dbias = ctx.trains("bias") ? ctx.grad("bias") : ctx.scratch("dbias_unused", C * 4);
+      const ops = batchNormBackward(ctx.gpu, ctx.p, {
+        x: ctx.inputs[0].buf,
+        dy,
+        dx,
+        weight: ctx.param("weight"),
+        ...saved(ctx),
+        dweight: ctx.trains("weight") ? ctx.grad("weight") : undefined,
+        dbias,
+        ...shapeOf(ctx),
+      });
+      return {
+        ops: ops.map((op) => ({ ...op, pass: "input_grad" as const })),
+        dx: [wantInput[0] ? dx : null],
+      };
+    },
+  };
 }

@@ -1,0 +1,166 @@
+// experiments/airbench94.ts (airbench94 with BatchNorm): the network from its makeNet against the PyTorch
+// fixture tests/fixtures/net_bn.safetensors (made by `tests/torch_bn.py fixture`): training-mode logits, loss,
+// every gradient, parameters and running statistics after two Nesterov SGD steps with the recipe's groups
+// (norm biases at lr x bias_scaler), eval-mode logits; then a tiny end-to-end run on generated data.
+
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { INPUT_SHAPE, Net, NetState, ParamLayout } from "../lib/model.ts";
+import { Graph } from "../lib/nn.ts";
+import { getF32, loadSafetensors } from "../lib/safetensors.ts";
+import { STEP_WHITEN_BIAS, StepTable, type StepValues, submitSteps } from "../lib/steps.ts";
+import { TrainStep } from "../lib/train.ts";
+import { experiment, hyp, makeNet } from "../experiments/airbench94.ts";
+import { runDeno, writeDataset } from "./synthetic.ts";
+import { assertClose, testGpu, testRng } from "./util.ts";
+
+const FIXTURES = join(fileURLToPath(new URL(".", import.meta.url)), "fixtures");
+
+/** NCHW [N][3][32][32] -> the network's NHWC input with a zero 4th channel. */
+function toInput(nchw: ArrayLike<number>, N: number): Float32Array {
+  const out = new Float32Array(N * 32 * 32 * 4);
+  for (let n = 0; n < N; n++) {
+    for (let c = 0; c < 3; c++) {
+      for (let i = 0; i < 1024; i++) out[(n * 1024 + i) * 4 + c] = nchw[(n * 3 + c) * 1024 + i];
+    }
+  }
+  return out;
+}
+
+function sgdSteps(n: number, lr: number, weightDecay: number, momentum: number): StepValues[] {
+  return Array.from({ length: n }, (_, step) => ({
+    step,
+    epoch: 0,
+    batchStart: 0,
+    flags: STEP_WHITEN_BIAS,
+    lr,
+    weightDecay,
+    momentum,
+    emaDecay: 0,
+  }));
+}
+
+Deno.test("airbench94 (BatchNorm) net matches PyTorch: train/eval logits, loss, gradients, 2 steps + running stats", async () => {
+  const fx = loadSafetensors(join(FIXTURES, "net_bn.safetensors"));
+  const t = fx.tensors, meta = fx.metadata;
+  const N = Number(meta.batch);
+  const widths = JSON.parse(meta.widths) as number[];
+  const bias_scaler = Number(meta.bias_scaler);
+  const h = {
+    ...hyp,
+    opt: { ...hyp.opt, bias_scaler },
+    net: { ...hyp.net, widths, batchnorm_momentum: Number(meta.batchnorm_momentum) },
+  };
+  const gpu = await testGpu();
+  const graph = new Graph(makeNet(h), INPUT_SHAPE);
+  const layout = new ParamLayout(graph);
+  const state = new NetState(gpu, layout);
+  const net = new Net(gpu, "f32", graph, state, N);
+  const evalNet = new Net(gpu, "f32", graph, state, N, undefined, false);
+  const table = new StepTable(gpu, 2);
+  const step = new TrainStep(gpu, net, table, { smoothing: 0.2, groups: experiment.groups(h) });
+  await gpu.checkCompile();
+  assert.deepEqual(layout.entries.map((e) => e.name), JSON.parse(meta.state_dict));
+  assert.ok(layout.entries.some((e) => e.name === "2.norm1.running_var" && e.store === "buffers"));
+  assert.equal(layout.get("2.norm1.weight").store, "frozen");
+  assert.equal(layout.get("2.norm2.bias").group, "norm_bias");
+
+  const params: Record<string, Float32Array> = {};
+  for (const e of layout.entries) params[e.name] = getF32(t, `param.${e.name}`);
+  state.load(params);
+  gpu.write(net.x, toInput(getF32(t, "input"), N));
+  gpu.write(evalNet.x, toInput(getF32(t, "input"), N));
+  gpu.write(step.labels, Uint32Array.from(t.labels.data as Int32Array));
+  gpu.poison(net.output);
+  gpu.poison(state.grads);
+  table.write(sgdSteps(2, Number(meta.lr), Number(meta.weight_decay), Number(meta.momentum)));
+  const ops = step.ops();
+  const errors: Record<string, number> = {};
+  const check = (got: ArrayLike<number>, key: string) => {
+    errors[key] = assertClose(got, getF32(t, key), 1e-4, `net_bn ${key}`);
+  };
+  const stepped = layout.entries.filter((e) => e.store !== "frozen");
+
+  // Step 1: forward (logits stay in net.output through the backward), loss, gradients, update.
+  submitSteps(gpu, table, 0, 1, ops);
+  check(await gpu.readF32(net.output), "logits");
+  check([(await gpu.readF32(step.stats, 0, 1))[0]], "loss");
+  const grads = await state.readGrads();
+  for (const e of layout.trained) check(grads[e.name].data, `grad.${e.name}`);
+  let now = await state.read();
+  for (const e of stepped) check(now[e.name].data, `step1.${e.name}`);
+  // Step 2 uses the momentum buffer and running statistics from step 1.
+  submitSteps(gpu, table, 1, 2, ops);
+  check(await gpu.readF32(net.output), "logits2");
+  check(await gpu.readF32(step.stats, 8, 1), "loss2");
+  now = await state.read();
+  for (const e of stepped) check(now[e.name].data, `step2.${e.name}`);
+  for (const e of layout.entries.filter((e) => e.store === "frozen")) {
+    assertClose(now[e.name].data, getF32(t, `param.${e.name}`), 0, `frozen ${e.name}`);
+  }
+  // Eval mode: the running statistics, which the eval forward leaves as they are.
+  gpu.submit([{ ops: evalNet.forwardOps }]);
+  check(await gpu.readF32(evalNet.output), "eval_logits");
+  now = await state.read();
+  for (const e of stepped) check(now[e.name].data, `step2.${e.name}`);
+  const worst = Object.entries(errors).sort((a, b) => b[1] - a[1])[0];
+  console.log(
+    `net_bn: ${Object.keys(errors).length} tensors, max relative error ${worst[1].toExponential(2)} (${
+      worst[0]
+    })`,
+  );
+});
+
+Deno.test("experiments/airbench94.ts trains a tiny BatchNorm net end to end and saves PyTorch-named weights", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "airbench94-e2e-" });
+  try {
+    const data = join(dir, "data"), weights = join(dir, "w.safetensors"), logDir = join(dir, "logs");
+    await writeDataset(data, 200, testRng(99));
+    const r = await runDeno([
+      "run",
+      "-A",
+      "experiments/airbench94.ts",
+      ...["--data", data, "--verify", "false", "--runs", "1", "--widths", "8,8,8", "--epochs", "1.5"],
+      ...["--batch-size", "50", "--tta", "0", "--seed", "3", "--quiet", "--log-dir", logDir],
+      ...["--save-weights", weights],
+    ]);
+    assert.equal(r.code, 0, `airbench94.ts failed:\n${r.stderr}\n${r.stdout}`);
+    const files = [...Deno.readDirSync(logDir)].map((e) => e.name).filter((n) => n.endsWith(".json"));
+    assert.equal(files.length, 1);
+    const log = JSON.parse(Deno.readTextFileSync(join(logDir, files[0])));
+    assert.equal(log.status, "done");
+    assert.equal(log.experiment, "experiments/airbench94.ts");
+    assert.equal(log.config.opt.bias_scaler, 64);
+    assert.equal(log.config.stepsPerRun, 30); // ceil(20 steps per epoch x 1.5)
+    assert.equal(log.runs[0].epochs.length, 2);
+    assert.ok(log.runs[0].tta_val_acc > 0.3, `learns above chance: ${log.runs[0].tta_val_acc}`);
+    assert.ok(
+      log.network.some((n: { torch: string }) =>
+        n.torch.startsWith("nn.BatchNorm2d(8, eps=1e-12, momentum=0.4")
+      ),
+    );
+    const w = loadSafetensors(weights).tensors;
+    for (
+      const k of [
+        "0.weight",
+        "0.bias",
+        "2.conv1.weight",
+        "2.norm1.weight",
+        "2.norm1.bias",
+        "2.norm1.running_mean",
+      ]
+    ) {
+      assert.ok(w[k], `weights hold ${k}`);
+    }
+    assert.ok(w["4.norm2.running_var"] && w["7.weight"]);
+    assert.equal(w["2.conv1.bias"], undefined, "the block convolutions have no bias");
+    assert.deepEqual(
+      [...getF32(w, "3.norm2.weight")],
+      new Array(8).fill(1),
+      "frozen BatchNorm weight stays 1",
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
