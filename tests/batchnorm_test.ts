@@ -5,12 +5,15 @@
 
 import assert from "node:assert/strict";
 import {
+  BatchNorm2d,
   batchNormBackward,
   batchNormEvalForward,
   batchNormLimits,
   batchNormTrainForward,
 } from "../lib/batchnorm.ts";
+import { DEFAULT_TILES } from "../lib/conv.ts";
 import type { Gpu, Op, Precision } from "../lib/gpu.ts";
+import type { LayerCtx } from "../lib/nn.ts";
 import {
   batchNormBackwardRef,
   batchNormEvalForwardRef,
@@ -363,4 +366,93 @@ Deno.test("batchnorm backward reference is the adjoint of the forward's derivati
       throw new Error(`adjoint [${shapeTag(s)}]: ${lhs} != ${rhs}`);
     }
   }
+});
+
+// ------------------------------------------------------------------------------------------------ the layer
+
+Deno.test("BatchNorm2d layer: state dict, train mode (batch stats, running update, backward), eval mode", async () => {
+  const gpu = await testGpu();
+  const rand = testRng(freshSeed("batchnorm layer"));
+  const s: BatchNormShape = { N: 3, H: 5, W: 4, C: 8 }, n = rows(s) * s.C, eps = 1e-12, momentum = 0.4;
+  const layer = BatchNorm2d(s.C, { momentum, eps, biasGroup: "norm_bias" });
+  assert.deepEqual(
+    layer.params.map((q) => [q.name, q.role, q.init, q.group ?? ""]),
+    [
+      ["weight", "frozen", "ones", ""],
+      ["bias", "param", "zeros", "norm_bias"],
+      ["running_mean", "buffer", "zeros", ""],
+      ["running_var", "buffer", "ones", ""],
+    ],
+  );
+  assert.throws(() => BatchNorm2d(6), /multiple of 4/);
+  const x = quantize(randn(n, rand, 2).map((v, i) => v + (i % s.C) - 3), "f32");
+  const dy = quantize(randn(n, rand), "f32");
+  const v = {
+    weight: quantize(randn(s.C, rand, 0.3).map((w) => 1 + w), "f32"),
+    bias: quantize(randn(s.C, rand), "f32"),
+    running_mean: quantize(randn(s.C, rand), "f32"),
+    running_var: quantize(randn(s.C, rand).map((r) => 0.5 + r * r), "f32"),
+  };
+  const flat = new Flat(gpu, s.C, 4, GUARD_BITS), names = Object.keys(v) as (keyof typeof v)[];
+  names.forEach((k, i) => flat.set(gpu, i, v[k]));
+  const dbias = new Flat(gpu, s.C, 1, GUARD_BITS);
+  const ctxOf = (training: boolean, y: GPUBuffer): LayerCtx => {
+    const scratch = new Map<string, GPUBuffer>();
+    return {
+      gpu,
+      p: "f32",
+      batch: s.N,
+      tiles: DEFAULT_TILES,
+      label: "2.norm1",
+      training,
+      inputs: [{ buf: upload(gpu, x, "f32"), shape: { H: s.H, W: s.W, C: s.C }, dtype: "act" }],
+      output: { buf: y, shape: { H: s.H, W: s.W, C: s.C }, dtype: "act" },
+      param: (local) => flat.bind(names.indexOf(local as keyof typeof v)),
+      grad: (local) => {
+        assert.equal(local, "bias", "only the bias has a gradient");
+        return dbias.bind(0);
+      },
+      trains: (local) => local === "bias",
+      scratch: (key, bytes) => scratch.get(key) ?? scratch.set(key, gpu.buffer(bytes)).get(key)!,
+    };
+  };
+  const run = (ops: Op[]) => gpu.submit([{ ops }]);
+
+  // Train mode: batch statistics, the running statistics updated once, then the backward (no dweight).
+  const y = poisoned(gpu, n, "f32"), train = ctxOf(true, y);
+  run(layer.forward(train));
+  const ref = batchNormTrainForwardRef(x, s, {
+    weight: v.weight,
+    bias: v.bias,
+    runningMean: v.running_mean,
+    runningVar: v.running_var,
+    eps,
+    momentum,
+  });
+  assertClose(await download(gpu, y, n, "f32"), ref.y, TOL.f32, "layer train y");
+  const [, , rm, rv] = await flat.read(gpu, "layer train");
+  assertClose(rm, ref.runningMean, TOL.f32, "layer running_mean");
+  assertClose(rv, ref.runningVar, TOL.f32, "layer running_var");
+  const dx = poisoned(gpu, n, "f32");
+  const back = layer.backward(train, upload(gpu, dy, "f32"), [true], () => dx);
+  run(back.ops);
+  assert.equal(back.dx[0], dx);
+  const bref = batchNormBackwardRef(x, dy, s, { weight: v.weight, mean: ref.mean, invstd: ref.invstd });
+  assertClose(await download(gpu, dx, n, "f32"), bref.dx, TOL.f32, "layer dx");
+  assertClose((await dbias.read(gpu, "layer dbias"))[0], bref.dbias, TOL.f32, "layer dbias");
+
+  // Eval mode: the running statistics (as updated), which stay as they are.
+  const ye = poisoned(gpu, n, "f32"), evalCtx = ctxOf(false, ye);
+  run(layer.forward(evalCtx));
+  const eref = batchNormEvalForwardRef(x, s, {
+    weight: v.weight,
+    bias: v.bias,
+    runningMean: rm,
+    runningVar: rv,
+    eps,
+  });
+  assertClose(await download(gpu, ye, n, "f32"), eref, TOL.f32, "layer eval y");
+  const [, , rm2, rv2] = await flat.read(gpu, "layer eval");
+  assert.deepEqual([rm2, rv2], [rm, rv], "eval mode leaves the running statistics unchanged");
+  assert.throws(() => layer.backward(evalCtx, ye, [true], () => dx), /no backward in an evaluation net/);
 });
