@@ -2,12 +2,16 @@
 //
 //   deno task bench [--full] [--json] [--batch-size B] [--repeats R] [--widths a,b,...] [--experiment FILE]
 //                   [--tiles TM,TN4,TMV,TN4W] [--variant register|workgroup] [--log-dir DIR]
+//                   [--tune auto|off|force] [--report [--report-args "..."]]
 //
 // The network is the experiment's own declaration (main.ts by default): every layer of it is measured by name.
 // Prints (and writes under logs/) the adapter, a ceiling probe (register-blocked matmul and a buffer copy),
 // every op of a profiled training step (each op in its own timed pass) by layer and pass, whole training
 // steps (dispatches, host encode time, GPU time) in f32 and f16, and evaluation throughput with TTA level 2.
 // Times come from GPU timestamp queries where the adapter has them, else from synced submits.
+// Conv kernels: each layer and pass runs the variant lib/tune.ts chose (--tune, as in main.ts); the table
+// shows every candidate's time and the choice. --report (implies --full): then a timed training run of the
+// experiment (its defaults, --runs 1, plus --report-args), summarised with the bench as one JSON under logs/.
 
 import { join, resolve } from "node:path";
 import { pathToFileURL } from "node:url";
@@ -15,6 +19,8 @@ import { parseArgs } from "node:util";
 import { writeFileAtomic } from "./atomic.ts";
 import type { Hyp } from "./cli.ts";
 import { type ConvTiles, type ConvVariant, tilesFor } from "./conv.ts";
+import { tuneSession } from "./experiment.ts";
+import { TUNE_MODES, type TuneMode, type VariantRecord } from "./tune.ts";
 import { Evaluator } from "./evaluate.ts";
 import type { Experiment } from "./experiment.ts";
 import { Gpu, type Op, type Precision, warmUp } from "./gpu.ts";
@@ -36,14 +42,20 @@ interface BenchArgs {
   variant?: ConvVariant;
   logDir: string;
   experiment: string;
+  tune: TuneMode;
+  report: boolean;
+  reportArgs: string[];
 }
 
 const USAGE =
   "usage: deno task bench [--full] [--json] [--batch-size 384] [--repeats R] [--widths 64,256,256]\n" +
   "                       [--experiment main.ts] [--tiles TM,TN4,TMV,TN4W] [--variant register|workgroup]\n" +
-  "                       [--log-dir logs]\n" +
+  '                       [--log-dir logs] [--tune auto|off|force] [--report [--report-args "..."]]\n' +
   "  --full   more repeats, a larger matmul probe, f16 steps on CPU adapters too\n" +
-  "  --json   print only the JSON";
+  "  --json   print only the JSON\n" +
+  "  --tune   conv kernel variants as in main.ts: auto (tune on GPUs, cached), off (defaults), force\n" +
+  "  --report --full, then one timed training run of the experiment (--runs 1 and --report-args), and\n" +
+  "           logs/gpu-report-*.json: adapter, variants, bench, run times, accuracy, img/s, GFLOP/s per layer";
 
 function parseBenchArgs(args: string[]): BenchArgs | undefined {
   const str = { type: "string" as const }, bool = { type: "boolean" as const };
@@ -60,6 +72,9 @@ function parseBenchArgs(args: string[]): BenchArgs | undefined {
       variant: str,
       "log-dir": str,
       experiment: str,
+      tune: str,
+      report: bool,
+      "report-args": str,
     },
   });
   if (v.help) return undefined;
@@ -67,8 +82,14 @@ function parseBenchArgs(args: string[]): BenchArgs | undefined {
   if (v.variant !== undefined && v.variant !== "register" && v.variant !== "workgroup") {
     throw new Error(`--variant ${v.variant}: expected register or workgroup`);
   }
+  if (v.tune !== undefined && !TUNE_MODES.includes(v.tune as TuneMode)) {
+    throw new Error(`--tune ${v.tune}: expected auto, off or force`);
+  }
   return {
-    full: Boolean(v.full),
+    tune: (v.tune ?? "auto") as TuneMode,
+    report: Boolean(v.report),
+    reportArgs: v["report-args"] ? String(v["report-args"]).split(/\s+/).filter(Boolean) : [],
+    full: Boolean(v.full) || Boolean(v.report),
     json: Boolean(v.json),
     batch: Number(v["batch-size"] ?? 384),
     widths: v.widths ? nums(v.widths) : undefined,
@@ -108,9 +129,9 @@ function setupStep(
   h: Hyp,
   evalN: number,
   tiles: ConvTiles,
+  graph: Graph = new Graph(exp.makeNet(h), INPUT_SHAPE),
 ): Setup {
   const B = h.opt.batch_size;
-  const graph = new Graph(exp.makeNet(h), INPUT_SHAPE);
   const layout = new ParamLayout(graph);
   const state = new NetState(gpu, layout);
   const rng = new Rng(1);
@@ -194,7 +215,14 @@ async function profileStep(gpu: Gpu, timer: GpuTimer, s: Setup, repeats: number,
 }
 
 /** The per-layer rows (layers with FLOPs: GFLOP/s and % of the probe) and the other ops (% of the step). */
-function attribute(s: Setup, opMs: number[], stepMs: number, probeGflops: number, p: Precision) {
+function attribute(
+  s: Setup,
+  opMs: number[],
+  stepMs: number,
+  probeGflops: number,
+  p: Precision,
+  variants: VariantRecord,
+) {
   const B = s.net.batch;
   const byKey = new Map<string, { layer: string; pass: string; ms: number }>();
   s.stepOps.forEach((op, i) => {
@@ -223,6 +251,11 @@ function attribute(s: Setup, opMs: number[], stepMs: number, probeGflops: number
         ms: g.ms,
         gflops,
         pct_of_ceiling: gflops === null ? null : (gflops / probeGflops) * 100,
+        variant: variants[g.layer]?.[g.pass]?.variant ?? null,
+        candidates: (variants[g.layer]?.[g.pass]?.candidates ?? []).map((c) => ({
+          variant: c.variant,
+          ms: Number.isFinite(c.ms) ? c.ms : null,
+        })),
       });
     } else {
       const name = node ? `${g.layer} ${node.layer.type}${g.pass === "forward" ? "" : " backward"}` : g.layer;
@@ -289,8 +322,13 @@ async function measure(gpu: Gpu, args: BenchArgs, say: (s: string) => void) {
     eval: [] as unknown[],
   };
   let flopsPerImage = 0;
+  const variants: Record<string, VariantRecord> = {};
   for (const p of precisions) {
-    const s = setupStep(gpu, p, exp, h, a.isCpu ? (args.full ? 256 : 64) : 2000, tiles);
+    const graph = new Graph(exp.makeNet(h), INPUT_SHAPE);
+    const tuned = await tuneSession(gpu, graph, args.batch, p, args.tune, args.json);
+    variants[p] = tuned.record;
+    const ptiles: ConvTiles = { ...tiles, choices: tuned.tiles.choices };
+    const s = setupStep(gpu, p, exp, h, a.isCpu ? (args.full ? 256 : 64) : 2000, ptiles, graph);
     await gpu.checkCompile();
     flopsPerImage = s.graph.flopsPerImage(true);
     const prof = await profileStep(gpu, timer, s, repeats, warmup);
@@ -308,7 +346,7 @@ async function measure(gpu: Gpu, args: BenchArgs, say: (s: string) => void) {
       gflops,
       pct_of_ceiling: (gflops / ceiling.matmul_gflops) * 100,
     });
-    const { kernels, other } = attribute(s, prof.opMs, stepMs, ceiling.matmul_gflops, p);
+    const { kernels, other } = attribute(s, prof.opMs, stepMs, ceiling.matmul_gflops, p, tuned.record);
     out.kernels.push(...kernels);
     out.other_ops.push(...other);
     const ttaRate = await evalRate(gpu, s, a.isCpu ? 1 : Math.min(repeats, 3));
@@ -325,6 +363,8 @@ async function measure(gpu: Gpu, args: BenchArgs, say: (s: string) => void) {
     repeats,
     warmup,
     tiles,
+    tune: args.tune,
+    variants,
     ceiling,
     ...out,
     flops_per_image: flopsPerImage,
@@ -345,6 +385,18 @@ function printResult(r: BenchResult, path: string) {
         `${String(k.shape).padEnd(18)} | ${num(k.ms)} | ${num(k.gflops)} | ${
           num(k.pct_of_ceiling, 1)
         }% | ${k.torch}`,
+    );
+  }
+  console.log("\nconv kernel variants (candidates' ms per pass as timed by the tuner; * = chosen):");
+  for (const k of r.kernels as Record<string, unknown>[]) {
+    const cands = (k.candidates as { variant: string; ms: number | null }[]) ?? [];
+    const list = cands.length
+      ? cands.map((c) => `${c.variant === k.variant ? "*" : ""}${c.variant} ${num(c.ms, 3, 0)}`).join(", ")
+      : "(not tuned: default or cached without times)";
+    console.log(
+      `${String(k.precision).padEnd(4)} ${String(k.layer).padEnd(12)} ${
+        String(k.pass).padEnd(11)
+      } ${k.variant}: ${list}`,
     );
   }
   console.log("\nother ops:");
@@ -382,6 +434,101 @@ async function main() {
   writeFileAtomic(path, JSON.stringify(result, null, 1));
   if (args.json) console.log(JSON.stringify(result, null, 1));
   else printResult(result, path);
+  if (args.report) await report(args, result, path);
+}
+
+/**
+ * --report: one timed training run of the experiment (its own defaults, --runs 1, --tune as given, plus
+ * --report-args), then logs/gpu-report-*.json: the adapter, the chosen variants, the bench's steps, eval and
+ * per-layer GFLOP/s, and the run's time, accuracy and training images per second.
+ */
+async function report(args: BenchArgs, bench: BenchResult, benchPath: string) {
+  const runArgs = [
+    "run",
+    "-A",
+    args.experiment,
+    "--runs",
+    "1",
+    "--tune",
+    args.tune,
+    "--log-dir",
+    args.logDir,
+    ...args.reportArgs,
+  ];
+  console.error(`report: deno ${runArgs.join(" ")}`);
+  const t0 = performance.now();
+  const out = await new Deno.Command(Deno.execPath(), { args: runArgs, stdout: "piped", stderr: "inherit" })
+    .output();
+  const wall = (performance.now() - t0) / 1000;
+  const text = new TextDecoder().decode(out.stdout);
+  console.log(text.trimEnd());
+  const logPath = text.trim().split("\n").filter((l) => l.endsWith(".json")).pop();
+  // deno-lint-ignore no-explicit-any
+  let log: any = null;
+  try {
+    if (logPath) log = JSON.parse(Deno.readTextFileSync(logPath));
+  } catch { /* reported below as missing */ }
+  const cfg = log?.config ?? {};
+  const runs = (log?.runs ?? []).map(
+    (
+      r: {
+        run: number;
+        seed: number;
+        tta_val_acc?: number;
+        total_time_seconds?: number;
+        epochs?: Record<string, number>[];
+        error?: string;
+      },
+    ) => {
+      const images = (cfg.stepsPerRun ?? 0) * (cfg.opt?.batch_size ?? 0);
+      return {
+        run: r.run,
+        seed: r.seed,
+        time_seconds: r.total_time_seconds ?? null,
+        tta_val_acc: r.tta_val_acc ?? null,
+        val_acc: r.epochs?.length ? r.epochs[r.epochs.length - 1].val_acc : null,
+        train_images_per_s: r.total_time_seconds ? images / r.total_time_seconds : null,
+        error: r.error,
+      };
+    },
+  );
+  const summary = {
+    kind: "gpu-report",
+    command: `deno task bench --report${
+      args.reportArgs.length ? ` --report-args "${args.reportArgs.join(" ")}"` : ""
+    }`,
+    adapter: bench.adapter,
+    tune: args.tune,
+    conv_variants: log?.conv_variants ?? bench.variants,
+    bench: {
+      path: benchPath,
+      ceiling: bench.ceiling,
+      steps: bench.steps,
+      eval: bench.eval,
+      layers: (bench.kernels as Record<string, unknown>[]).map((k) => ({
+        precision: k.precision,
+        layer: k.layer,
+        pass: k.pass,
+        ms: k.ms,
+        gflops: k.gflops,
+        variant: k.variant,
+      })),
+    },
+    training: {
+      argv: runArgs.slice(2),
+      exit_code: out.code,
+      wall_seconds: wall,
+      log: logPath ?? null,
+      status: log?.status ?? "missing",
+      precision: log?.precision ?? null,
+      runs,
+      mean_tta_val_acc: log?.mean ?? null,
+      std_tta_val_acc: log?.std ?? null,
+    },
+  };
+  const path = join(args.logDir, `gpu-report-${new Date().toISOString().replace(/[:.]/g, "-")}.json`);
+  writeFileAtomic(path, JSON.stringify(summary, null, 1));
+  console.log(`report: ${path}`);
 }
 
 if (import.meta.main) await main();

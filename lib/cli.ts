@@ -27,6 +27,8 @@ export interface RunOptions {
   saveWeights?: string;
   logDir: string;
   quiet: boolean;
+  /** Convolution kernel variants (lib/tune.ts): auto (default), off, force. */
+  tune?: "auto" | "off" | "force";
 }
 
 type Kind = "int" | "posint" | "float" | "bool" | "widths" | "string" | "choice";
@@ -175,6 +177,15 @@ const FLAGS: Flag[] = [
     help: "write the trained weights as safetensors (PyTorch state-dict names); -runI added when runs > 1",
     set: (_h, o, v) => o.saveWeights = v as string,
     get: (_h, o) => o.saveWeights ?? "no",
+  },
+  {
+    name: "tune",
+    kind: "choice",
+    choices: ["auto", "off", "force"],
+    help: "conv kernel variants: auto = tune once on GPUs and reuse the cache (CPU adapters: cached or " +
+      "default), off = defaults, force = tune now on any adapter",
+    set: (_h, o, v) => o.tune = v as RunOptions["tune"],
+    get: (_h, o) => o.tune ?? "auto",
   },
   {
     name: "log-dir",

@@ -166,7 +166,11 @@ export function defaultVariant(tiles: ConvTiles, pass: ConvPass, s: ConvShape): 
  * channel counts divide (as the register kernels always did).
  */
 export function resolveVariant(tiles: ConvTiles, name: string, pass: ConvPass, s: ConvShape): KernelVariant {
-  return fitVariant(tiles.choices?.[choiceKey(labelOf(name), pass)] ?? defaultVariant(tiles, pass, s), pass, s);
+  return fitVariant(
+    tiles.choices?.[choiceKey(labelOf(name), pass)] ?? defaultVariant(tiles, pass, s),
+    pass,
+    s,
+  );
 }
 
 /** A register variant's blocks shrunk to what the shape's channel counts divide (tiled variants: as given). */
@@ -408,10 +412,11 @@ export function convWeightGrad(
 }
 
 /**
- * convWeightGrad with an explicit variant (the tuner, the tests). Passes: the register variant computes the
- * bias partial sums in its own dispatch (conv_wgrad_bias) and one reduce_splits2 sums both sets, so a layer
- * with a bias takes 2 dispatches (was 4) and gives the same bits; the tiled variant runs the workgroup-summed
- * bias kernel (subgroup sums where `subgroups`), then the same combined reduce: 3 dispatches.
+ * convWeightGrad with an explicit variant (the tuner, the tests). Passes: the weight gradient, the bias
+ * gradient's partial sums, and one reduce_splits2 for both sets: a layer with a bias takes 3 dispatches (was
+ * 4) with the same bits. Register variants: the bias partials of bias_grad (or, with fuseBias, in the weight
+ * gradient's own dispatch: 2 dispatches, same bits); tiled variants: the workgroup-summed bias kernel (subgroup
+ * sums where `subgroups`).
  */
 export function convWeightGradWith(
   gpu: Gpu,
@@ -419,7 +424,7 @@ export function convWeightGradWith(
   s: ConvShape,
   a: { x: Binding; dy: Binding; dw: Binding; db?: Binding },
   v: KernelVariant,
-  o: { WG?: number; splitTarget?: number; subgroups?: boolean } = {},
+  o: { WG?: number; splitTarget?: number; subgroups?: boolean; fuseBias?: boolean } = {},
   name = "conv_weight_grad",
 ): Op[] {
   checkShape(s);
@@ -458,15 +463,23 @@ export function convWeightGradWith(
     const TMV = v.TM / 4, TN4 = v.TN4;
     const blocks = (s.CO / 4 / TN4) * s.KH * s.KW * (s.CI / 4 / TMV);
     KSPLIT = splitCount(K, blocks, splitTarget);
-    // With a bias, its invocations follow the weight gradient's, from the next whole workgroup (BOFF).
-    const BOFF = a.db ? Math.ceil((blocks * KSPLIT) / v.WG) * v.WG : 0;
-    const g = groups(gpu, a.db ? BOFF + (s.CO / 4) * KSPLITB : blocks * KSPLIT, v.WG);
+    // fuseBias: the bias invocations follow the weight gradient's from the next whole workgroup (BOFF), one
+    // dispatch for both (same bits; measured ~12% slower on lavapipe, so off by default).
+    const fuse = Boolean(a.db && o.fuseBias);
+    const BOFF = fuse ? Math.ceil((blocks * KSPLIT) / v.WG) * v.WG : 0;
+    const g = groups(gpu, fuse ? BOFF + (s.CO / 4) * KSPLITB : blocks * KSPLIT, v.WG);
     const consts = { ...s, HO, WO, TMV, TN4, KSPLIT, KSPLITB, BOFF, WG: v.WG, NWX: g.NWX };
-    const entry = a.db ? "conv_wgrad_bias" : "conv_wgrad";
-    const pipe = gpu.pipeline("conv_wgrad.wgsl", entry, consts, p);
+    const pipe = gpu.pipeline("conv_wgrad.wgsl", fuse ? "conv_wgrad_bias" : "conv_wgrad", consts, p);
     wbuf = wpart(KSPLIT);
-    wop = dispatch(gpu, `${name}.w`, pipe, a.db ? [a.x, a.dy, wbuf, bpart!] : [a.x, a.dy, wbuf], g.grid);
+    wop = dispatch(gpu, `${name}.w`, pipe, fuse ? [a.x, a.dy, wbuf, bpart!] : [a.x, a.dy, wbuf], g.grid);
     ops.push(withVariant(wop, v));
+    if (a.db && !fuse) {
+      // conv_bias_grad.wgsl's bias_grad into the partials (the reduce below is shared with the weights)
+      const gb = groups(gpu, (s.CO / 4) * KSPLITB, WG);
+      const bconsts = { M: K, CO: s.CO, KSPLIT: KSPLITB, WG, NWX: gb.NWX };
+      const bpipe = gpu.pipeline("conv_bias_grad.wgsl", "bias_grad", bconsts, p);
+      ops.push(dispatch(gpu, `${name}.b`, bpipe, [a.dy, bpart!], gb.grid));
+    }
   }
   // One dispatch sums the split partials of both gradients (sets with one split were written in place).
   const sets: { part: Binding; out: Binding; count: number; k: number }[] = [];

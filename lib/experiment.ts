@@ -8,6 +8,16 @@ import { fileURLToPath } from "node:url";
 import { type Cifar10, loadCifar10 } from "./cifar.ts";
 import { type Hyp, parseCommandLine, type RunOptions, UsageError } from "./cli.ts";
 import { type ConvTiles, tilesFor } from "./conv.ts";
+import {
+  fallbackOf,
+  gpuTimeFn,
+  kernelsHash,
+  tuneKey,
+  type TuneMode,
+  tuneNetwork,
+  Tuner,
+  type VariantRecord,
+} from "./tune.ts";
 import { Evaluator } from "./evaluate.ts";
 import { Gpu, type Op, type Precision, warmUp } from "./gpu.ts";
 import { TrainLoader } from "./loader.ts";
@@ -53,6 +63,9 @@ export interface ExperimentLog {
   adapter: Record<string, unknown>;
   precision: Precision;
   conv_variant: string;
+  /** --tune and, per conv layer and pass, the kernel variant that ran (and the candidates' times if tuned). */
+  tune?: TuneMode;
+  conv_variants?: VariantRecord;
   network: { layer: string; torch: string; out: number[] }[];
   status: "running" | "done" | "failed" | "interrupted";
   runs: RunLog[];
@@ -87,10 +100,12 @@ export class Session<H extends Hyp> {
     readonly trainN: number,
     readonly log: LogFile<ExperimentLog>,
     readonly graph: Graph,
+    tiles?: ConvTiles,
   ) {
     this.layout = new ParamLayout(this.graph);
     this.state = new NetState(gpu, this.layout);
-    this.tiles = tilesFor(gpu.adapter); // register blocking on CPU adapters, workgroup-memory tiles on GPUs
+    // register blocking on CPU adapters, workgroup-memory tiles on GPUs; per-layer choices from the tuner
+    this.tiles = tiles ?? tilesFor(gpu.adapter);
     this.net = new Net(gpu, precision, this.graph, this.state, hyp.opt.batch_size, this.tiles);
     const evalBatch = Net.maxBatch(gpu, precision, this.graph, Math.min(2000, data.test.n));
     const evalNet = new Net(gpu, precision, this.graph, this.state, evalBatch, this.tiles, false);
@@ -350,6 +365,32 @@ function newLog<H extends Hyp>(
   return log;
 }
 
+/**
+ * The conv kernel variant of every layer and pass (lib/tune.ts): cached, tuned now (GPUs, or --tune force), or
+ * the defaults. The training batch's shapes are tuned; the evaluation nets use the same per-layer choices.
+ */
+export async function tuneSession(
+  gpu: Gpu,
+  graph: Graph,
+  batch: number,
+  precision: Precision,
+  mode: TuneMode,
+  quiet = false,
+): Promise<{ tiles: ConvTiles; record: VariantRecord }> {
+  const tiles = tilesFor(gpu.adapter);
+  const tuner = new Tuner({
+    key: tuneKey(gpu.adapter, kernelsHash()),
+    mode,
+    isCpu: gpu.adapter.isCpu,
+    time: gpuTimeFn(gpu, { tiles }),
+    limits: gpu.device.limits as unknown as Record<string, number>,
+    fallback: fallbackOf(tiles),
+    say: quiet ? undefined : (l) => console.error(l),
+  });
+  if (tuner.tunes && !quiet) console.error(`tuning conv kernels (--tune ${mode}); cache ${tuner.path}`);
+  return await tuneNetwork(tuner, tiles, graph, batch, precision);
+}
+
 /** SIGINT / SIGTERM: the log says "interrupted", where, and the process exits 130 / 143. */
 function onSignals(s: Session<Hyp>): () => void {
   const handlers: [Deno.Signal, () => void][] = (["SIGINT", "SIGTERM"] as const).map((sig) => [sig, () => {
@@ -447,7 +488,11 @@ export async function runExperiment<H extends Hyp>(
   const trainN = Math.min(opts.trainN ?? data.train.n, data.train.n);
   checkSteps(hyp, trainN, "the training set of");
   const log = newLog(exp, args, hyp, opts, gpu, { precision, trainN, graph });
-  const s = new Session(exp, hyp, opts, gpu, precision, data, trainN, log, graph);
+  const tuned = await tuneSession(gpu, graph, hyp.opt.batch_size, precision, opts.tune ?? "auto", opts.quiet);
+  log.data.tune = opts.tune ?? "auto";
+  log.data.conv_variants = tuned.record;
+  log.save();
+  const s = new Session(exp, hyp, opts, gpu, precision, data, trainN, log, graph, tuned.tiles);
   const off = onSignals(s as unknown as Session<Hyp>);
   if (!opts.quiet) {
     console.error(

@@ -260,7 +260,12 @@ Deno.test("conv register weight grad: the fused bias gradient has the bits of th
       const nw = s.KH * s.KW * s.CI * s.CO;
       const dw1 = poisoned(gpu, nw, "f32"), dw2 = poisoned(gpu, nw, "f32");
       const db1 = poisoned(gpu, s.CO, "f32"), db2 = poisoned(gpu, s.CO, "f32");
-      const fused = convWeightGrad(gpu, p, s, { x: xb, dy: dyb, dw: dw1, db: db1 });
+      const dw3 = poisoned(gpu, nw, "f32"), db3 = poisoned(gpu, s.CO, "f32");
+      const v = resolveVariant(DEFAULT_TILES, "w", "weight_grad", s);
+      const fused = convWeightGradWith(gpu, p, s, { x: xb, dy: dyb, dw: dw1, db: db1 }, v, {
+        fuseBias: true,
+      });
+      const combined = convWeightGrad(gpu, p, s, { x: xb, dy: dyb, dw: dw3, db: db3 });
       const separate = [
         ...convWeightGrad(gpu, p, s, { x: xb, dy: dyb, dw: dw2 }),
         ...biasGrad(gpu, p, { dy: dyb, db: db2, M: s.N * HO * WO, C: s.CO }),
@@ -270,8 +275,17 @@ Deno.test("conv register weight grad: the fused bias gradient has the bits of th
           `fused weight + bias gradient: ${fused.length} dispatches, not 2`,
         );
       }
-      gpu.run([...fused, ...separate]);
-      for (const [a, b, what] of [[dw1, dw2, "dw"], [db1, db2, "db"]] as const) {
+      if (combined.length > 3) {
+        throw new Error(`weight + bias gradient: ${combined.length} dispatches, not 3`);
+      }
+      gpu.run([...fused, ...combined, ...separate]);
+      for (
+        const [a, b, what] of [[dw1, dw2, "dw"], [db1, db2, "db"], [dw3, dw2, "dw"], [
+          db3,
+          db2,
+          "db",
+        ]] as const
+      ) {
         const u = new Uint8Array(await gpu.read(a)), v = new Uint8Array(await gpu.read(b));
         if (u.some((x, i) => x !== v[i])) throw new Error(`${what} ${p}: fused and separate differ in bits`);
       }
