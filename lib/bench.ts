@@ -495,7 +495,7 @@ async function report(args: BenchArgs, bench: BenchResult, benchPath: string) {
   const summary = {
     kind: "gpu-report",
     command: `deno task bench --report${
-      args.reportArgs.length ? ` --report-args "${args.reportArgs.join(" ")}"` : ""
+      args.reportArgs.length ? ` --report-args="${args.reportArgs.join(" ")}"` : ""
     }`,
     adapter: bench.adapter,
     tune: args.tune,
