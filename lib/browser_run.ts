@@ -1,0 +1,377 @@
+// Training in a browser page with the experiment file's own network and loop: the page hands over the
+// experiment (main.ts's `experiment`), a command line (the page's configuration as main.ts flags), the
+// CIFAR-10 arrays and the kernel texts; this builds what lib/experiment.ts's runExperiment builds (the
+// Session, minus the file system, the terminal and the tuner's cache) and runs the experiment's trainRun
+// with lib/experiment.ts's own `Run` class. Same parser, same kernels, same schedule, same log keys.
+//
+// No Deno APIs here: the node: built-ins the library imports come from web/node_shim.js in a page.
+
+import type { Cifar10, CifarSplit } from "./cifar.ts";
+import { type Hyp, parseCommandLine, type RunOptions } from "./cli.ts";
+import { tilesFor } from "./conv.ts";
+import { EvalLoader } from "./loader.ts";
+import { Evaluator, ttaViews } from "./evaluate.ts";
+import { Divergence, type Experiment, type ExperimentLog, MAX_STEPS, Run, Session } from "./experiment.ts";
+import { Gpu, type Precision } from "./gpu.ts";
+import { INPUT_SHAPE, Net, NetState, ParamLayout } from "./model.ts";
+import { Graph } from "./nn.ts";
+import { scaleAdd } from "./ops.ts";
+import { meanStd } from "./report.ts";
+import type { Fingerprint } from "./runlog.ts";
+import { encodeSafetensors } from "./safetensors.ts";
+import { totalSteps } from "./schedule.ts";
+import { StepTable } from "./steps.ts";
+import { TrainStep } from "./train.ts";
+import { fallbackOf, type TuneKey, tuneNetwork, Tuner } from "./tune.ts";
+
+/** What the page sees while training. */
+export interface BrowserHooks {
+  /** The log after every change (status, each epoch row, the end). */
+  onLog?(log: ExperimentLog): void;
+  /** Per-step training loss and accuracy (of the batch), as the steps' statistics are read back. */
+  onSteps?(run: number, steps: { step: number; loss: number; acc: number }[]): void;
+  /** After each submitted chunk of steps: where the run is and the time spent training (pauses excluded). */
+  onProgress?(p: { run: number; step: number; total: number; trainSeconds: number; what: string }): void;
+  /** A status line (compiling, evaluating, ...). */
+  say?(line: string): void;
+}
+
+export interface BrowserRunOptions {
+  /** kernels/<file> texts, registered with Gpu.defineSource. */
+  kernels: Record<string, string>;
+  /** The experiment file's path and text (the log's `experiment` and `code`). */
+  experimentPath: string;
+  code: string;
+  fingerprint?: Fingerprint | null;
+  hooks?: BrowserHooks;
+  /** An existing device (tests); else Gpu.create(). */
+  gpu?: Gpu;
+}
+
+export interface BrowserResult {
+  log: ExperimentLog;
+  /** safetensors bytes of each finished run (PyTorch state-dict names), by run index. */
+  weights: Uint8Array[];
+  /** Predicted class of every test image of the last finished run (with its TTA level), and the split. */
+  predictions?: Uint8Array;
+  test: CifarSplit;
+}
+
+/** A running page session: pause / resume between submits, and the result when done. */
+export class BrowserTraining {
+  private paused = false;
+  private resume?: () => void;
+  private wait?: Promise<void>;
+  private pauseStart = 0;
+  /** Milliseconds spent paused (not counted in training time). */
+  pausedMs = 0;
+  private gpuError = "";
+  readonly done: Promise<BrowserResult>;
+  log?: ExperimentLog;
+
+  constructor(exp: Experiment<Hyp>, args: string[], data: Cifar10, readonly o: BrowserRunOptions) {
+    this.done = this.train(exp, args, data);
+  }
+
+  get isPaused(): boolean {
+    return this.paused;
+  }
+
+  /** Stop after the current submit (the GPU finishes what it has); `resume()` goes on from there. */
+  pause(): void {
+    if (this.paused) return;
+    this.paused = true;
+    this.pauseStart = performance.now();
+    this.wait = new Promise((r) => this.resume = r);
+  }
+
+  continue(): void {
+    if (!this.paused) return;
+    this.paused = false;
+    this.pausedMs += performance.now() - this.pauseStart;
+    this.resume?.();
+  }
+
+  /** Between submits: wait while paused; fail with the GPU's own words after an uncaptured error. */
+  private async gate(): Promise<void> {
+    if (this.paused) await this.wait;
+    if (this.gpuError) throw new Error(this.gpuError);
+  }
+
+  private async train(exp: Experiment<Hyp>, args: string[], data: Cifar10): Promise<BrowserResult> {
+    const o = this.o, hooks = o.hooks ?? {};
+    const about = { title: exp.title, file: o.experimentPath };
+    const { hyp, opts } = parseCommandLine(args, exp.hyp, { ...exp.defaults, quiet: true }, about);
+    opts.quiet = true; // no console lines from Run (the page shows its own)
+    let graph: Graph;
+    try {
+      graph = new Graph(exp.makeNet(hyp), INPUT_SHAPE);
+    } catch (e) {
+      throw new Error(`the network of widths ${hyp.net.widths.join(",")}: ${(e as Error).message}`);
+    }
+    const trainN = Math.min(opts.trainN ?? data.train.n, data.train.n);
+    const spe = Math.floor(trainN / hyp.opt.batch_size);
+    if (spe < 1) throw new Error(`train_n ${trainN} is smaller than batch_size ${hyp.opt.batch_size}`);
+    const stepsPerRun = totalSteps(spe, hyp.opt.train_epochs);
+    if (stepsPerRun > MAX_STEPS) throw new Error(`${stepsPerRun} steps per run; at most ${MAX_STEPS}`);
+
+    hooks.say?.("requesting the WebGPU device");
+    const gpu = o.gpu ?? await Gpu.create();
+    for (const [file, text] of Object.entries(o.kernels)) gpu.defineSource(file, text);
+    gpu.device.addEventListener("uncapturederror", (ev) => {
+      const msg = (ev as GPUUncapturedErrorEvent).error.message;
+      const oom = (ev as GPUUncapturedErrorEvent).error instanceof GPUOutOfMemoryError;
+      this.gpuError ||= oom ? `GPU out of memory: ${msg}` : `GPU error: ${msg}`;
+    });
+    // Pauses happen where the Run reads statistics back (between submits), and do not count as training time.
+    const read = gpu.readF32.bind(gpu), rawRead = gpu.read.bind(gpu);
+    gpu.readF32 = async (...a: Parameters<Gpu["readF32"]>) => (await this.gate(), read(...a));
+    gpu.read = async (...a: Parameters<Gpu["read"]>) => (await this.gate(), rawRead(...a));
+
+    const a = gpu.adapter;
+    const precision: Precision = opts.precision === "auto"
+      ? (a.f16 && !a.isCpu ? "f16" : "f32")
+      : opts.precision;
+    if (precision === "f16" && !a.f16) {
+      throw new Error("precision f16: this adapter has no shader-f16; use f32");
+    }
+
+    const log: ExperimentLog = {
+      experiment: o.experimentPath,
+      argv: args,
+      code: o.code,
+      fingerprint: o.fingerprint ?? { commit: null, dirty: null, files: {} },
+      config: { ...structuredClone(hyp), ...opts, trainN, stepsPerRun },
+      adapter: { ...a, browser: navigator.userAgent },
+      precision,
+      conv_variant: tilesFor(a).variant,
+      network: graph.nodes.map((n) => {
+        const s = graph.tensors[n.output].shape;
+        return { layer: n.label, torch: n.layer.torch, out: [s.C, s.H, s.W] };
+      }),
+      status: "running",
+      runs: [],
+      mean: NaN,
+      std: NaN,
+    };
+    this.log = log;
+    const save = () => hooks.onLog?.(log);
+    save();
+
+    // The kernel variants: the defaults (no tuning cache in a page; --tune off).
+    const key: TuneKey = {
+      adapter: a.name,
+      vendor: a.vendor,
+      architecture: a.architecture,
+      driver: a.driver ?? "",
+      deno: "browser",
+      kernels: "",
+    };
+    const base = tilesFor(a);
+    const tuner = new Tuner({
+      key,
+      mode: "off",
+      isCpu: a.isCpu,
+      time: () => Promise.reject(new Error("no tuning in a page")),
+      limits: gpu.device.limits as unknown as Record<string, number>,
+      fallback: fallbackOf(base),
+      path: "(page)",
+    });
+    const tuned = await tuneNetwork(tuner, base, graph, hyp.opt.batch_size, precision);
+    log.tune = "off";
+    log.conv_variants = tuned.record;
+
+    hooks.say?.("building the network");
+    const s = browserSession(exp, hyp, opts, gpu, precision, data, trainN, log, save, graph, tuned.tiles);
+    const weights: Uint8Array[] = [];
+    let predictions: Uint8Array | undefined;
+    let failed = 0;
+    try {
+      for (let run = 0; run < opts.runs; run++) {
+        s.where = { run, epochsCompleted: 0, step: 0 };
+        const r = new Run(s, run, opts.seed + run);
+        this.watch(r, run, s, hooks);
+        log.runs[run] = r.log;
+        try {
+          hooks.say?.(`run ${run}: compiling and training`);
+          await exp.trainRun(r);
+          const tensors = await s.state.read();
+          const entries = Object.entries(tensors).map(([k, t]) => [k, { dtype: "F32" as const, ...t }]);
+          weights[run] = encodeSafetensors(Object.fromEntries(entries), {
+            format: "pt",
+            seed: String(opts.seed + run),
+          });
+          hooks.say?.(`run ${run}: predictions for the confusion matrix`);
+          predictions = await predict(gpu, precision, s.evaluator.net, data.test, hyp.net.tta_level);
+        } catch (e) {
+          if (!(e instanceof Divergence)) throw e;
+          failed++;
+          r.log.error = e.message;
+        } finally {
+          r.destroy();
+        }
+        save();
+      }
+      const ok = log.runs.filter((r) => r.error === undefined);
+      const { mean, std } = meanStd(ok.map((r) => r.tta_val_acc!));
+      [log.mean, log.std] = [ok.length ? mean : NaN, ok.length ? std : NaN];
+      log.status = failed ? "failed" : "done";
+      if (failed) {
+        log.error = log.runs.map((r) => r.error && `run ${r.run}: ${r.error}`).filter(Boolean).join("; ");
+      }
+    } catch (e) {
+      [log.status, log.error] = ["failed", (e as Error).message];
+      save();
+      throw e;
+    }
+    save();
+    return { log, weights, predictions, test: data.test };
+  }
+
+  /** Live statistics and progress from a Run's own progress line (called after each submitted chunk). */
+  private watch(r: Run<Hyp>, run: number, s: Session<Hyp>, hooks: BrowserHooks) {
+    let readTo = 0;
+    const bs = s.hyp.opt.batch_size;
+    const total = totalSteps(Math.floor(s.trainN / bs), s.hyp.opt.train_epochs);
+    let trainMs = 0, last = -1, pausedAt = this.pausedMs;
+    // The run's time counts without pauses when the adapter has no timestamp queries (wall-clock spans).
+    const wall = r.timer.wall.bind(r.timer);
+    r.timer.wall = (seconds: number) => {
+      const p = (this.pausedMs - pausedAt) / 1000;
+      pausedAt = this.pausedMs;
+      wall(Math.max(0, seconds - p));
+    };
+    (s as { progress: { update(t: string): void; clear(): void } }).progress = {
+      update: (what: string) => {
+        const step = s.where.step;
+        const now = performance.now() - this.pausedMs;
+        if (step > readTo) {
+          if (last >= 0) trainMs += now - last;
+          const from = readTo;
+          readTo = step;
+          // The statistics of the steps just run (the GPU has them: the Run awaited them already).
+          s.gpu.readF32(s.step.stats, from * 8, (step - from) * 2).then((st) => {
+            const rows = [];
+            for (let i = 0; i < step - from; i++) {
+              rows.push({ step: from + i + 1, loss: st[2 * i] / bs, acc: st[2 * i + 1] / bs });
+            }
+            hooks.onSteps?.(run, rows);
+          }).catch(() => {/* the run itself reports GPU failures */});
+        }
+        last = now;
+        hooks.onProgress?.({ run, step, total, trainSeconds: trainMs / 1000, what });
+      },
+      clear: () => {
+        last = -1; // evaluation is not training time
+      },
+    };
+  }
+}
+
+/** The Session of lib/experiment.ts for a page: the same parts, built without its terminal progress line. */
+function browserSession(
+  exp: Experiment<Hyp>,
+  hyp: Hyp,
+  opts: RunOptions,
+  gpu: Gpu,
+  precision: Precision,
+  data: Cifar10,
+  trainN: number,
+  log: ExperimentLog,
+  save: () => void,
+  graph: Graph,
+  tiles: ReturnType<typeof tilesFor>,
+): Session<Hyp> {
+  const layout = new ParamLayout(graph);
+  const state = new NetState(gpu, layout);
+  const net = new Net(gpu, precision, graph, state, hyp.opt.batch_size, tiles);
+  const evalBatch = Net.maxBatch(gpu, precision, graph, Math.min(2000, data.test.n));
+  const evalNet = new Net(gpu, precision, graph, state, evalBatch, tiles, false);
+  const evaluator = new Evaluator(gpu, precision, evalNet, data.test);
+  const maxSteps = totalSteps(Math.floor(trainN / hyp.opt.batch_size), hyp.opt.train_epochs);
+  const table = new StepTable(gpu, maxSteps);
+  const step = new TrainStep(gpu, net, table, {
+    smoothing: hyp.opt.label_smoothing,
+    groups: exp.groups(hyp),
+  });
+  const s = Object.create(Session.prototype) as Session<Hyp>;
+  Object.assign(s, {
+    exp,
+    hyp,
+    opts,
+    gpu,
+    precision,
+    data,
+    trainN,
+    graph,
+    log: { path: "(page)", data: log, save },
+    layout,
+    state,
+    tiles,
+    net,
+    evaluator,
+    maxSteps,
+    table,
+    step,
+    progress: { update() {}, clear() {} },
+    where: { run: 0, epochsCompleted: 0, step: 0 },
+  });
+  return s;
+}
+
+/** The predicted class of every test image: the logits summed over the TTA views, as Evaluator does. */
+async function predict(
+  gpu: Gpu,
+  precision: Precision,
+  net: Net,
+  test: CifarSplit,
+  level: number,
+): Promise<Uint8Array> {
+  const loader = new EvalLoader(gpu, test.images, test.labels, { precision, batchSize: net.batch });
+  const labels = gpu.buffer(net.batch * 4, "predict.labels");
+  const acc = gpu.buffer(net.batch * 10 * 4, "predict.logits");
+  const out = new Uint8Array(test.n);
+  try {
+    for (let b = 0; b < loader.numBatches; b++) {
+      const ops = ttaViews(level).flatMap(({ view, weight }, i) => [
+        loader.viewOp(b, view, net.x, labels),
+        ...net.forwardOps,
+        scaleAdd(gpu, { acc, x: net.output, n: net.batch * 10, a: i === 0 ? 0 : 1, b: weight }),
+      ]);
+      gpu.run(ops);
+      const count = loader.batchCount(b), logits = await gpu.readF32(acc, 0, count * 10);
+      for (let j = 0; j < count; j++) {
+        let best = 0;
+        for (let c = 1; c < 10; c++) if (logits[j * 10 + c] > logits[j * 10 + best]) best = c;
+        out[loader.batchStart(b) + j] = best;
+      }
+    }
+  } finally {
+    loader.destroy();
+    labels.destroy();
+    acc.destroy();
+  }
+  return out;
+}
+
+/** main.ts flags from the page's configuration (URL parameters or the form), in the CLI's spelling. */
+export const PAGE_FLAGS: Record<string, string> = {
+  widths: "widths",
+  epochs: "epochs",
+  train_n: "train-n",
+  batch_size: "batch-size",
+  tta: "tta",
+  seed: "seed",
+  runs: "runs",
+  lr: "lr",
+  precision: "precision",
+};
+
+export function pageArgs(config: Record<string, string | undefined>): string[] {
+  const args: string[] = [];
+  for (const [k, flag] of Object.entries(PAGE_FLAGS)) {
+    const v = config[k];
+    if (v !== undefined && v !== "") args.push(`--${flag}`, v);
+  }
+  return args;
+}

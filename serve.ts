@@ -1,0 +1,212 @@
+// `deno task serve [--port N] [--data PATH] [--verify false]`: the training page on http://127.0.0.1:PORT/
+// (this machine only). It serves web/index.html, the library bundled for the browser (web/app.ts, built with
+// `deno bundle` on each request so an edit shows on reload), the kernels (kernels/*.wgsl, registered in the
+// page with Gpu.defineSource: one copy of each kernel), the experiment files' text (the log's `code`), the
+// fingerprint of lib/ and kernels/, and CIFAR-10 loaded exactly as main.ts loads it (lib/cifar.ts's
+// loadCifar10: the verified cache, else the official archive; --data PATH with --verify false for data of
+// your own, e.g. the tests' synthetic set).
+//
+// `deno task serve --write DIR` writes the same page as static files instead (index.html, app.js, the node
+// shim, kernels/): served from anywhere, the page asks for cifar-10-binary.tar.gz (dropped or picked).
+
+import { dirname, extname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { parseArgs } from "node:util";
+import { type Cifar10, loadCifar10 } from "./lib/cifar.ts";
+import { fingerprint } from "./lib/runlog.ts";
+
+const ROOT = dirname(fileURLToPath(import.meta.url));
+const WEB = join(ROOT, "web");
+const KERNELS = join(ROOT, "kernels");
+/** The experiment files a page may train (and whose text goes into its log). */
+export const EXPERIMENTS = ["main.ts", "experiments/airbench94.ts"];
+
+const TYPES: Record<string, string> = {
+  ".html": "text/html; charset=utf-8",
+  ".js": "text/javascript; charset=utf-8",
+  ".json": "application/json",
+  ".wgsl": "text/plain; charset=utf-8",
+  ".ts": "text/plain; charset=utf-8",
+  ".bin": "application/octet-stream",
+};
+
+export interface ServeOptions {
+  port?: number; // 0: any free port
+  /** --data PATH (the archive or a folder of the six .bin files); default: the cache, as main.ts. */
+  data?: string;
+  /** false: no SHA-256 checks and no cache (your own data, e.g. a synthetic set); needs `data`. */
+  verify?: boolean;
+  quiet?: boolean;
+}
+
+/** Bundle web/app.ts (and through it main.ts and lib/) for the browser; node: built-ins stay external. */
+export async function bundle(): Promise<string> {
+  const out = await Deno.makeTempFile({ suffix: ".js" });
+  try {
+    const r = await new Deno.Command(Deno.execPath(), {
+      args: ["bundle", "--quiet", "--platform", "browser", "-o", out, join(WEB, "app.ts")],
+      cwd: ROOT,
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    if (!r.success) throw new Error(`deno bundle web/app.ts failed:\n${new TextDecoder().decode(r.stderr)}`);
+    return await Deno.readTextFile(out);
+  } finally {
+    await Deno.remove(out).catch(() => {});
+  }
+}
+
+export function kernelNames(): string[] {
+  return [...Deno.readDirSync(KERNELS)].filter((e) => e.isFile && e.name.endsWith(".wgsl")).map((e) => e.name)
+    .sort();
+}
+
+function loadData(o: ServeOptions): Promise<Cifar10> {
+  if (o.verify === false) {
+    if (!o.data) throw new Error("--verify false needs --data PATH (your own data)");
+    return loadCifar10({ path: o.data, quiet: o.quiet, expectedSha: null, cache: false, officialUrl: null });
+  }
+  return loadCifar10({ path: o.data, quiet: o.quiet });
+}
+
+const bytes = (b: Uint8Array, type = "application/octet-stream") =>
+  new Response(b as Uint8Array<ArrayBuffer>, {
+    headers: { "content-type": type, "cache-control": "no-store" },
+  });
+const json = (x: unknown, status = 200) =>
+  new Response(JSON.stringify(x), {
+    status,
+    headers: { "content-type": "application/json", "cache-control": "no-store" },
+  });
+
+/** The request handler (exported for tests). Data is loaded on first request and kept. */
+export function handler(o: ServeOptions): (req: Request) => Promise<Response> {
+  let data: Promise<Cifar10> | undefined;
+  const getData = () => data ??= loadData(o);
+  return async (req) => {
+    const path = decodeURIComponent(new URL(req.url).pathname);
+    try {
+      if (path === "/" || path === "/index.html") {
+        return bytes(await Deno.readFile(join(WEB, "index.html")), TYPES[".html"]);
+      }
+      if (path === "/app.js") return bytes(new TextEncoder().encode(await bundle()), TYPES[".js"]);
+      if (path === "/node_shim.js") {
+        return bytes(await Deno.readFile(join(WEB, "node_shim.js")), TYPES[".js"]);
+      }
+      if (path === "/kernels/index.json") return json(kernelNames());
+      const kernel = path.match(/^\/kernels\/([\w.-]+\.wgsl)$/);
+      if (kernel && kernelNames().includes(kernel[1])) {
+        return bytes(await Deno.readFile(join(KERNELS, kernel[1])), TYPES[".wgsl"]);
+      }
+      const src = path.match(/^\/src\/(.+)$/);
+      if (src && EXPERIMENTS.includes(src[1])) {
+        return bytes(await Deno.readFile(join(ROOT, src[1])), TYPES[".ts"]);
+      }
+      if (path === "/fingerprint.json") return json(fingerprint());
+      if (path === "/data/info.json") {
+        try {
+          const d = await getData();
+          return json({ source: d.source, verified: o.verify !== false, train: d.train.n, test: d.test.n });
+        } catch (e) {
+          data = undefined; // try again on the next request
+          return json({ error: (e as Error).message }, 503);
+        }
+      }
+      const part = path.match(/^\/data\/(train|test)_(images|labels)\.bin$/);
+      if (part) {
+        const d = await getData();
+        const split = part[1] === "train" ? d.train : d.test;
+        return bytes(part[2] === "images" ? split.images : split.labels);
+      }
+      return new Response("not found\n", { status: 404 });
+    } catch (e) {
+      return new Response(`${(e as Error).message}\n`, { status: 500 });
+    }
+  };
+}
+
+/** Start the server on 127.0.0.1 (port 0: a free one). */
+export function serve(o: ServeOptions): { url: string; server: Deno.HttpServer<Deno.NetAddr> } {
+  let url = "";
+  const server = Deno.serve(
+    { hostname: "127.0.0.1", port: o.port ?? 8000, onListen: () => {} },
+    handler(o),
+  );
+  url = `http://127.0.0.1:${server.addr.port}/`;
+  return { url, server };
+}
+
+/** The page as static files under `dir` (no data: the page asks for the archive). */
+export async function writeStatic(dir: string): Promise<void> {
+  await Deno.mkdir(join(dir, "kernels"), { recursive: true });
+  await Deno.copyFile(join(WEB, "index.html"), join(dir, "index.html"));
+  await Deno.copyFile(join(WEB, "node_shim.js"), join(dir, "node_shim.js"));
+  await Deno.writeTextFile(join(dir, "app.js"), await bundle());
+  const names = kernelNames();
+  for (const k of names) await Deno.copyFile(join(KERNELS, k), join(dir, "kernels", k));
+  await Deno.writeTextFile(join(dir, "kernels", "index.json"), JSON.stringify(names));
+  await Deno.mkdir(join(dir, "src", "experiments"), { recursive: true });
+  for (const e of EXPERIMENTS) await Deno.copyFile(join(ROOT, e), join(dir, "src", e));
+  await Deno.writeTextFile(join(dir, "fingerprint.json"), JSON.stringify(fingerprint()));
+}
+
+const USAGE = "usage: deno task serve [--port N] [--data PATH] [--verify true|false] [--write DIR]";
+
+async function main(args: string[]): Promise<number> {
+  let v;
+  try {
+    v = parseArgs({
+      args,
+      options: {
+        port: { type: "string" },
+        data: { type: "string" },
+        verify: { type: "string" },
+        write: { type: "string" },
+        help: { type: "boolean", short: "h" },
+      },
+      strict: true,
+    }).values;
+  } catch (e) {
+    console.error(`error: ${(e as Error).message.split("\n")[0]}; ${USAGE}`);
+    return 2;
+  }
+  if (v.help) {
+    console.log(
+      `${USAGE}\n\nThe training page on http://127.0.0.1:PORT/ (default 8000; 0 picks a free port).`,
+    );
+    return 0;
+  }
+  if (v.write) {
+    await writeStatic(v.write);
+    console.log(
+      `static page written to ${v.write} (${extname(v.write) ? "" : "serve it with any web server"})`,
+    );
+    return 0;
+  }
+  const port = v.port === undefined ? 8000 : Number(v.port);
+  if (!Number.isInteger(port) || port < 0 || port > 65535) {
+    console.error(`error: --port ${v.port}: expected 0..65535`);
+    return 2;
+  }
+  if (v.verify !== undefined && !["true", "false"].includes(v.verify)) {
+    console.error(`error: --verify ${v.verify}: expected true or false`);
+    return 2;
+  }
+  const verify = v.verify !== "false";
+  if (!verify && !v.data) {
+    console.error("error: --verify false needs --data PATH (your own data)");
+    return 2;
+  }
+  let url;
+  try {
+    ({ url } = serve({ port, data: v.data, verify }));
+  } catch (e) {
+    console.error(`error: cannot listen on 127.0.0.1:${port} (${(e as Error).message}); try --port 0`);
+    return 1;
+  }
+  console.log(`airbench page: ${url}  (this machine only; Ctrl-C stops it)`);
+  await new Promise(() => {});
+  return 0;
+}
+
+if (import.meta.main) Deno.exit(await main(Deno.args));

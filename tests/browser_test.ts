@@ -1,0 +1,168 @@
+// The training page in a real browser: serve.ts (in this process, a free port on 127.0.0.1) with a small
+// synthetic dataset (tests/synthetic.ts, verification off), headless Chromium opens the page with a tiny
+// configuration in the URL and autostart, and the test waits for window.airbenchLog.status to be "done" (no
+// timing: an overall limit only). It checks the net learned above chance, the log has main.ts's keys, the
+// page logged no console errors, and saves a screenshot under logs/.
+
+import nodeAssert from "node:assert/strict";
+import puppeteer, { type Browser } from "puppeteer-core";
+import { join } from "node:path";
+import { serve } from "../serve.ts";
+import { writeDataset } from "./synthetic.ts";
+import { Rng } from "../lib/rng.ts";
+import { ROOT } from "../lib/runlog.ts";
+
+// ---- headless Chromium (puppeteer-core driving Debian's /usr/bin/chromium, WebGPU on SwiftShader); the test
+// skips with one line when none is installed, unless CI=true (then Chromium must be there: .ci/run installs it)
+
+const CANDIDATES = ["/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome"];
+
+function findChromium(): string | null {
+  const env = Deno.env.get("CHROMIUM");
+  for (const p of env ? [env, ...CANDIDATES] : CANDIDATES) {
+    try {
+      if (Deno.statSync(p).isFile) return p;
+    } catch { /* not here */ }
+  }
+  return null;
+}
+
+/** Whether a page test runs: Chromium found, or CI (which must have it: the test then fails naming it). */
+function shouldRun(name: string): boolean {
+  if (findChromium()) return true;
+  if (Deno.env.get("CI") === "true") return true;
+  console.log(`${name}: skipped (no chromium installed; apt-get install chromium)`);
+  return false;
+}
+
+async function launch(): Promise<{ browser: Browser; profile: string }> {
+  const exe = findChromium();
+  if (!exe) throw new Error("CI is set but no chromium is installed (apt-get install -y chromium)");
+  const profile = await Deno.makeTempDir({ prefix: "airbench-chromium-" });
+  const browser = await puppeteer.launch({
+    executablePath: exe,
+    headless: true,
+    args: [
+      "--headless=new",
+      "--enable-unsafe-webgpu",
+      "--no-sandbox",
+      "--disable-background-networking",
+      "--disable-component-update",
+      "--disable-sync",
+      "--no-first-run",
+      "--disable-quic",
+      `--user-data-dir=${profile}`,
+    ],
+  });
+  return { browser, profile };
+}
+
+async function closeBrowser(b: { browser: Browser; profile: string }): Promise<void> {
+  await b.browser.close().catch(() => {});
+  await Deno.remove(b.profile, { recursive: true }).catch(() => {});
+}
+
+// The keys of lib/experiment.ts's ExperimentLog as main.ts writes them.
+const LOG_KEYS = [
+  "experiment",
+  "argv",
+  "code",
+  "fingerprint",
+  "config",
+  "adapter",
+  "precision",
+  "conv_variant",
+  "tune",
+  "conv_variants",
+  "network",
+  "status",
+  "runs",
+  "mean",
+  "std",
+];
+const LIMIT_MS = 15 * 60_000; // generous: SwiftShader on two shared cores
+
+Deno.test({
+  name: "page: trains main.ts's net on synthetic data in headless Chromium",
+  ignore: !shouldRun("browser_test"),
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    const dir = await Deno.makeTempDir({ prefix: "airbench-synth-" });
+    const rng = new Rng(7);
+    await writeDataset(dir, 200, () => rng.float()); // 1000 training and 200 test images
+    const { url, server } = serve({ port: 0, data: dir, verify: false, quiet: true });
+    const b = await launch();
+    try {
+      const page = await b.browser.newPage();
+      await page.setViewport({ width: 1200, height: 1700 });
+      const errors: string[] = [];
+      page.on("console", (m) => {
+        if (m.type() === "error") errors.push(m.text());
+      });
+      page.on("pageerror", (e) => errors.push(String(e)));
+      const q = "widths=8,16,16&train_n=1000&epochs=3&batch_size=100&tta=0&seed=1&autostart=1";
+      await page.goto(`${url}?${q}`);
+      await page.waitForFunction(
+        `["done", "failed"].includes(window.airbenchLog?.status ?? "")`,
+        { timeout: LIMIT_MS, polling: 500 },
+      );
+      const log = await page.evaluate("window.airbenchLog") as Record<string, unknown> & {
+        status: string;
+        error?: string;
+        runs: { epochs: Record<string, number>[]; tta_val_acc: number }[];
+        config: { trainN: number; net: { widths: number[] } };
+        argv: string[];
+      };
+      await page.waitForSelector("#grid canvas", { timeout: 60_000 });
+      await Deno.mkdir(join(ROOT, "logs"), { recursive: true });
+      await page.screenshot({
+        path: join(ROOT, "logs", "browser-test.png") as `${string}.png`,
+        fullPage: true,
+      });
+      await Deno.writeTextFile(join(ROOT, "logs", "browser-test.json"), JSON.stringify(log, null, 1));
+
+      nodeAssert.equal(log.status, "done", `the page's run failed: ${log.error}`);
+      for (const k of LOG_KEYS) nodeAssert.ok(k in log, `the log has no "${k}"`);
+      nodeAssert.equal(log.experiment, "main.ts");
+      nodeAssert.deepEqual(log.config.net.widths, [8, 16, 16]);
+      nodeAssert.equal(log.config.trainN, 1000);
+      nodeAssert.ok(log.argv.includes("--widths"), "argv holds main.ts's flags");
+      const run = log.runs[0];
+      nodeAssert.equal(run.epochs.length, 3);
+      for (const e of run.epochs) {
+        for (const k of ["epoch", "train_loss", "train_acc", "val_acc", "total_time_seconds"]) {
+          nodeAssert.ok(Number.isFinite(e[k]), `epoch row ${k} = ${e[k]}`);
+        }
+      }
+      // Ten classes: chance is 10%; the synthetic classes are easy.
+      nodeAssert.ok(run.tta_val_acc > 0.3, `test accuracy ${run.tta_val_acc} is not above chance`);
+      const page2 = await page.evaluate(`({
+        lossPaths: document.querySelectorAll("#lossChart path.series").length,
+        accPaths: document.querySelectorAll("#accChart path.series").length,
+        lossD: document.querySelector("#lossChart path.series")?.getAttribute("d") ?? "",
+        cells: document.querySelectorAll("#confusion td").length,
+        images: document.querySelectorAll("#grid canvas").length,
+        downloads: [...document.querySelectorAll("#downloads a")].map((a) => a.getAttribute("download")),
+      })`) as {
+        lossPaths: number;
+        accPaths: number;
+        lossD: string;
+        cells: number;
+        images: number;
+        downloads: (string | null)[];
+      };
+      nodeAssert.ok(page2.lossPaths >= 1 && page2.lossD.split(/[ML]/).length > 10, "live loss curve drawn");
+      nodeAssert.ok(page2.accPaths >= 1, "accuracy curve drawn");
+      nodeAssert.equal(page2.cells, 100, "10x10 confusion matrix");
+      nodeAssert.ok(page2.images > 0, "test image grid");
+      nodeAssert.ok(page2.downloads.some((d) => d?.endsWith(".json")), "JSON log download");
+      nodeAssert.ok(page2.downloads.some((d) => d?.endsWith(".safetensors")), "safetensors download");
+      nodeAssert.deepEqual(errors, [], "console errors");
+    } finally {
+      await closeBrowser(b);
+      await server.shutdown();
+      await Deno.remove(dir, { recursive: true }).catch(() => {});
+    }
+  },
+});
