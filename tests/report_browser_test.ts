@@ -1,0 +1,128 @@
+// The HTML report (lib/report_html.ts, what `deno task report` writes) rendered by a real browser: two fixture
+// logs (tests/fixtures/logs/) make one page, headless Chromium opens it from a file, and the test checks that
+// every chart has drawn data (series paths with points, dots with a size on screen) and the page raised no
+// errors. A screenshot goes to logs/report-browser-test.png.
+
+import nodeAssert from "node:assert/strict";
+import { join } from "node:path";
+import { pathToFileURL } from "node:url";
+import puppeteer, { type Browser } from "puppeteer-core";
+import { type NamedLog, reportHtml, type TrainingLog } from "../lib/report_html.ts";
+import { ROOT } from "../lib/runlog.ts";
+
+// ---- headless Chromium (puppeteer-core driving Debian's /usr/bin/chromium, WebGPU on SwiftShader); the test
+// skips with one line when none is installed, unless CI=true (then Chromium must be there: .ci/run installs it)
+
+const CANDIDATES = ["/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome"];
+
+function findChromium(): string | null {
+  const env = Deno.env.get("CHROMIUM");
+  for (const p of env ? [env, ...CANDIDATES] : CANDIDATES) {
+    try {
+      if (Deno.statSync(p).isFile) return p;
+    } catch { /* not here */ }
+  }
+  return null;
+}
+
+/** Whether a page test runs: Chromium found, or CI (which must have it: the test then fails naming it). */
+function shouldRun(name: string): boolean {
+  if (findChromium()) return true;
+  if (Deno.env.get("CI") === "true") return true;
+  console.log(`${name}: skipped (no chromium installed; apt-get install chromium)`);
+  return false;
+}
+
+async function launch(): Promise<{ browser: Browser; profile: string }> {
+  const exe = findChromium();
+  if (!exe) throw new Error("CI is set but no chromium is installed (apt-get install -y chromium)");
+  const profile = await Deno.makeTempDir({ prefix: "airbench-chromium-" });
+  const browser = await puppeteer.launch({
+    executablePath: exe,
+    headless: true,
+    args: [
+      "--headless=new",
+      "--enable-unsafe-webgpu",
+      "--no-sandbox",
+      "--disable-background-networking",
+      "--disable-component-update",
+      "--disable-sync",
+      "--no-first-run",
+      "--disable-quic",
+      `--user-data-dir=${profile}`,
+    ],
+  });
+  return { browser, profile };
+}
+
+async function closeBrowser(b: { browser: Browser; profile: string }): Promise<void> {
+  await b.browser.close().catch(() => {});
+  await Deno.remove(b.profile, { recursive: true }).catch(() => {});
+}
+
+const FIXTURES = ["lr10.json", "lr5-f16.json"];
+
+Deno.test({
+  name: "report: two logs' charts have data in headless Chromium",
+  ignore: !shouldRun("report_browser_test"),
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    const logs: NamedLog[] = FIXTURES.map((f) => ({
+      name: f.replace(/\.json$/, ""),
+      source: `tests/fixtures/logs/${f}`,
+      log: JSON.parse(Deno.readTextFileSync(join(ROOT, "tests", "fixtures", "logs", f))) as TrainingLog,
+    }));
+    await Deno.mkdir(join(ROOT, "logs"), { recursive: true });
+    const html = join(ROOT, "logs", "report-browser-test.html");
+    await Deno.writeTextFile(html, reportHtml(logs, { generated: "test" }));
+    const b = await launch();
+    try {
+      const page = await b.browser.newPage();
+      await page.setViewport({ width: 1200, height: 900 });
+      const errors: string[] = [];
+      page.on("console", (m) => {
+        if (m.type() === "error") errors.push(m.text());
+      });
+      page.on("pageerror", (e) => errors.push(String(e)));
+      await page.goto(pathToFileURL(html).href, { waitUntil: "load" });
+      // Per chart: its title, the points of each series path, and the dots with a non-empty box on screen.
+      const charts = await page.evaluate(`[...document.querySelectorAll("svg")].map((svg) => ({
+        title: svg.getAttribute("aria-label") ?? "",
+        cls: svg.getAttribute("class") ?? "",
+        series: [...svg.querySelectorAll("path.series")].map((p) => {
+          const box = p.getBBox();
+          return { points: (p.getAttribute("d") ?? "").split(/[ML]/).filter((s) => s.trim()).length,
+                   w: box.width, h: box.height };
+        }),
+        dots: [...svg.querySelectorAll("circle")].filter((c) => {
+          const r = c.getBoundingClientRect();
+          return r.width > 0 && r.height > 0;
+        }).length,
+      }))`) as {
+        title: string;
+        cls: string;
+        series: { points: number; w: number; h: number }[];
+        dots: number;
+      }[];
+      await page.screenshot({
+        path: join(ROOT, "logs", "report-browser-test.png") as `${string}.png`,
+        fullPage: true,
+      });
+
+      const lines = charts.filter((c) => c.cls.includes("line-chart"));
+      nodeAssert.ok(lines.length >= 2, `line charts: ${JSON.stringify(charts.map((c) => c.cls))}`);
+      for (const c of lines) {
+        nodeAssert.ok(c.series.length >= 2, `${c.title}: a curve per log`);
+        for (const s of c.series) {
+          nodeAssert.ok(s.points >= 2 && s.w > 0, `${c.title}: a curve with points on screen`);
+        }
+      }
+      const dots = charts.filter((c) => !c.cls.includes("line-chart"));
+      nodeAssert.ok(dots.length >= 1 && dots.every((c) => c.dots >= 2), "the TTA / time charts show dots");
+      nodeAssert.deepEqual(errors, [], "console errors");
+    } finally {
+      await closeBrowser(b);
+    }
+  },
+});
