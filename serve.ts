@@ -9,7 +9,7 @@
 // `deno task serve --write DIR` writes the same page as static files instead (index.html, app.js, the node
 // shim, kernels/): served from anywhere, the page asks for cifar-10-binary.tar.gz (dropped or picked).
 
-import { dirname, extname, join } from "node:path";
+import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { type Cifar10, loadCifar10 } from "./lib/cifar.ts";
@@ -178,9 +178,7 @@ async function main(args: string[]): Promise<number> {
   }
   if (v.write) {
     await writeStatic(v.write);
-    console.log(
-      `static page written to ${v.write} (${extname(v.write) ? "" : "serve it with any web server"})`,
-    );
+    console.log(`static page written to ${v.write}: serve that folder with any web server`);
     return 0;
   }
   const port = v.port === undefined ? 8000 : Number(v.port);

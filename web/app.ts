@@ -9,7 +9,7 @@
 
 import { experiment as mainExperiment } from "../main.ts";
 import { experiment as bnExperiment } from "../experiments/airbench94.ts";
-import { type BrowserResult, BrowserTraining, pageArgs } from "../lib/browser_run.ts";
+import { type BrowserResult, BrowserTraining, PAGE_FLAGS, pageArgs } from "../lib/browser_run.ts";
 import { escapeXml, lineChart, PALETTE, percentFormat, type Series } from "../lib/charts.ts";
 import {
   BATCH_NAMES,
@@ -29,7 +29,7 @@ const EXPERIMENTS: Record<string, Experiment<Hyp>> = {
   "experiments/airbench94.ts": bnExperiment as unknown as Experiment<Hyp>,
 };
 const CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"];
-const FIELDS = ["widths", "epochs", "train_n", "batch_size", "tta", "seed", "runs"] as const;
+const FIELDS = ["widths", "epochs", "train_n", "batch_size", "lr", "tta", "seed", "runs"] as const;
 
 /** The page's log, read by tests and scripts as `window.airbenchLog`. */
 const page = globalThis as unknown as { airbenchLog?: Partial<ExperimentLog> & { status: string } };
@@ -317,6 +317,9 @@ function showResults(res: BrowserResult) {
 function readConfig(): Record<string, string> {
   const c: Record<string, string> = { experiment: field("experiment").value };
   for (const f of FIELDS) c[f] = field(f).value.trim();
+  // Flags without a form field (precision) pass through from the URL.
+  const url = new URLSearchParams(location.search);
+  for (const k of Object.keys(PAGE_FLAGS)) if (!(k in c) && url.get(k)) c[k] = url.get(k)!;
   return c;
 }
 
@@ -327,6 +330,7 @@ function fillDefaults(expName: string, params: URLSearchParams) {
     epochs: String(h.opt.train_epochs),
     train_n: "",
     batch_size: String(h.opt.batch_size),
+    lr: String(h.opt.lr),
     tta: String(h.net.tta_level),
     seed: String(d.seed),
     runs: "1",
