@@ -42,6 +42,9 @@ async function launch(): Promise<{ browser: Browser; profile: string }> {
   const browser = await puppeteer.launch({
     executablePath: exe,
     headless: true,
+    // waitForFunction is one protocol call that lasts until its condition holds: no limit of its own (the
+    // waits name theirs).
+    protocolTimeout: 0,
     args: [
       "--headless=new",
       "--enable-unsafe-webgpu",
