@@ -55,7 +55,7 @@ export class Progress {
   private lastPlain = -Infinity;
   constructor(
     private quiet = false,
-    private readonly tty = Deno.stderr.isTerminal(),
+    private readonly tty = typeof Deno !== "undefined" && Deno.stderr.isTerminal(),
     private readonly now: () => number = () => performance.now(),
     private readonly write: (s: string) => void = (s) => Deno.stderr.writeSync(new TextEncoder().encode(s)),
     private readonly plainEveryMs = 30_000,
