@@ -13,20 +13,9 @@ import { STEP_WHITEN_BIAS, StepTable, type StepValues, submitSteps } from "../li
 import { TrainStep } from "../lib/train.ts";
 import { experiment, hyp, makeNet } from "../experiments/airbench94.ts";
 import { runDeno, writeDataset } from "./synthetic.ts";
-import { assertClose, testGpu, testRng } from "./util.ts";
+import { assertClose, testGpu, testRng, toInput } from "./util.ts";
 
 const FIXTURES = join(fileURLToPath(new URL(".", import.meta.url)), "fixtures");
-
-/** NCHW [N][3][32][32] -> the network's NHWC input with a zero 4th channel. */
-function toInput(nchw: ArrayLike<number>, N: number): Float32Array {
-  const out = new Float32Array(N * 32 * 32 * 4);
-  for (let n = 0; n < N; n++) {
-    for (let c = 0; c < 3; c++) {
-      for (let i = 0; i < 1024; i++) out[(n * 1024 + i) * 4 + c] = nchw[(n * 3 + c) * 1024 + i];
-    }
-  }
-  return out;
-}
 
 function sgdSteps(n: number, lr: number, weightDecay: number, momentum: number): StepValues[] {
   return Array.from({ length: n }, (_, step) => ({

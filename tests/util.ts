@@ -125,3 +125,14 @@ globalThis.addEventListener("unload", () => {
 export function precisions(gpu: Gpu): Precision[] {
   return gpu.f16 ? ["f32", "f16"] : ["f32"];
 }
+
+/** NCHW [N][3][32][32] -> the network's NHWC input with a zero 4th channel. */
+export function toInput(nchw: ArrayLike<number>, N: number): Float32Array {
+  const out = new Float32Array(N * 32 * 32 * 4);
+  for (let n = 0; n < N; n++) {
+    for (let c = 0; c < 3; c++) {
+      for (let i = 0; i < 1024; i++) out[(n * 1024 + i) * 4 + c] = nchw[(n * 3 + c) * 1024 + i];
+    }
+  }
+  return out;
+}
