@@ -23,16 +23,15 @@ import json
 import math
 import os
 import platform
-import struct
 import sys
 import time
 
-import numpy as np
 import torch
 from torch import nn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from torch_fixtures import FIXTURES, write_safetensors  # noqa: E402
+from torch_score import read_safetensors  # noqa: E402
 from torch_reference_train import (  # noqa: E402
     CifarLoader,
     Conv,
@@ -367,23 +366,6 @@ def train(argv):
 
 # ----------------------------------------------------------------------------------------------------------
 # score
-
-NP_DTYPES = {"F32": np.float32, "F64": np.float64, "I32": np.int32, "I64": np.int64, "U8": np.uint8}
-
-
-def read_safetensors(path):
-    with open(path, "rb") as f:
-        raw = f.read()
-    (n,) = struct.unpack("<Q", raw[:8])
-    header = json.loads(raw[8 : 8 + n])
-    header.pop("__metadata__", None)
-    out = {}
-    for name, h in header.items():
-        a, b = h["data_offsets"]
-        data = np.frombuffer(raw[8 + n + a : 8 + n + b], dtype=NP_DTYPES[h["dtype"]]).reshape(h["shape"])
-        out[name] = torch.from_numpy(data.copy())
-    return out
-
 
 def score(argv):
     p = argparse.ArgumentParser(prog="torch_bn.py score")
