@@ -128,14 +128,17 @@ export class Gpu {
     device ??= await adapter.requestDevice({ requiredFeatures: features, requiredLimits });
     const info = adapter.info;
     const desc = info.description || "";
-    const isCpu = /llvmpipe|lavapipe|swiftshader|warp|software/i.test(desc) ||
+    // Browsers often leave description and device empty (Chrome: vendor "google", architecture
+    // "swiftshader"), so the name and the CPU test fall back to vendor and architecture.
+    const vendorArch = [info.vendor, info.architecture].filter(Boolean).join(" ");
+    const isCpu = /llvmpipe|lavapipe|swiftshader|warp|software/i.test(`${desc} ${vendorArch}`) ||
       (info as unknown as { isFallbackAdapter?: boolean }).isFallbackAdapter === true;
     const limits: Record<string, number> = {};
     for (const k of WANTED_LIMITS) {
       limits[k] = (device.limits as unknown as Record<string, number>)[k];
     }
     const report: AdapterReport = {
-      name: desc || info.device || "unknown",
+      name: desc || info.device || vendorArch || "unknown",
       vendor: info.vendor || "unknown",
       architecture: info.architecture || "",
       // Deno's WebGPU (wgpu) does not expose the backend; infer it from the platform.
