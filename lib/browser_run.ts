@@ -7,21 +7,19 @@
 // No Deno APIs here: the node: built-ins the library imports come from web/node_shim.js in a page.
 
 import type { Cifar10, CifarSplit } from "./cifar.ts";
-import { type Hyp, parseCommandLine, type RunOptions } from "./cli.ts";
+import { type Hyp, parseCommandLine } from "./cli.ts";
 import { tilesFor } from "./conv.ts";
 import { EvalLoader } from "./loader.ts";
-import { Evaluator, ttaViews } from "./evaluate.ts";
+import { ttaViews } from "./evaluate.ts";
 import { Divergence, type Experiment, type ExperimentLog, MAX_STEPS, Run, Session } from "./experiment.ts";
 import { Gpu, type Precision } from "./gpu.ts";
-import { INPUT_SHAPE, Net, NetState, ParamLayout } from "./model.ts";
+import { INPUT_SHAPE, Net } from "./model.ts";
 import { Graph } from "./nn.ts";
 import { scaleAdd } from "./ops.ts";
 import { meanStd } from "./report.ts";
 import type { Fingerprint } from "./runlog.ts";
 import { encodeSafetensors } from "./safetensors.ts";
 import { totalSteps } from "./schedule.ts";
-import { StepTable } from "./steps.ts";
-import { TrainStep } from "./train.ts";
 import { fallbackOf, type TuneKey, tuneNetwork, Tuner } from "./tune.ts";
 
 /** What the page sees while training. */
@@ -182,7 +180,9 @@ export class BrowserTraining {
     log.conv_variants = tuned.record;
 
     hooks.say?.("building the network");
-    const s = browserSession(exp, hyp, opts, gpu, precision, data, trainN, log, save, graph, tuned.tiles);
+    // opts.quiet: the session's Progress writes nothing (a page has no stderr).
+    const saved = { path: "(page)", data: log, save };
+    const s = new Session(exp, hyp, opts, gpu, precision, data, trainN, saved, graph, tuned.tiles);
     const weights: Uint8Array[] = [];
     let predictions: Uint8Array | undefined;
     let failed = 0;
@@ -266,57 +266,6 @@ export class BrowserTraining {
       },
     };
   }
-}
-
-/** The Session of lib/experiment.ts for a page: the same parts, built without its terminal progress line. */
-function browserSession(
-  exp: Experiment<Hyp>,
-  hyp: Hyp,
-  opts: RunOptions,
-  gpu: Gpu,
-  precision: Precision,
-  data: Cifar10,
-  trainN: number,
-  log: ExperimentLog,
-  save: () => void,
-  graph: Graph,
-  tiles: ReturnType<typeof tilesFor>,
-): Session<Hyp> {
-  const layout = new ParamLayout(graph);
-  const state = new NetState(gpu, layout);
-  const net = new Net(gpu, precision, graph, state, hyp.opt.batch_size, tiles);
-  const evalBatch = Net.maxBatch(gpu, precision, graph, Math.min(2000, data.test.n));
-  const evalNet = new Net(gpu, precision, graph, state, evalBatch, tiles, false);
-  const evaluator = new Evaluator(gpu, precision, evalNet, data.test);
-  const maxSteps = totalSteps(Math.floor(trainN / hyp.opt.batch_size), hyp.opt.train_epochs);
-  const table = new StepTable(gpu, maxSteps);
-  const step = new TrainStep(gpu, net, table, {
-    smoothing: hyp.opt.label_smoothing,
-    groups: exp.groups(hyp),
-  });
-  const s = Object.create(Session.prototype) as Session<Hyp>;
-  Object.assign(s, {
-    exp,
-    hyp,
-    opts,
-    gpu,
-    precision,
-    data,
-    trainN,
-    graph,
-    log: { path: "(page)", data: log, save },
-    layout,
-    state,
-    tiles,
-    net,
-    evaluator,
-    maxSteps,
-    table,
-    step,
-    progress: { update() {}, clear() {} },
-    where: { run: 0, epochsCompleted: 0, step: 0 },
-  });
-  return s;
 }
 
 /** The predicted class of every test image: the logits summed over the TTA views, as Evaluator does. */

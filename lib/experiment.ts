@@ -25,7 +25,7 @@ import { initParams, INPUT_SHAPE, Net, NetState, ParamLayout } from "./model.ts"
 import { Graph, type Module } from "./nn.ts";
 import { formatDuration, meanStd, printHeader, printRow, Progress } from "./report.ts";
 import type { Rng } from "./rng.ts";
-import { checkWritable, createLogPath, fingerprint, LogFile, ROOT } from "./runlog.ts";
+import { checkWritable, createLogPath, fingerprint, LogFile, ROOT, type SavedLog } from "./runlog.ts";
 import { writeSafetensors } from "./safetensors.ts";
 import { totalSteps } from "./schedule.ts";
 import { GpuTimer, StepTable, type StepValues, submitSteps } from "./steps.ts";
@@ -98,7 +98,7 @@ export class Session<H extends Hyp> {
     readonly precision: Precision,
     readonly data: Cifar10,
     readonly trainN: number,
-    readonly log: LogFile<ExperimentLog>,
+    readonly log: SavedLog<ExperimentLog>,
     readonly graph: Graph,
     tiles?: ConvTiles,
   ) {

@@ -72,8 +72,15 @@ export function createLogPath(dir: string, stamp: string): string {
   }
 }
 
+/** A log the run writes through: a file (LogFile) in Deno, an object the page shows and offers in a browser. */
+export interface SavedLog<T> {
+  readonly path: string;
+  readonly data: T;
+  save(): void;
+}
+
 /** A JSON log rewritten in full (atomically) at every save. */
-export class LogFile<T> {
+export class LogFile<T> implements SavedLog<T> {
   constructor(readonly path: string, readonly data: T) {}
   save(): void {
     writeFileAtomic(this.path, JSON.stringify(this.data, null, 1));
