@@ -17,7 +17,7 @@ import { INPUT_SHAPE, Net } from "./model.ts";
 import { Graph } from "./nn.ts";
 import { scaleAdd } from "./ops.ts";
 import { meanStd } from "./report.ts";
-import type { Fingerprint } from "./runlog.ts";
+import { type Fingerprint, stateDigest } from "./runlog.ts";
 import { encodeSafetensors } from "./safetensors.ts";
 import { totalSteps } from "./schedule.ts";
 import { fallbackOf, type TuneKey, tuneNetwork, Tuner } from "./tune.ts";
@@ -196,6 +196,7 @@ export class BrowserTraining {
           hooks.say?.(`run ${run}: compiling and training`);
           await exp.trainRun(r);
           const tensors = await s.state.read();
+          r.log.weights_sha256 = stateDigest(tensors);
           const entries = Object.entries(tensors).map(([k, t]) => [k, { dtype: "F32" as const, ...t }]);
           weights[run] = encodeSafetensors(Object.fromEntries(entries), {
             format: "pt",

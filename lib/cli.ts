@@ -29,6 +29,8 @@ export interface RunOptions {
   quiet: boolean;
   /** Convolution kernel variants (lib/tune.ts): auto (default), off, force. */
   tune?: "auto" | "off" | "force";
+  /** A run log whose `conv_variants` pin every convolution's kernel variant (instead of --tune). */
+  variants?: string;
 }
 
 type Kind = "int" | "posint" | "float" | "bool" | "widths" | "string" | "choice";
@@ -186,6 +188,14 @@ const FLAGS: Flag[] = [
       "default), off = defaults, force = tune now on any adapter",
     set: (_h, o, v) => o.tune = v as RunOptions["tune"],
     get: (_h, o) => o.tune ?? "auto",
+  },
+  {
+    name: "variants",
+    kind: "string",
+    help: "run the conv kernel variants a run log recorded (its conv_variants) instead of --tune's " +
+      "(deno task reproduce sets it)",
+    set: (_h, o, v) => o.variants = v as string,
+    get: (_h, o) => o.variants ?? "no",
   },
   {
     name: "log-dir",

@@ -7,7 +7,7 @@ import { relative } from "node:path";
 import { fileURLToPath } from "node:url";
 import { type Cifar10, loadCifar10 } from "./cifar.ts";
 import { type Hyp, parseCommandLine, type RunOptions, UsageError } from "./cli.ts";
-import { type ConvTiles, tilesFor } from "./conv.ts";
+import { type ConvTiles, DEFAULT_TILES, tilesFor } from "./conv.ts";
 import {
   fallbackOf,
   gpuTimeFn,
@@ -17,6 +17,7 @@ import {
   tuneNetwork,
   Tuner,
   type VariantRecord,
+  variantsFromRecord,
 } from "./tune.ts";
 import { Evaluator } from "./evaluate.ts";
 import { Gpu, type Op, type Precision, warmUp } from "./gpu.ts";
@@ -25,7 +26,15 @@ import { initParams, INPUT_SHAPE, Net, NetState, ParamLayout } from "./model.ts"
 import { Graph, type Module } from "./nn.ts";
 import { formatDuration, meanStd, printHeader, printRow, Progress } from "./report.ts";
 import type { Rng } from "./rng.ts";
-import { checkWritable, createLogPath, fingerprint, LogFile, ROOT, type SavedLog } from "./runlog.ts";
+import {
+  checkWritable,
+  createLogPath,
+  fingerprint,
+  LogFile,
+  ROOT,
+  type SavedLog,
+  stateDigest,
+} from "./runlog.ts";
 import { writeSafetensors } from "./safetensors.ts";
 import { totalSteps } from "./schedule.ts";
 import { GpuTimer, StepTable, type StepValues, submitSteps } from "./steps.ts";
@@ -51,6 +60,8 @@ export interface RunLog {
   epochs: Record<string, number | string>[];
   tta_val_acc?: number;
   total_time_seconds?: number;
+  /** lib/runlog.ts stateDigest of the final weights and buffers (what --save-weights writes). */
+  weights_sha256?: string;
   error?: string;
 }
 
@@ -66,6 +77,8 @@ export interface ExperimentLog {
   /** --tune and, per conv layer and pass, the kernel variant that ran (and the candidates' times if tuned). */
   tune?: TuneMode;
   conv_variants?: VariantRecord;
+  /** --variants LOG: the run log whose conv_variants this run ran (source "log" in conv_variants). */
+  variants_from?: string;
   network: { layer: string; torch: string; out: number[] }[];
   status: "running" | "done" | "failed" | "interrupted";
   runs: RunLog[];
@@ -306,7 +319,11 @@ function checkSteps(h: Hyp, trainN: number, flag: string) {
 }
 
 /** Everything that can be checked before the GPU and the data: outputs, the network, the step count. */
-function preflight<H extends Hyp>(exp: Experiment<H>, h: H, o: RunOptions): Graph {
+function preflight<H extends Hyp>(
+  exp: Experiment<H>,
+  h: H,
+  o: RunOptions,
+): { graph: Graph; pinned?: VariantRecord } {
   try {
     checkWritable("--log-dir", o.logDir, "dir");
     if (o.saveWeights) checkWritable("--save-weights", o.saveWeights, "file");
@@ -314,11 +331,39 @@ function preflight<H extends Hyp>(exp: Experiment<H>, h: H, o: RunOptions): Grap
     throw new UsageError((e as Error).message);
   }
   checkSteps(h, o.trainN ?? 50000, "--train-n");
+  let graph: Graph;
   try {
-    return new Graph(exp.makeNet(h), INPUT_SHAPE);
+    graph = new Graph(exp.makeNet(h), INPUT_SHAPE);
   } catch (e) {
     throw new UsageError(`the network of --widths ${h.net.widths.join(",")}: ${(e as Error).message}`);
   }
+  if (o.variants === undefined) return { graph };
+  const pinned = readVariants(o.variants);
+  try {
+    variantsFromRecord(pinned, DEFAULT_TILES, graph, h.opt.batch_size, "f32"); // every conv of this network?
+  } catch (e) {
+    throw new UsageError(`--variants ${o.variants}: ${(e as Error).message}`);
+  }
+  return { graph, pinned };
+}
+
+/** --variants LOG: the log's `conv_variants` (checked to be there before any expensive work). */
+function readVariants(path: string): VariantRecord {
+  let log: Partial<ExperimentLog>;
+  try {
+    log = JSON.parse(Deno.readTextFileSync(path));
+  } catch (e) {
+    throw new UsageError(
+      `--variants ${path}: not a readable JSON run log (${(e as Error).message.split("\n")[0]})`,
+    );
+  }
+  const v = log?.conv_variants;
+  if (typeof v !== "object" || v === null || Array.isArray(v)) {
+    throw new UsageError(
+      `--variants ${path}: no "conv_variants" in it; name a run log written with kernel variants`,
+    );
+  }
+  return v;
 }
 
 async function loadData(o: RunOptions): Promise<Cifar10> {
@@ -367,7 +412,7 @@ function newLog<H extends Hyp>(
 
 /**
  * The conv kernel variant of every layer and pass (lib/tune.ts): cached, tuned now (GPUs, or --tune force), or
- * the defaults. The training batch's shapes are tuned; the evaluation nets use the same per-layer choices.
+ * the defaults; or, with `pinned` (--variants LOG), the ones a run log recorded. The training batch's shapes are tuned; the evaluation nets use the same per-layer choices.
  */
 export async function tuneSession(
   gpu: Gpu,
@@ -376,8 +421,10 @@ export async function tuneSession(
   precision: Precision,
   mode: TuneMode,
   quiet = false,
+  pinned?: VariantRecord,
 ): Promise<{ tiles: ConvTiles; record: VariantRecord }> {
   const tiles = tilesFor(gpu.adapter);
+  if (pinned) return variantsFromRecord(pinned, tiles, graph, batch, precision);
   const tuner = new Tuner({
     key: tuneKey(gpu.adapter, kernelsHash()),
     mode,
@@ -431,7 +478,9 @@ async function runAll<H extends Hyp>(s: Session<H>): Promise<number> {
     log.data.runs[run] = r.log;
     try {
       await s.exp.trainRun(r);
-      saveWeights(s as unknown as Session<Hyp>, run, await s.state.read());
+      const tensors = await s.state.read();
+      r.log.weights_sha256 = stateDigest(tensors);
+      saveWeights(s as unknown as Session<Hyp>, run, tensors);
     } catch (e) {
       if (!(e instanceof Divergence)) throw e;
       s.progress.clear();
@@ -475,7 +524,7 @@ export async function runExperiment<H extends Hyp>(
     return 0;
   }
   const { hyp, opts } = parsed;
-  const graph = preflight(exp, hyp, opts);
+  const { graph, pinned } = preflight(exp, hyp, opts);
   const gpu = await Gpu.create();
   const a = gpu.adapter;
   const precision: Precision = opts.precision === "auto"
@@ -488,8 +537,10 @@ export async function runExperiment<H extends Hyp>(
   const trainN = Math.min(opts.trainN ?? data.train.n, data.train.n);
   checkSteps(hyp, trainN, "the training set of");
   const log = newLog(exp, args, hyp, opts, gpu, { precision, trainN, graph });
-  const tuned = await tuneSession(gpu, graph, hyp.opt.batch_size, precision, opts.tune ?? "auto", opts.quiet);
-  log.data.tune = opts.tune ?? "auto";
+  const tune = opts.tune ?? "auto";
+  const tuned = await tuneSession(gpu, graph, hyp.opt.batch_size, precision, tune, opts.quiet, pinned);
+  log.data.tune = tune;
+  if (opts.variants !== undefined) log.data.variants_from = opts.variants;
   log.data.conv_variants = tuned.record;
   log.save();
   const s = new Session(exp, hyp, opts, gpu, precision, data, trainN, log, graph, tuned.tiles);

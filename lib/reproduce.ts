@@ -2,8 +2,10 @@
 //
 // The logged experiment code is written beside the experiment file under a temporary name (so its imports
 // resolve), every library or kernel file whose SHA-256 differs from the log's fingerprint is named in a
-// warning, the logged command line runs again with the logged seed (the first N runs only with --runs N),
-// and each run's tta_val_acc and every epoch's val_acc are compared with the log bit for bit.
+// warning, the logged command line runs again with the logged seed (the first N runs only with --runs N) and
+// the logged convolution kernel variants (--variants LOG), and each run's tta_val_acc, every epoch's val_acc
+// and the digest of the final weights (weights_sha256, in logs that have it) are compared with the log bit for
+// bit.
 // Exit status 0 only when every compared value matches.
 
 import { dirname, join } from "node:path";
@@ -19,9 +21,18 @@ export function fingerprintDiff(logged: Fingerprint, now: Fingerprint): string[]
   );
 }
 
-/** The logged command line without the flags the rerun sets itself. */
-export function replayArgs(argv: string[], runs: number, seed: number, logDir: string): string[] {
-  const drop = new Set(["--runs", "--log-dir", "--save-weights", "--seed"]);
+/**
+ * The logged command line without the flags the rerun sets itself; with `variantsFrom` (the log, when it
+ * recorded conv_variants) the rerun runs the logged kernel variants, whatever the tuning cache holds now.
+ */
+export function replayArgs(
+  argv: string[],
+  runs: number,
+  seed: number,
+  logDir: string,
+  variantsFrom?: string,
+): string[] {
+  const drop = new Set(["--runs", "--log-dir", "--save-weights", "--seed", "--variants"]);
   const out: string[] = [];
   for (let i = 0; i < argv.length; i++) {
     const [flag] = argv[i].split("=");
@@ -31,10 +42,11 @@ export function replayArgs(argv: string[], runs: number, seed: number, logDir: s
     }
     out.push(argv[i]);
   }
-  return [...out, "--runs", String(runs), "--seed", String(seed), "--log-dir", logDir];
+  const pin = variantsFrom === undefined ? [] : ["--variants", variantsFrom];
+  return [...out, "--runs", String(runs), "--seed", String(seed), "--log-dir", logDir, ...pin];
 }
 
-/** Per run: does the rerun give the logged accuracies bit for bit? One line each. */
+/** Per run: does the rerun give the logged accuracies (and weights, when logged) bit for bit? One line each. */
 export function compareRuns(logged: RunLog[], rerun: RunLog[]): { ok: boolean; lines: string[] } {
   let ok = true;
   const lines = logged.map((want, i) => {
@@ -50,6 +62,11 @@ export function compareRuns(logged: RunLog[], rerun: RunLog[]): { ok: boolean; l
       });
       if (!Object.is(got.tta_val_acc, want.tta_val_acc)) {
         diffs.push(`tta_val_acc ${got.tta_val_acc} != ${want.tta_val_acc}`);
+      }
+      if (want.weights_sha256 !== undefined && got.weights_sha256 !== want.weights_sha256) {
+        diffs.push(
+          `weights_sha256 ${got.weights_sha256?.slice(0, 12)}... != ${want.weights_sha256.slice(0, 12)}...`,
+        );
       }
     }
     if (diffs.length) ok = false;
@@ -100,7 +117,8 @@ async function main(): Promise<number> {
   const logDir = await Deno.makeTempDir({ prefix: "airbench-reproduce-" });
   try {
     Deno.writeTextFileSync(tmp, log.code);
-    const args = replayArgs(log.argv, runs, log.runs[0].seed, logDir);
+    const pin = log.conv_variants === undefined ? undefined : positionals[0];
+    const args = replayArgs(log.argv, runs, log.runs[0].seed, logDir, pin);
     console.error(`reproducing ${log.experiment} ${args.join(" ")}`);
     const cmd = new Deno.Command(Deno.execPath(), {
       args: ["run", "-A", tmp, ...args],
@@ -113,7 +131,7 @@ async function main(): Promise<number> {
     const rerun = JSON.parse(Deno.readTextFileSync(join(logDir, files[0].name))) as ExperimentLog;
     const { ok, lines } = compareRuns(log.runs.slice(0, runs), rerun.runs);
     for (const l of lines) console.log(l);
-    console.log(ok ? "reproduced: every compared accuracy is the same, bit for bit" : "NOT reproduced");
+    console.log(ok ? "reproduced: every compared value is the same, bit for bit" : "NOT reproduced");
     return ok ? 0 : 1;
   } finally {
     Deno.removeSync(tmp);

@@ -22,6 +22,18 @@ function sha256(bytes: Uint8Array): string {
   return createHash("sha256").update(bytes).digest("hex");
 }
 
+/**
+ * SHA-256 of a state dict's values: each tensor's float32 bytes (little-endian), entries in the state dict's
+ * order. Two runs have the same digest only when every weight and buffer is the same, bit for bit.
+ */
+export function stateDigest(tensors: Record<string, { data: Float32Array }>): string {
+  const h = createHash("sha256");
+  for (const t of Object.values(tensors)) {
+    h.update(new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength));
+  }
+  return h.digest("hex");
+}
+
 function listFiles(dir: string): string[] {
   const out: string[] = [];
   for (const e of Deno.readDirSync(dir)) {

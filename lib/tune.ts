@@ -17,6 +17,7 @@ import { fileURLToPath } from "node:url";
 import { writeFileAtomic } from "./atomic.ts";
 import {
   candidateVariants,
+  choiceKey,
   convForwardWith,
   convInputGradWith,
   type ConvPass,
@@ -311,6 +312,37 @@ export async function tuneNetwork(
     };
   }
   tuner.save();
+  return { tiles: { ...tiles, choices }, record };
+}
+
+/**
+ * The variants a run log recorded (its `conv_variants`) as the choices of `tiles` for the same network: what
+ * `--variants LOG` (and so `deno task reproduce`) runs, whatever the tuning cache holds now. Throws naming
+ * the layer and pass when the record lacks one of the network's convolutions or names an unknown variant.
+ */
+export function variantsFromRecord(
+  logged: VariantRecord,
+  tiles: ConvTiles,
+  graph: Graph,
+  batch: number,
+  precision: Precision,
+): { tiles: ConvTiles; record: VariantRecord } {
+  const choices: Record<string, KernelVariant> = { ...(tiles.choices ?? {}) };
+  const record: VariantRecord = {};
+  for (const { label, job } of convJobs(graph, batch, precision)) {
+    const id = logged[label]?.[job.pass]?.variant;
+    if (typeof id !== "string") {
+      throw new Error(`no kernel variant for layer ${label}, ${job.pass} (the logged network differs)`);
+    }
+    let v: KernelVariant;
+    try {
+      v = parseVariantId(id);
+    } catch {
+      throw new Error(`layer ${label}, ${job.pass}: unknown kernel variant ${JSON.stringify(id)}`);
+    }
+    choices[choiceKey(label, job.pass)] = v;
+    (record[label] ??= {})[job.pass] = { variant: id, source: "log", candidates: [] };
+  }
   return { tiles: { ...tiles, choices }, record };
 }
 

@@ -60,7 +60,7 @@ Deno.test({
       const log = await page.evaluate("window.airbenchLog") as Record<string, unknown> & {
         status: string;
         error?: string;
-        runs: { epochs: Record<string, number>[]; tta_val_acc: number }[];
+        runs: { epochs: Record<string, number>[]; tta_val_acc: number; weights_sha256?: string }[];
         config: { trainN: number; net: { widths: number[] } };
         argv: string[];
       };
@@ -87,6 +87,7 @@ Deno.test({
       }
       // Ten classes: chance is 10%; the synthetic classes are easy.
       nodeAssert.ok(run.tta_val_acc > 0.3, `test accuracy ${run.tta_val_acc} is not above chance`);
+      nodeAssert.match(String(run.weights_sha256), /^[0-9a-f]{64}$/, "the digest of the final weights");
       const page2 = await page.evaluate(`({
         lossPaths: document.querySelectorAll("#lossChart path.series").length,
         accPaths: document.querySelectorAll("#accChart path.series").length,

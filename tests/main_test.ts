@@ -1,11 +1,15 @@
 // End to end, as a user runs it: main.ts on a small generated dataset in the CIFAR-10 binary layout, twice with
 // the same seed. The run must learn, its log must hold the documented keys, the same seed must reproduce the
-// accuracies bit for bit, and --save-weights must write PyTorch-named safetensors.
+// accuracies and weights bit for bit, and --save-weights must write PyTorch-named safetensors.
 
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { loadSafetensors } from "../lib/safetensors.ts";
+import { INPUT_SHAPE, ParamLayout } from "../lib/model.ts";
+import { Graph } from "../lib/nn.ts";
+import { stateDigest } from "../lib/runlog.ts";
+import { getF32, loadSafetensors } from "../lib/safetensors.ts";
+import { hyp, makeNet } from "../main.ts";
 import { makeBatch, runDeno } from "./synthetic.ts";
 import { testRng } from "./util.ts";
 
@@ -109,6 +113,14 @@ Deno.test("main.ts trains a tiny net end to end, logs it, and reproduces it bit 
     assert.deepEqual(w["2.conv1.weight"].shape, [8, 24, 3, 3]);
     assert.deepEqual(w["4.conv2.bias"].shape, [16]);
     assert.deepEqual(w["7.weight"].shape, [10, 16]);
+    // The log's weights_sha256 is the digest of exactly these weights (state-dict order), the same in both runs.
+    const net = makeNet({ ...hyp, net: { ...hyp.net, widths: [8, 16, 16] } });
+    const names = new ParamLayout(new Graph(net, INPUT_SHAPE)).entries.map((e) => e.name);
+    assert.equal(
+      stateDigest(Object.fromEntries(names.map((n) => [n, { data: getF32(w, n) }]))),
+      run.weights_sha256,
+    );
+    assert.equal(b.runs[0].weights_sha256, run.weights_sha256);
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

@@ -4,10 +4,14 @@
 
 import assert from "node:assert/strict";
 import { join } from "node:path";
+import { INPUT_SHAPE } from "../lib/model.ts";
+import { Graph } from "../lib/nn.ts";
 import { Progress } from "../lib/report.ts";
 import { createLogPath, ROOT } from "../lib/runlog.ts";
 import { runDeno, writeDataset } from "./synthetic.ts";
 import { testRng } from "./util.ts";
+import { convJobs } from "../lib/tune.ts";
+import { hyp, makeNet } from "../main.ts";
 
 const MAIN = join(ROOT, "main.ts");
 
@@ -49,6 +53,42 @@ Deno.test("unwritable outputs are named by their flag before any data is loaded"
     );
     assertUsage(await runMain(["--save-weights", dir, "--log-dir", dir]), /--save-weights .*: is a folder/);
     assert.deepEqual([...Deno.readDirSync(dir)], [], "no log and no probe file left behind");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("--variants: a log that is missing, lacks conv_variants or is of another network is named up front", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "airbench-variants-" });
+  try {
+    const none = join(dir, "none.json");
+    assertUsage(
+      await runMain(["--variants", none, "--log-dir", dir]),
+      /--variants .*none\.json: not a readable JSON run log/,
+    );
+    const old = join(dir, "old.json");
+    Deno.writeTextFileSync(old, JSON.stringify({ runs: [] }));
+    assertUsage(
+      await runMain(["--variants", old, "--log-dir", dir]),
+      /--variants .*old\.json: no "conv_variants"/,
+    );
+    // The record of a three-block net, replayed with four blocks: the first layer it lacks is named.
+    const graph = new Graph(makeNet({ ...hyp, net: { ...hyp.net, widths: [8, 8, 8] } }), INPUT_SHAPE);
+    const record: Record<string, Record<string, { variant: string }>> = {};
+    for (const { label, job } of convJobs(graph, 100, "f32")) {
+      (record[label] ??= {})[job.pass] = { variant: "register-8x8-wg64" };
+    }
+    const three = join(dir, "three.json");
+    Deno.writeTextFileSync(three, JSON.stringify({ conv_variants: record }));
+    assertUsage(
+      await runMain(["--variants", three, "--widths", "8,8,8,8", "--log-dir", dir]),
+      /--variants .*three\.json: no kernel variant for layer 5\.conv1, forward \(the logged network differs\)/,
+    );
+    assert.deepEqual(
+      [...Deno.readDirSync(dir)].map((e) => e.name).sort(),
+      ["old.json", "three.json"],
+      "no log written",
+    );
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

@@ -1,7 +1,15 @@
 // The autotuner without a GPU clock: an injected timing function decides, and the tests check the choice, the
 // cache key, cache reuse and invalidation, the modes, and the per-layer choices handed to the conv ops.
 
-import { type ConvShape, DEFAULT_TILES, type KernelVariant, tilesFor, variantId } from "../lib/conv.ts";
+import {
+  type ConvShape,
+  DEFAULT_TILES,
+  type KernelVariant,
+  resolveVariant,
+  tilesFor,
+  transposedShape,
+  variantId,
+} from "../lib/conv.ts";
 import type { AdapterReport } from "../lib/gpu.ts";
 import { Graph } from "../lib/nn.ts";
 import { INPUT_SHAPE } from "../lib/model.ts";
@@ -16,6 +24,7 @@ import {
   type TuneMode,
   tuneNetwork,
   Tuner,
+  variantsFromRecord,
 } from "../lib/tune.ts";
 import { makeNet } from "../main.ts";
 
@@ -241,4 +250,46 @@ Deno.test("tune: a network's conv jobs, per-layer choices in tiles, the record o
     throw new Error("off changed the choices");
   }
   Deno.removeSync(dir, { recursive: true });
+});
+
+Deno.test("tune: a logged record pins every layer's variant (--variants LOG); a record that does not fit is named", async () => {
+  const graph = new Graph(makeNet(), INPUT_SHAPE);
+  const dir = Deno.makeTempDirSync();
+  // A record as a GPU run writes it: tuned choices that differ from this (CPU) adapter's defaults.
+  const t = tuner("auto", `${dir}/c.json`, fakeTime(FAST));
+  const { record: logged } = await tuneNetwork(t, tilesFor(adapter()), graph, 384, "f32");
+  Deno.removeSync(dir, { recursive: true });
+  const cpu = tilesFor(adapter({ isCpu: true }));
+  const { tiles, record } = variantsFromRecord(logged, cpu, graph, 384, "f32");
+  for (const { label, job } of convJobs(graph, 384, "f32")) {
+    // The variant the op of this layer and pass runs (op names as lib/layers.ts gives them).
+    const op = { forward: label, input_grad: `${label}.igrad`, weight_grad: `${label}.wgrad` }[job.pass];
+    const s = job.pass === "input_grad" ? transposedShape(job.shape) : job.shape;
+    const ran = variantId(resolveVariant(tiles, op, job.pass, s));
+    if (ran !== logged[label][job.pass].variant) {
+      throw new Error(`${label} ${job.pass} runs ${ran}, the log says ${logged[label][job.pass].variant}`);
+    }
+    const r = record[label][job.pass];
+    if (r.variant !== logged[label][job.pass].variant || r.source !== "log") {
+      throw new Error(`${label} ${job.pass}: record ${JSON.stringify(r)}`);
+    }
+  }
+  const missing = structuredClone(logged);
+  delete missing["3.conv2"].input_grad;
+  let msg = "";
+  try {
+    variantsFromRecord(missing, cpu, graph, 384, "f32");
+  } catch (e) {
+    msg = (e as Error).message;
+  }
+  if (!/no kernel variant for layer 3\.conv2, input_grad/.test(msg)) throw new Error(`missing layer: ${msg}`);
+  const unknown = structuredClone(logged);
+  unknown["2.conv1"].forward.variant = "register-7x7";
+  msg = "";
+  try {
+    variantsFromRecord(unknown, cpu, graph, 384, "f32");
+  } catch (e) {
+    msg = (e as Error).message;
+  }
+  if (!/layer 2\.conv1, forward: unknown kernel variant "register-7x7"/.test(msg)) throw new Error(msg);
 });
