@@ -57,26 +57,38 @@ const USAGE =
   "  --report --full, then one timed training run of the experiment (--runs 1 and --report-args), and\n" +
   "           logs/gpu-report-*.json: adapter, variants, bench, run times, accuracy, img/s, GFLOP/s per layer";
 
-function parseBenchArgs(args: string[]): BenchArgs | undefined {
-  const str = { type: "string" as const }, bool = { type: "boolean" as const };
-  const { values: v } = parseArgs({
-    args,
-    options: {
-      full: bool,
-      json: bool,
-      help: bool,
-      "batch-size": str,
-      repeats: str,
-      widths: str,
-      tiles: str,
-      variant: str,
-      "log-dir": str,
-      experiment: str,
-      tune: str,
-      report: bool,
-      "report-args": str,
-    },
-  });
+const BENCH_OPTIONS = {
+  full: { type: "boolean" },
+  json: { type: "boolean" },
+  help: { type: "boolean" },
+  "batch-size": { type: "string" },
+  repeats: { type: "string" },
+  widths: { type: "string" },
+  tiles: { type: "string" },
+  variant: { type: "string" },
+  "log-dir": { type: "string" },
+  experiment: { type: "string" },
+  tune: { type: "string" },
+  report: { type: "boolean" },
+  "report-args": { type: "string" },
+} as const;
+
+/** The bench's flags; throws one line naming the flag. Exported for tests. */
+export function parseBenchArgs(args: string[]): BenchArgs | undefined {
+  // --report-args takes flags as its value ("--report-args '--epochs 4'"): pass it joined, so that the value
+  // is not read as an option.
+  const joined: string[] = [];
+  for (let i = 0; i < args.length; i++) {
+    if (args[i] === "--report-args" && i + 1 < args.length) joined.push(`--report-args=${args[++i]}`);
+    else joined.push(args[i]);
+  }
+  let parsed;
+  try {
+    parsed = parseArgs({ args: joined, options: BENCH_OPTIONS });
+  } catch (e) {
+    throw new Error((e as Error).message.split("\n")[0]);
+  }
+  const v = parsed.values;
   if (v.help) return undefined;
   const nums = (s: unknown) => String(s).split(",").map(Number);
   if (v.variant !== undefined && v.variant !== "register" && v.variant !== "workgroup") {
@@ -426,7 +438,13 @@ function printResult(r: BenchResult, path: string) {
 }
 
 async function main() {
-  const args = parseBenchArgs(Deno.args);
+  let args: BenchArgs | undefined;
+  try {
+    args = parseBenchArgs(Deno.args);
+  } catch (e) {
+    console.error(`error: ${(e as Error).message} (deno task bench --help lists the flags)`);
+    Deno.exit(2);
+  }
   if (!args) return console.log(USAGE);
   const gpu = await Gpu.create();
   const result = await measure(gpu, args, (s) => args.json || console.log(s));
