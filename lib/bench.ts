@@ -22,7 +22,7 @@ import { type ConvTiles, type ConvVariant, tilesFor } from "./conv.ts";
 import { tuneSession } from "./experiment.ts";
 import { TUNE_MODES, type TuneMode, type VariantRecord } from "./tune.ts";
 import { Evaluator } from "./evaluate.ts";
-import type { Experiment } from "./experiment.ts";
+import type { Experiment } from "./run.ts";
 import { Gpu, type Op, type Precision, warmUp } from "./gpu.ts";
 import { TrainLoader } from "./loader.ts";
 import { initParams, INPUT_SHAPE, Net, NetState, ParamLayout } from "./model.ts";

@@ -2,7 +2,7 @@
 // experiment (main.ts's `experiment`), a command line (the page's configuration as main.ts flags), the
 // CIFAR-10 arrays and the kernel texts; this builds what lib/experiment.ts's runExperiment builds (the
 // Session, minus the file system, the terminal and the tuner's cache) and runs the experiment's trainRun
-// with lib/experiment.ts's own `Run` class. Same parser, same kernels, same schedule, same log keys.
+// with lib/run.ts's `Run` class, as Deno does. Same parser, same kernels, same schedule, same log keys.
 //
 // No Deno APIs here: the node: built-ins the library imports come from web/node_shim.js in a page.
 
@@ -11,7 +11,7 @@ import { type Hyp, parseCommandLine } from "./cli.ts";
 import { tilesFor } from "./conv.ts";
 import { EvalLoader } from "./loader.ts";
 import { ttaViews } from "./evaluate.ts";
-import { Divergence, type Experiment, type ExperimentLog, MAX_STEPS, Run, Session } from "./experiment.ts";
+import { Divergence, type Experiment, type ExperimentLog, MAX_STEPS, Run, Session } from "./run.ts";
 import { Gpu, type Precision } from "./gpu.ts";
 import { INPUT_SHAPE, Net } from "./model.ts";
 import { Graph } from "./nn.ts";

@@ -25,7 +25,7 @@ export interface RunEntry {
   [key: string]: unknown;
 }
 
-/** The parts of a main.ts log (lib/experiment.ts's ExperimentLog) the report reads; the rest is ignored. */
+/** The parts of a main.ts log (lib/run.ts's ExperimentLog) the report reads; the rest is ignored. */
 export interface TrainingLog {
   config: Record<string, unknown>;
   runs: RunEntry[];

@@ -10,7 +10,7 @@
 
 import { dirname, join } from "node:path";
 import { parseArgs } from "node:util";
-import type { ExperimentLog, RunLog } from "./experiment.ts";
+import type { ExperimentLog, RunLog } from "./run.ts";
 import { type Fingerprint, fingerprint, ROOT } from "./runlog.ts";
 
 /** The files whose SHA-256 differs between the log's fingerprint and the tree now (or that exist in one only). */

@@ -12,7 +12,7 @@ import { writeDataset } from "./synthetic.ts";
 import { Rng } from "../lib/rng.ts";
 import { ROOT } from "../lib/runlog.ts";
 
-// The keys of lib/experiment.ts's ExperimentLog as main.ts writes them.
+// The keys of lib/run.ts's ExperimentLog as main.ts writes them.
 const LOG_KEYS = [
   "experiment",
   "argv",

@@ -20,7 +20,7 @@ import {
   verifyBatch,
 } from "../lib/cifar.ts";
 import type { Hyp } from "../lib/cli.ts";
-import type { Experiment, ExperimentLog } from "../lib/experiment.ts";
+import type { Experiment, ExperimentLog } from "../lib/run.ts";
 import { COLUMNS } from "../lib/report.ts";
 import type { Fingerprint } from "../lib/runlog.ts";
 

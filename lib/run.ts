@@ -1,0 +1,280 @@
+// The parts of a training run that every experiment shares, in Deno and in a page (no Deno APIs here): the
+// session (network, parameters, evaluator, step table, training step derived from the declared net) and the
+// `Run` an experiment's loop is written with (init, loader, plan, train, evaluate, log). lib/experiment.ts
+// adds the command line, the checks, the data, the log file, signals and weights for Deno.
+
+import type { Cifar10 } from "./cifar.ts";
+import type { Hyp, RunOptions } from "./cli.ts";
+import { type ConvTiles, tilesFor } from "./conv.ts";
+import type { TuneMode, VariantRecord } from "./tune.ts";
+import { Evaluator } from "./evaluate.ts";
+import { Gpu, type Op, type Precision, warmUp } from "./gpu.ts";
+import { TrainLoader } from "./loader.ts";
+import { initParams, Net, NetState, ParamLayout } from "./model.ts";
+import { Graph, type Module } from "./nn.ts";
+import { formatDuration, printRow, Progress } from "./report.ts";
+import type { Rng } from "./rng.ts";
+import type { Fingerprint, SavedLog } from "./runlog.ts";
+import { totalSteps } from "./schedule.ts";
+import { GpuTimer, StepTable, type StepValues, submitSteps } from "./steps.ts";
+import { type GroupOptions, TrainStep } from "./train.ts";
+
+const CHUNK_SECONDS = 1.0; // aim for submits of about this much GPU work (progress granularity)
+/** Most steps per run: the plan and per-step tables are held in memory and in GPU buffers. */
+export const MAX_STEPS = 1_000_000;
+
+export interface Experiment<H extends Hyp> {
+  url: string; // import.meta.url of the experiment file: its text goes into the log
+  title: string;
+  hyp: H; // the defaults (never changed: the command line applies to a copy)
+  defaults: RunOptions;
+  makeNet(h: H): Module;
+  groups(h: H): Record<string, GroupOptions>;
+  trainRun(r: Run<H>): Promise<void>;
+}
+
+export interface RunLog {
+  run: number;
+  seed: number;
+  epochs: Record<string, number | string>[];
+  tta_val_acc?: number;
+  total_time_seconds?: number;
+  /** lib/runlog.ts stateDigest of the final weights and buffers (what --save-weights writes). */
+  weights_sha256?: string;
+  error?: string;
+}
+
+export interface ExperimentLog {
+  experiment: string;
+  argv: string[];
+  code: string;
+  fingerprint: Fingerprint;
+  config: object;
+  adapter: Record<string, unknown>;
+  precision: Precision;
+  conv_variant: string;
+  /** --tune and, per conv layer and pass, the kernel variant that ran (and the candidates' times if tuned). */
+  tune?: TuneMode;
+  conv_variants?: VariantRecord;
+  /** --variants LOG: the run log whose conv_variants this run ran (source "log" in conv_variants). */
+  variants_from?: string;
+  network: { layer: string; torch: string; out: number[] }[];
+  status: "running" | "done" | "failed" | "interrupted";
+  runs: RunLog[];
+  mean: number;
+  std: number;
+  error?: string;
+  interrupted?: { signal: string; run: number; epochs_completed: number; step: number };
+}
+
+/** Everything built once per invocation and shared by its runs. */
+export class Session<H extends Hyp> {
+  readonly layout: ParamLayout;
+  readonly state: NetState;
+  readonly tiles: ConvTiles;
+  readonly net: Net;
+  readonly evaluator: Evaluator;
+  readonly table: StepTable;
+  readonly step: TrainStep;
+  readonly maxSteps: number;
+  readonly progress: Progress;
+  /** Where the current run is (for an interruption's report). */
+  where = { run: 0, epochsCompleted: 0, step: 0 };
+  rate?: number; // measured training images per second (the first chunk of run 0)
+
+  constructor(
+    readonly exp: Experiment<H>,
+    readonly hyp: H,
+    readonly opts: RunOptions,
+    readonly gpu: Gpu,
+    readonly precision: Precision,
+    readonly data: Cifar10,
+    readonly trainN: number,
+    readonly log: SavedLog<ExperimentLog>,
+    readonly graph: Graph,
+    tiles?: ConvTiles,
+  ) {
+    this.layout = new ParamLayout(this.graph);
+    this.state = new NetState(gpu, this.layout);
+    // register blocking on CPU adapters, workgroup-memory tiles on GPUs; per-layer choices from the tuner
+    this.tiles = tiles ?? tilesFor(gpu.adapter);
+    this.net = new Net(gpu, precision, this.graph, this.state, hyp.opt.batch_size, this.tiles);
+    const evalBatch = Net.maxBatch(gpu, precision, this.graph, Math.min(2000, data.test.n));
+    const evalNet = new Net(gpu, precision, this.graph, this.state, evalBatch, this.tiles, false);
+    this.evaluator = new Evaluator(gpu, precision, evalNet, data.test);
+    this.maxSteps = totalSteps(Math.floor(trainN / hyp.opt.batch_size), hyp.opt.train_epochs);
+    this.table = new StepTable(gpu, this.maxSteps);
+    this.step = new TrainStep(gpu, this.net, this.table, {
+      smoothing: hyp.opt.label_smoothing,
+      groups: exp.groups(hyp),
+    });
+    this.progress = new Progress(opts.quiet);
+  }
+
+  get trainImages(): Uint8Array {
+    return this.data.train.images.subarray(0, this.trainN * 3072);
+  }
+
+  get trainLabels(): Uint8Array {
+    return this.data.train.labels.subarray(0, this.trainN);
+  }
+}
+
+/** One training run: the steps an experiment's loop is written with. */
+export class Run<H extends Hyp> {
+  readonly log: RunLog;
+  readonly timer: GpuTimer;
+  private hostSeconds = 0;
+  private stepOps: Op[] = [];
+  private chunk = 1;
+  private spe = 1;
+  private step = 0;
+  private total = 0;
+  private loaders: TrainLoader[] = [];
+
+  constructor(readonly s: Session<H>, readonly run: number, readonly seed: number) {
+    this.log = { run, seed, epochs: [] };
+    this.timer = new GpuTimer(s.gpu);
+  }
+
+  get hyp(): H {
+    return this.s.hyp;
+  }
+
+  /** Every state-dict entry initialised as its layer asks, from `rng` (PyTorch's defaults). */
+  initialParams(rng: Rng): Record<string, Float32Array> {
+    return initParams(this.s.layout, () => rng.float());
+  }
+
+  /** Host work that counts in the run's time (the whitening init). */
+  host<T>(fn: () => T): T {
+    const t0 = performance.now();
+    const out = fn();
+    this.hostSeconds += (performance.now() - t0) / 1000;
+    return out;
+  }
+
+  /** The training set on the GPU with the recipe's augmentation, shuffled from `seed`. */
+  trainLoader(seed: number): TrainLoader {
+    const h = this.hyp;
+    const loader = new TrainLoader(this.s.gpu, this.s.trainImages, this.s.trainLabels, {
+      batchSize: h.opt.batch_size,
+      flip: h.aug.flip,
+      translate: h.aug.translate,
+      seed,
+      precision: this.s.precision,
+      epochs: Math.ceil(h.opt.train_epochs),
+    });
+    this.loaders.push(loader);
+    return loader;
+  }
+
+  /** Write the plan, build the step's ops, compile (run 0 warms every pipeline), and load the parameters. */
+  async start(loader: TrainLoader, plan: StepValues[], params: Record<string, Float32Array>): Promise<void> {
+    const { s } = this;
+    s.table.write(plan);
+    this.total = plan.length;
+    this.spe = loader.stepsPerEpoch;
+    this.stepOps = s.step.ops(loader.gatherOp(s.table.current, s.net.x, s.step.labels));
+    await s.gpu.checkCompile();
+    if (this.run === 0) {
+      // Drivers that compile shaders on first use would charge it to the timed steps: compile now.
+      await warmUp(s.gpu, this.stepOps);
+      await s.evaluator.warm(0);
+      await s.evaluator.warm(this.hyp.net.tta_level);
+    }
+    s.state.load(params); // the warm-up dispatches touched the state
+  }
+
+  /** Train up to step `end` in chunks of steps per submit; the stats are read once per chunk. */
+  async trainUntil(end: number, epoch: number): Promise<{ loss: number; correct: number }> {
+    const { s } = this;
+    while (this.step < end) {
+      const to = Math.min(end, this.step + this.chunk);
+      const t = performance.now();
+      submitSteps(s.gpu, s.table, this.step, to, this.stepOps, this.timer);
+      const stats = await s.gpu.readF32(s.step.stats, this.step * 8, (to - this.step) * 2);
+      for (let i = 0; i < to - this.step; i++) {
+        if (!Number.isFinite(stats[2 * i])) {
+          throw new Divergence(`loss is ${stats[2 * i]} at step ${this.step + i} (epoch ${epoch})`);
+        }
+      }
+      const seconds = (performance.now() - t) / 1000;
+      this.timer.wall(seconds); // counts only without timestamp queries
+      const perStep = seconds / (to - this.step);
+      this.step = s.where.step = to;
+      this.chunk = Math.max(1, Math.min(this.spe, Math.round(CHUNK_SECONDS / perStep)));
+      this.reportRate(perStep);
+      const ips = this.hyp.opt.batch_size / perStep;
+      s.progress.update(
+        `run ${this.run} epoch ${epoch} step ${this.step}/${this.total}  ${ips.toFixed(1)} img/s` +
+          `  ETA ${formatDuration(perStep * (this.total - this.step))} (training)`,
+      );
+    }
+    await this.timer.collect();
+    const last = await s.gpu.readF32(s.step.stats, (end - 1) * 8, 2);
+    return { loss: last[0], correct: last[1] };
+  }
+
+  /** After the first measured chunk of the invocation: the expected time of every run, from that rate. */
+  private reportRate(perStep: number) {
+    const { s } = this;
+    if (s.rate !== undefined || this.step < 2) return;
+    s.rate = this.hyp.opt.batch_size / perStep;
+    const perRun = perStep * this.total;
+    if (!s.opts.quiet) {
+      console.error(
+        `measured ${s.rate.toFixed(1)} img/s: about ${formatDuration(perRun)} of training per run ` +
+          `(${s.opts.runs} run(s): ${formatDuration(perRun * s.opts.runs)}, plus evaluation)`,
+      );
+    }
+  }
+
+  /** Test accuracy with TTA `level`; `timed`: counts in the run's time (the final evaluation). */
+  async evaluate(level: number, timed = false): Promise<number> {
+    const { s } = this;
+    const t = performance.now();
+    const what = timed ? "TTA" : "evaluating";
+    const acc = await s.evaluator.accuracy(
+      level,
+      timed ? this.timer : undefined,
+      (d, n) => s.progress.update(`run ${this.run} ${what} ${d}/${n}`),
+    );
+    if (timed) {
+      this.timer.wall((performance.now() - t) / 1000);
+      await this.timer.collect();
+    }
+    s.progress.clear();
+    return acc;
+  }
+
+  /** Seconds of this run so far: host init plus GPU time of the training steps (and the timed evaluation). */
+  get seconds(): number {
+    return this.hostSeconds + this.timer.seconds;
+  }
+
+  /** One row of the table after an epoch; the log is saved. */
+  epochRow(row: { epoch: number; train_loss: number; train_acc: number; val_acc: number }): void {
+    const full = { run: row.epoch === 0 ? this.run : "", ...row, total_time_seconds: this.seconds };
+    printRow(full);
+    this.log.epochs.push({ ...full, run: this.run });
+    this.s.where.epochsCompleted = this.log.epochs.length;
+    this.s.log.data.runs[this.run] = this.log;
+    this.s.log.save();
+  }
+
+  /** The final row: the TTA accuracy and the run's time. */
+  finish(ttaAcc: number): void {
+    this.log.tta_val_acc = ttaAcc;
+    this.log.total_time_seconds = this.seconds;
+    printRow({ epoch: "eval", tta_val_acc: ttaAcc, total_time_seconds: this.seconds }, true);
+  }
+
+  destroy(): void {
+    for (const l of this.loaders) l.destroy();
+    this.timer.destroy();
+  }
+}
+
+/** A run whose loss became NaN or infinite: the run stops, the next seed runs. */
+export class Divergence extends Error {}
