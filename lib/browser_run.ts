@@ -11,7 +11,16 @@ import { type Hyp, parseCommandLine } from "./cli.ts";
 import { tilesFor } from "./conv.ts";
 import { EvalLoader } from "./loader.ts";
 import { ttaViews } from "./evaluate.ts";
-import { Divergence, type Experiment, type ExperimentLog, MAX_STEPS, Run, Session } from "./run.ts";
+import {
+  Divergence,
+  type Experiment,
+  type ExperimentLog,
+  MAX_STEPS,
+  Run,
+  runPrecision,
+  Session,
+  startLog,
+} from "./run.ts";
 import { Gpu, type Precision } from "./gpu.ts";
 import { INPUT_SHAPE, Net } from "./model.ts";
 import { Graph } from "./nn.ts";
@@ -127,31 +136,21 @@ export class BrowserTraining {
     gpu.read = async (...a: Parameters<Gpu["read"]>) => (await this.gate(), rawRead(...a));
 
     const a = gpu.adapter;
-    const precision: Precision = opts.precision === "auto"
-      ? (a.f16 && !a.isCpu ? "f16" : "f32")
-      : opts.precision;
-    if (precision === "f16" && !a.f16) {
-      throw new Error("precision f16: this adapter has no shader-f16; use f32");
-    }
+    const precision = runPrecision(a, opts.precision);
 
-    const log: ExperimentLog = {
+    const log = startLog({
       experiment: o.experimentPath,
       argv: args,
       code: o.code,
       fingerprint: o.fingerprint ?? { commit: null, dirty: null, files: {} },
-      config: { ...structuredClone(hyp), ...opts, trainN, stepsPerRun },
-      adapter: { ...a, browser: navigator.userAgent },
+      hyp,
+      opts,
+      trainN,
+      adapter: a,
+      host: { browser: navigator.userAgent },
       precision,
-      conv_variant: tilesFor(a).variant,
-      network: graph.nodes.map((n) => {
-        const s = graph.tensors[n.output].shape;
-        return { layer: n.label, torch: n.layer.torch, out: [s.C, s.H, s.W] };
-      }),
-      status: "running",
-      runs: [],
-      mean: NaN,
-      std: NaN,
-    };
+      graph,
+    });
     this.log = log;
     const save = () => hooks.onLog?.(log);
     save();

@@ -26,7 +26,16 @@ import { meanStd, printHeader } from "./report.ts";
 import { checkWritable, createLogPath, fingerprint, LogFile, ROOT, stateDigest } from "./runlog.ts";
 import { writeSafetensors } from "./safetensors.ts";
 import { totalSteps } from "./schedule.ts";
-import { Divergence, type Experiment, type ExperimentLog, MAX_STEPS, Run, Session } from "./run.ts";
+import {
+  Divergence,
+  type Experiment,
+  type ExperimentLog,
+  MAX_STEPS,
+  Run,
+  runPrecision,
+  Session,
+  startLog,
+} from "./run.ts";
 
 // The experiment files' API: they import it from here.
 export type { Experiment, ExperimentLog, RunLog } from "./run.ts";
@@ -117,27 +126,21 @@ function newLog<H extends Hyp>(
   gpu: Gpu,
   extra: { precision: Precision; trainN: number; graph: Graph },
 ): LogFile<ExperimentLog> {
-  const { graph } = extra;
   const stamp = new Date().toISOString().replace(/[:.]/g, "-");
-  const stepsPerRun = totalSteps(Math.floor(extra.trainN / h.opt.batch_size), h.opt.train_epochs);
-  const log = new LogFile<ExperimentLog>(createLogPath(o.logDir, stamp), {
-    experiment: experimentPath(exp.url),
-    argv: args,
-    code: Deno.readTextFileSync(new URL(exp.url)),
-    fingerprint: fingerprint(),
-    config: { ...structuredClone(h), ...o, trainN: extra.trainN, stepsPerRun },
-    adapter: { ...gpu.adapter, deno: Deno.version.deno },
-    precision: extra.precision,
-    conv_variant: tilesFor(gpu.adapter).variant,
-    network: graph.nodes.map((n) => {
-      const s = graph.tensors[n.output].shape;
-      return { layer: n.label, torch: n.layer.torch, out: [s.C, s.H, s.W] };
+  const log = new LogFile<ExperimentLog>(
+    createLogPath(o.logDir, stamp),
+    startLog({
+      experiment: experimentPath(exp.url),
+      argv: args,
+      code: Deno.readTextFileSync(new URL(exp.url)),
+      fingerprint: fingerprint(),
+      hyp: h,
+      opts: o,
+      adapter: gpu.adapter,
+      host: { deno: Deno.version.deno },
+      ...extra,
     }),
-    status: "running",
-    runs: [],
-    mean: NaN,
-    std: NaN,
-  });
+  );
   log.save();
   return log;
 }
@@ -259,12 +262,7 @@ export async function runExperiment<H extends Hyp>(
   const { graph, pinned } = preflight(exp, hyp, opts);
   const gpu = await Gpu.create();
   const a = gpu.adapter;
-  const precision: Precision = opts.precision === "auto"
-    ? (a.f16 && !a.isCpu ? "f16" : "f32")
-    : opts.precision;
-  if (precision === "f16" && !a.f16) {
-    throw new UsageError("--precision f16: this adapter has no shader-f16; use f32");
-  }
+  const precision = runPrecision(a, opts.precision);
   const data = await loadData(opts);
   const trainN = Math.min(opts.trainN ?? data.train.n, data.train.n);
   checkSteps(hyp, trainN, "the training set of");

@@ -4,11 +4,11 @@
 // adds the command line, the checks, the data, the log file, signals and weights for Deno.
 
 import type { Cifar10 } from "./cifar.ts";
-import type { Hyp, RunOptions } from "./cli.ts";
+import { type Hyp, type RunOptions, UsageError } from "./cli.ts";
 import { type ConvTiles, tilesFor } from "./conv.ts";
 import type { TuneMode, VariantRecord } from "./tune.ts";
 import { Evaluator } from "./evaluate.ts";
-import { Gpu, type Op, type Precision, warmUp } from "./gpu.ts";
+import { type AdapterReport, Gpu, type Op, type Precision, warmUp } from "./gpu.ts";
 import { TrainLoader } from "./loader.ts";
 import { initParams, Net, NetState, ParamLayout } from "./model.ts";
 import { Graph, type Module } from "./nn.ts";
@@ -274,6 +274,54 @@ export class Run<H extends Hyp> {
     for (const l of this.loaders) l.destroy();
     this.timer.destroy();
   }
+}
+
+/** --precision for this adapter: auto = f16 on GPUs with shader-f16, f32 on CPU adapters. */
+export function runPrecision(a: AdapterReport, requested: RunOptions["precision"]): Precision {
+  const precision = requested === "auto" ? (a.f16 && !a.isCpu ? "f16" : "f32") : requested;
+  if (precision === "f16" && !a.f16) {
+    throw new UsageError("--precision f16: this adapter has no shader-f16; use f32");
+  }
+  return precision;
+}
+
+/**
+ * A run log as it starts (status "running", no runs yet), in Deno and in a page alike; `host` adds to the
+ * adapter what the caller knows of where it runs (Deno's version, the browser's user agent).
+ */
+export function startLog(o: {
+  experiment: string;
+  argv: string[];
+  code: string;
+  fingerprint: Fingerprint;
+  hyp: Hyp;
+  opts: RunOptions;
+  trainN: number;
+  adapter: AdapterReport;
+  host: Record<string, string>;
+  precision: Precision;
+  graph: Graph;
+}): ExperimentLog {
+  const { hyp, graph } = o;
+  const stepsPerRun = totalSteps(Math.floor(o.trainN / hyp.opt.batch_size), hyp.opt.train_epochs);
+  return {
+    experiment: o.experiment,
+    argv: o.argv,
+    code: o.code,
+    fingerprint: o.fingerprint,
+    config: { ...structuredClone(hyp), ...o.opts, trainN: o.trainN, stepsPerRun },
+    adapter: { ...o.adapter, ...o.host },
+    precision: o.precision,
+    conv_variant: tilesFor(o.adapter).variant,
+    network: graph.nodes.map((n) => {
+      const s = graph.tensors[n.output].shape;
+      return { layer: n.label, torch: n.layer.torch, out: [s.C, s.H, s.W] };
+    }),
+    status: "running",
+    runs: [],
+    mean: NaN,
+    std: NaN,
+  };
 }
 
 /** A run whose loss became NaN or infinite: the run stops, the next seed runs. */
