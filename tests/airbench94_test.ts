@@ -9,26 +9,13 @@ import { fileURLToPath } from "node:url";
 import { INPUT_SHAPE, Net, NetState, ParamLayout } from "../lib/model.ts";
 import { Graph } from "../lib/nn.ts";
 import { getF32, loadSafetensors } from "../lib/safetensors.ts";
-import { STEP_WHITEN_BIAS, StepTable, type StepValues, submitSteps } from "../lib/steps.ts";
+import { StepTable, submitSteps } from "../lib/steps.ts";
 import { TrainStep } from "../lib/train.ts";
 import { experiment, hyp, makeNet } from "../experiments/airbench94.ts";
 import { runDeno, writeDataset } from "./synthetic.ts";
-import { assertClose, testGpu, testRng, toInput } from "./util.ts";
+import { assertClose, sgdSteps, testGpu, testRng, toInput } from "./util.ts";
 
 const FIXTURES = join(fileURLToPath(new URL(".", import.meta.url)), "fixtures");
-
-function sgdSteps(n: number, lr: number, weightDecay: number, momentum: number): StepValues[] {
-  return Array.from({ length: n }, (_, step) => ({
-    step,
-    epoch: 0,
-    batchStart: 0,
-    flags: STEP_WHITEN_BIAS,
-    lr,
-    weightDecay,
-    momentum,
-    emaDecay: 0,
-  }));
-}
 
 Deno.test("airbench94 (BatchNorm) net matches PyTorch: train/eval logits, loss, gradients, 2 steps + running stats", async () => {
   const fx = loadSafetensors(join(FIXTURES, "net_bn.safetensors"));

@@ -9,10 +9,10 @@ import { Conv2d, Flatten, GELU, GlobalMaxPool, Linear, MaxPool2d, Mul, Residual 
 import { initParams, INPUT_SHAPE, Net, NetState, packParams, ParamLayout } from "../lib/model.ts";
 import { Graph, type Module, Named, Sequential } from "../lib/nn.ts";
 import { getF32, loadSafetensors } from "../lib/safetensors.ts";
-import { STEP_WHITEN_BIAS, StepTable, type StepValues, submitSteps } from "../lib/steps.ts";
+import { StepTable, submitSteps } from "../lib/steps.ts";
 import { TrainStep } from "../lib/train.ts";
 import { hyp, makeNet } from "../main.ts";
-import { assertClose, freshSeed, randn, testGpu, testRng, toInput } from "./util.ts";
+import { assertClose, freshSeed, randn, sgdSteps, testGpu, testRng, toInput } from "./util.ts";
 
 const FIXTURES = join(fileURLToPath(new URL(".", import.meta.url)), "fixtures");
 
@@ -40,19 +40,6 @@ async function harness(model: Module, N: number, steps: number): Promise<Harness
 
 function mainNet(widths: number[]): Module {
   return makeNet({ ...hyp, net: { ...hyp.net, widths } });
-}
-
-function sgdSteps(n: number, lr: number, weightDecay: number, momentum: number): StepValues[] {
-  return Array.from({ length: n }, (_, step) => ({
-    step,
-    epoch: 0,
-    batchStart: 0,
-    flags: STEP_WHITEN_BIAS,
-    lr,
-    weightDecay,
-    momentum,
-    emaDecay: 0,
-  }));
 }
 
 /** main.ts's network against a PyTorch fixture: logits, loss, every gradient, two Nesterov SGD steps. */

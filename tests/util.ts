@@ -2,6 +2,7 @@
 // uploads in either precision, and one GPU per test process.
 
 import { Gpu, type Precision } from "../lib/gpu.ts";
+import { STEP_WHITEN_BIAS, type StepValues } from "../lib/steps.ts";
 
 let gpuPromise: Promise<Gpu> | undefined;
 /** One device for the whole test process (creating devices repeatedly is slow on lavapipe). */
@@ -139,4 +140,21 @@ export function toInput(nchw: ArrayLike<number>, N: number): Float32Array {
     }
   }
   return out;
+}
+
+/**
+ * `n` plain SGD steps at one lr, weight decay and momentum (the whitening bias trains; no EMA): the PyTorch
+ * fixtures' optimizer steps.
+ */
+export function sgdSteps(n: number, lr: number, weightDecay: number, momentum: number): StepValues[] {
+  return Array.from({ length: n }, (_, step) => ({
+    step,
+    epoch: 0,
+    batchStart: 0,
+    flags: STEP_WHITEN_BIAS,
+    lr,
+    weightDecay,
+    momentum,
+    emaDecay: 0,
+  }));
 }
