@@ -24,7 +24,7 @@ import {
   tilesFor,
   variantId,
 } from "../lib/conv.ts";
-import type { AdapterReport } from "../lib/gpu.ts";
+import type { AdapterReport, Gpu, Op, Precision } from "../lib/gpu.ts";
 import { convBackwardRef, convForwardRef } from "../lib/reference/conv.ts";
 import {
   assertClose,
@@ -60,37 +60,60 @@ for (const variant of VARIANTS) {
   }
 }
 
-async function checkConv(variant: ConvVariant, label: string, s: ConvShape) {
-  const tiles: ConvTiles = { ...DEFAULT_TILES, variant };
+type ConvBuffers = Record<"x" | "w" | "b" | "y" | "dy" | "dx" | "dw" | "db", GPUBuffer>;
+type ConvOps = (
+  gpu: Gpu,
+  p: Precision,
+  bufs: ConvBuffers,
+) => { forward: Op[]; weightGrad: Op[]; inputGrad: () => Op[] };
+type CheckLabel = (pass: "forward" | "weight grad" | "bias grad" | "input grad", p: Precision) => string;
+
+/**
+ * The convolution ops `build` makes, on fresh random inputs in each precision with poisoned outputs, against the
+ * float64 reference: forward, weight and bias gradient, and (for "same" shapes) the input gradient.
+ */
+async function checkPasses(s: ConvShape, seedLabel: string, build: ConvOps, label: CheckLabel) {
   const gpu = await testGpu();
-  const rand = testRng(freshSeed(`conv ${variant} ${label}`));
+  const rand = testRng(freshSeed(seedLabel));
   const { HO, WO } = outSize(s);
   const nx = s.N * s.H * s.W * s.CI, ny = s.N * HO * WO * s.CO, nw = s.KH * s.KW * s.CI * s.CO;
+  const same = s.PAD * 2 === s.KH - 1;
   for (const p of precisions(gpu)) {
     const x = quantize(randn(nx, rand), p);
     const w = quantize(randn(nw, rand, 1 / Math.sqrt(s.KH * s.KW * s.CI)), "f32");
     const b = quantize(randn(s.CO, rand, 0.5), "f32");
     const dy = quantize(randn(ny, rand), p);
-    const xb = upload(gpu, x, p), dyb = upload(gpu, dy, p);
-    const wb = upload(gpu, w, "f32"), bb = upload(gpu, b, "f32");
-    const y = poisoned(gpu, ny, p), dx = poisoned(gpu, nx, p);
-    const dw = poisoned(gpu, nw, "f32"), db = poisoned(gpu, s.CO, "f32");
-    const ops = [
-      convForward(gpu, p, s, { x: xb, w: wb, b: bb, y }, tiles),
-      ...convWeightGrad(gpu, p, s, { x: xb, dy: dyb, dw, db }, tiles),
-    ];
-    if (s.PAD * 2 === s.KH - 1) ops.push(...convInputGrad(gpu, p, s, { dy: dyb, w: wb, dx }, tiles));
+    const bufs: ConvBuffers = {
+      x: upload(gpu, x, p),
+      dy: upload(gpu, dy, p),
+      w: upload(gpu, w, "f32"),
+      b: upload(gpu, b, "f32"),
+      y: poisoned(gpu, ny, p),
+      dx: poisoned(gpu, nx, p),
+      dw: poisoned(gpu, nw, "f32"),
+      db: poisoned(gpu, s.CO, "f32"),
+    };
+    const made = build(gpu, p, bufs);
+    const ops = [...made.forward, ...made.weightGrad, ...(same ? made.inputGrad() : [])];
     await gpu.checkCompile();
     gpu.run(ops);
     const ref = convBackwardRef(s, x, w, dy);
     const yRef = convForwardRef(s, x, w, b);
-    assertClose(await download(gpu, y, ny, p), yRef, TOL[p], `conv ${variant} forward ${p}`);
-    assertClose(await download(gpu, dw, nw, "f32"), ref.dw, TOL[p], `conv ${variant} weight grad ${p}`);
-    assertClose(await download(gpu, db, s.CO, "f32"), ref.db, TOL[p], `conv ${variant} bias grad ${p}`);
-    if (s.PAD * 2 === s.KH - 1) {
-      assertClose(await download(gpu, dx, nx, p), ref.dx, TOL[p], `conv ${variant} input grad ${p}`);
-    }
+    assertClose(await download(gpu, bufs.y, ny, p), yRef, TOL[p], label("forward", p));
+    assertClose(await download(gpu, bufs.dw, nw, "f32"), ref.dw, TOL[p], label("weight grad", p));
+    assertClose(await download(gpu, bufs.db, s.CO, "f32"), ref.db, TOL[p], label("bias grad", p));
+    if (same) assertClose(await download(gpu, bufs.dx, nx, p), ref.dx, TOL[p], label("input grad", p));
   }
+}
+
+/** The ops a network runs (chosen from `tiles`) for one default variant. */
+function checkConv(variant: ConvVariant, label: string, s: ConvShape) {
+  const tiles: ConvTiles = { ...DEFAULT_TILES, variant };
+  return checkPasses(s, `conv ${variant} ${label}`, (g, p, bf) => ({
+    forward: [convForward(g, p, s, { x: bf.x, w: bf.w, b: bf.b, y: bf.y }, tiles)],
+    weightGrad: convWeightGrad(g, p, s, { x: bf.x, dy: bf.dy, dw: bf.dw, db: bf.db }, tiles),
+    inputGrad: () => convInputGrad(g, p, s, { dy: bf.dy, w: bf.w, dx: bf.dx }, tiles),
+  }), (pass, p) => `conv ${variant} ${pass} ${p}`);
 }
 
 function adapter(isCpu: boolean): AdapterReport {
@@ -161,7 +184,7 @@ const VARIANT_SHAPES: [string, ConvShape][] = [
 ];
 
 /** Forward, input gradient and weight (+ bias) gradient of explicit variants against the float64 reference. */
-async function checkVariants(
+function checkVariants(
   label: string,
   s: ConvShape,
   fv: KernelVariant,
@@ -169,37 +192,22 @@ async function checkVariants(
   wv: KernelVariant,
   subgroups: boolean,
 ) {
-  const gpu = await testGpu();
   const what = `${variantId(fv)} / ${variantId(iv)} / ${variantId(wv)}${subgroups ? " sg" : ""}`;
-  const rand = testRng(freshSeed(`conv variants ${label} ${what}`));
-  const { HO, WO } = outSize(s);
-  const nx = s.N * s.H * s.W * s.CI, ny = s.N * HO * WO * s.CO, nw = s.KH * s.KW * s.CI * s.CO;
-  const same = s.PAD * 2 === s.KH - 1;
-  for (const p of precisions(gpu)) {
-    const x = quantize(randn(nx, rand), p);
-    const w = quantize(randn(nw, rand, 1 / Math.sqrt(s.KH * s.KW * s.CI)), "f32");
-    const b = quantize(randn(s.CO, rand, 0.5), "f32");
-    const dy = quantize(randn(ny, rand), p);
-    const xb = upload(gpu, x, p), dyb = upload(gpu, dy, p);
-    const wb = upload(gpu, w, "f32"), bb = upload(gpu, b, "f32");
-    const y = poisoned(gpu, ny, p), dx = poisoned(gpu, nx, p);
-    const dw = poisoned(gpu, nw, "f32"), db = poisoned(gpu, s.CO, "f32");
-    const ops = [
-      convForwardWith(gpu, p, s, { x: xb, w: wb, b: bb, y }, fv),
-      ...convWeightGradWith(gpu, p, s, { x: xb, dy: dyb, dw, db }, wv, { subgroups }),
-    ];
-    if (same) ops.push(...convInputGradWith(gpu, p, s, { dy: dyb, w: wb, dx }, iv));
-    await gpu.checkCompile();
-    gpu.run(ops);
-    const ref = convBackwardRef(s, x, w, dy);
-    const yRef = convForwardRef(s, x, w, b);
-    assertClose(await download(gpu, y, ny, p), yRef, TOL[p], `conv ${variantId(fv)} forward ${p} [${label}]`);
-    assertClose(await download(gpu, dw, nw, "f32"), ref.dw, TOL[p], `conv ${variantId(wv)} weight grad ${p}`);
-    assertClose(await download(gpu, db, s.CO, "f32"), ref.db, TOL[p], `conv ${variantId(wv)} bias grad ${p}`);
-    if (same) {
-      assertClose(await download(gpu, dx, nx, p), ref.dx, TOL[p], `conv ${variantId(iv)} input grad ${p}`);
-    }
-  }
+  return checkPasses(
+    s,
+    `conv variants ${label} ${what}`,
+    (g, p, bf) => ({
+      forward: [convForwardWith(g, p, s, { x: bf.x, w: bf.w, b: bf.b, y: bf.y }, fv)],
+      weightGrad: convWeightGradWith(g, p, s, { x: bf.x, dy: bf.dy, dw: bf.dw, db: bf.db }, wv, {
+        subgroups,
+      }),
+      inputGrad: () => convInputGradWith(g, p, s, { dy: bf.dy, w: bf.w, dx: bf.dx }, iv),
+    }),
+    (pass, p) =>
+      pass === "forward"
+        ? `conv ${variantId(fv)} forward ${p} [${label}]`
+        : `conv ${variantId(pass === "input grad" ? iv : wv)} ${pass} ${p}`,
+  );
 }
 
 // Every candidate the tuner may pick (as many as lavapipe's limits admit: it allows 32 KiB of workgroup
