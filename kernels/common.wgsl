@@ -12,9 +12,18 @@ struct Step {
   weight_decay: f32, // torch SGD weight_decay argument (wd_sgd / lr_sgd), constant over the run
   momentum: f32,     // Nesterov momentum
   ema_decay: f32,    // lookahead decay used when STEP_EMA is set
+  // Per-step scalars an experiment's plan fills by slot (each optimizer group's lr, ...): slot i is
+  // vals[i / 4][i % 4]; read them with step_value.
+  vals: array<vec4f, STEP_SLOTS / 4u>,
 }
+const STEP_SLOTS: u32 = 16u;
 const STEP_WHITEN_BIAS: u32 = 1u; // the whitening bias trains in this step
 const STEP_EMA: u32 = 2u;         // after the optimizer: ema = lerp(ema, net, 1 - ema_decay); net = ema
+
+// The per-step scalar in slot `slot` (< STEP_SLOTS) of a Step.
+fn step_value(st: Step, slot: u32) -> f32 {
+  return st.vals[slot / 4u][slot % 4u];
+}
 
 const GELU_INV_SQRT2: f32 = 0.70710678118654752;
 const GELU_INV_SQRT_2PI: f32 = 0.39894228040143268;

@@ -6,7 +6,9 @@
 
 import type { Gpu, Op, Pass } from "./gpu.ts";
 
-export const STEP_BYTES = 32;
+/** Per-step scalars by slot (Step.vals in kernels/common.wgsl): each optimizer group's lr, ... */
+export const STEP_SLOTS = 16;
+export const STEP_BYTES = 32 + STEP_SLOTS * 4;
 export const STEP_WHITEN_BIAS = 1;
 export const STEP_EMA = 2;
 
@@ -19,13 +21,23 @@ export interface StepValues {
   weightDecay: number;
   momentum: number;
   emaDecay: number;
+  /** Slot values (at most STEP_SLOTS; the rest are 0): kernels read them with step_value(st, slot). */
+  values?: number[];
 }
 
 export function packSteps(steps: StepValues[]): ArrayBuffer {
   const buf = new ArrayBuffer(steps.length * STEP_BYTES);
   const u = new Uint32Array(buf), f = new Float32Array(buf);
+  const words = STEP_BYTES / 4;
   steps.forEach((s, i) => {
-    const o = i * 8;
+    const o = i * words;
+    const values = s.values ?? [];
+    if (values.length > STEP_SLOTS) {
+      throw new Error(
+        `step ${s.step}: ${values.length} slot values exceed the ${STEP_SLOTS} slots of a Step`,
+      );
+    }
+    f.set(values, o + 8);
     u[o] = s.step;
     u[o + 1] = s.epoch;
     u[o + 2] = s.batchStart;

@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import type { Gpu, Op, Precision } from "../lib/gpu.ts";
 import { batchBytes, EvalLoader, IMAGE_BYTES, INPUT_ELEMS, TrainLoader, type View } from "../lib/loader.ts";
 import { type RefBatch, referenceEvalView, referenceTrainBatch } from "../lib/reference/loader.ts";
+import { packSteps, STEP_BYTES } from "../lib/steps.ts";
 import { freshSeed, precisions, testGpu, testRng } from "./util.ts";
 
 const N = 37; // odd sizes: 4 full training batches of 8 (5 images dropped), test batches 16, 16, 5
@@ -61,10 +62,11 @@ function assertBitsEqual(actual: { x: Uint8Array; y: Uint32Array }, ref: RefBatc
 }
 
 function stepUniform(gpu: Gpu): GPUBuffer {
-  return gpu.uniform(new Uint32Array(8), "step");
+  return gpu.uniform(new Uint8Array(STEP_BYTES), "step");
 }
 function setStep(gpu: Gpu, buf: GPUBuffer, epoch: number, batchStart: number): void {
-  gpu.write(buf, new Uint32Array([0, epoch, batchStart, 0, 0, 0, 0, 0])); // struct Step
+  const step = { step: 0, epoch, batchStart, flags: 0, lr: 0, weightDecay: 0, momentum: 0, emaDecay: 0 };
+  gpu.write(buf, new Uint8Array(packSteps([step]))); // struct Step
 }
 
 Deno.test("loader: training batches match the reference bit for bit (3 epochs, 1 or 2 buffers)", async () => {

@@ -21,6 +21,7 @@ import {
   sgdStep,
 } from "../lib/ops.ts";
 import type { Gpu, Precision } from "../lib/gpu.ts";
+import { packSteps, STEP_EMA, STEP_WHITEN_BIAS } from "../lib/steps.ts";
 import {
   countCorrectRef,
   crossEntropyRef,
@@ -51,8 +52,6 @@ import {
   upload,
 } from "./util.ts";
 
-const STEP_WHITEN_BIAS = 1; // kernels/common.wgsl
-const STEP_EMA = 2;
 const NAN_BITS = 0x7fc00000; // gpu.poison's f32 word
 
 interface StepFields {
@@ -66,13 +65,18 @@ interface StepFields {
   emaDecay?: number;
 }
 
-/** The Step uniform of kernels/common.wgsl: 4 u32 then 4 f32. */
-function packStep(s: StepFields): Uint32Array {
-  const words = new Uint32Array(8);
-  const f = new Float32Array(words.buffer);
-  words.set([s.step ?? 0, s.epoch ?? 0, s.batchStart ?? 0, s.flags ?? 0]);
-  f.set([s.lr ?? 0, s.weightDecay ?? 0, s.momentum ?? 0, s.emaDecay ?? 0], 4);
-  return words;
+/** The Step uniform of kernels/common.wgsl (lib/steps.ts packSteps), unset fields 0. */
+function packStep(s: StepFields): Uint8Array {
+  return new Uint8Array(packSteps([{
+    step: s.step ?? 0,
+    epoch: s.epoch ?? 0,
+    batchStart: s.batchStart ?? 0,
+    flags: s.flags ?? 0,
+    lr: s.lr ?? 0,
+    weightDecay: s.weightDecay ?? 0,
+    momentum: s.momentum ?? 0,
+    emaDecay: s.emaDecay ?? 0,
+  }]));
 }
 
 async function readU32(gpu: Gpu, buf: GPUBuffer): Promise<Uint32Array> {
