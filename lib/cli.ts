@@ -209,7 +209,7 @@ const FLAGS: Flag[] = [
 export class UsageError extends Error {}
 
 /** `--runs -1` -> `--runs=-1`, so a negative number reaches the flag's check instead of reading as a flag. */
-function joinNegativeValues(args: string[], options: Record<string, { type: string }>): string[] {
+export function joinNegativeValues(args: string[], options: Record<string, { type: string }>): string[] {
   const out: string[] = [];
   for (let i = 0; i < args.length; i++) {
     const name = args[i].startsWith("--") ? args[i].slice(2) : "";
