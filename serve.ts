@@ -1,5 +1,6 @@
 // `deno task serve [--port N] [--data PATH] [--verify false]`: the training page on http://127.0.0.1:PORT/
-// (this machine only). It serves web/index.html, the library bundled for the browser (web/app.ts, built with
+// (this machine only: every request must name 127.0.0.1:PORT or localhost:PORT as its Host, so a page of
+// another site whose name resolves to 127.0.0.1 (DNS rebinding) can read nothing here and start nothing). It serves web/index.html, the library bundled for the browser (web/app.ts, built with
 // `deno bundle` on each request so an edit shows on reload), the kernels (kernels/*.wgsl, registered in the
 // page with Gpu.defineSource: one copy of each kernel), the experiment files' text (the log's `code`), the
 // fingerprint of lib/ and kernels/, and CIFAR-10 loaded exactly as main.ts loads it (lib/cifar.ts's
@@ -13,7 +14,8 @@ import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { type Cifar10, loadCifar10 } from "./lib/cifar.ts";
-import { fingerprint } from "./lib/runlog.ts";
+import { joinNegativeValues } from "./lib/cli.ts";
+import { checkWritable, fingerprint } from "./lib/runlog.ts";
 
 const ROOT = dirname(fileURLToPath(import.meta.url));
 const WEB = join(ROOT, "web");
@@ -37,6 +39,8 @@ export interface ServeOptions {
   /** false: no SHA-256 checks and no cache (your own data, e.g. a synthetic set); needs `data`. */
   verify?: boolean;
   quiet?: boolean;
+  /** The data, loaded already (serve's start-up check of --data); else loaded on the first request. */
+  loaded?: Cifar10;
 }
 
 /** Bundle web/app.ts (and through it main.ts and lib/) for the browser; node: built-ins stay external. */
@@ -79,12 +83,32 @@ const json = (x: unknown, status = 200) =>
     headers: { "content-type": "application/json", "cache-control": "no-store" },
   });
 
-/** The request handler (exported for tests). Data is loaded on first request and kept. */
-export function handler(o: ServeOptions): (req: Request) => Promise<Response> {
-  let data: Promise<Cifar10> | undefined;
+const text = (body: string, status: number) =>
+  new Response(`${body}\n`, { status, headers: { "content-type": "text/plain; charset=utf-8" } });
+
+/** The Host names a page of this server sends: the loopback names with the port served. */
+export function allowedHost(host: string | null, port: number): boolean {
+  const names = ["127.0.0.1", "localhost"];
+  return host !== null && names.some((n) => host === `${n}:${port}` || (port === 80 && host === n));
+}
+
+/**
+ * The request handler for the server on `port()` (exported for tests). Data is loaded on first request (or
+ * given as `o.loaded`) and kept.
+ */
+export function handler(o: ServeOptions, port: () => number): (req: Request) => Promise<Response> {
+  let data: Promise<Cifar10> | undefined = o.loaded && Promise.resolve(o.loaded);
   const getData = () => data ??= loadData(o);
   return async (req) => {
-    const path = decodeURIComponent(new URL(req.url).pathname);
+    if (!allowedHost(req.headers.get("host"), port())) {
+      return text(`forbidden: this server answers only http://127.0.0.1:${port()}/ and localhost`, 403);
+    }
+    let path: string;
+    try {
+      path = decodeURIComponent(new URL(req.url).pathname);
+    } catch {
+      return text("bad request: the path is not valid percent-encoding", 400);
+    }
     try {
       if (path === "/" || path === "/index.html") {
         return bytes(await Deno.readFile(join(WEB, "index.html")), TYPES[".html"]);
@@ -118,22 +142,20 @@ export function handler(o: ServeOptions): (req: Request) => Promise<Response> {
         const split = part[1] === "train" ? d.train : d.test;
         return bytes(part[2] === "images" ? split.images : split.labels);
       }
-      return new Response("not found\n", { status: 404 });
+      return text("not found", 404);
     } catch (e) {
-      return new Response(`${(e as Error).message}\n`, { status: 500 });
+      return text((e as Error).message, 500);
     }
   };
 }
 
 /** Start the server on 127.0.0.1 (port 0: a free one). */
 export function serve(o: ServeOptions): { url: string; server: Deno.HttpServer<Deno.NetAddr> } {
-  let url = "";
-  const server = Deno.serve(
+  const server: Deno.HttpServer<Deno.NetAddr> = Deno.serve(
     { hostname: "127.0.0.1", port: o.port ?? 8000, onListen: () => {} },
-    handler(o),
+    handler(o, () => server.addr.port),
   );
-  url = `http://127.0.0.1:${server.addr.port}/`;
-  return { url, server };
+  return { url: `http://127.0.0.1:${server.addr.port}/`, server };
 }
 
 /** The page as static files under `dir` (no data: the page asks for the archive). */
@@ -151,21 +173,42 @@ export async function writeStatic(dir: string): Promise<void> {
 }
 
 const USAGE = "usage: deno task serve [--port N] [--data PATH] [--verify true|false] [--write DIR]";
+const OPTIONS = {
+  port: { type: "string" },
+  data: { type: "string" },
+  verify: { type: "string" },
+  write: { type: "string" },
+  help: { type: "boolean", short: "h" },
+} as const;
+
+type Values = { port?: string; data?: string; verify?: string; write?: string; help?: boolean };
+
+/** The checked serving options (before any work), or the one-line reason they are not valid. */
+async function serveOptions(v: Values): Promise<ServeOptions | string> {
+  const port = v.port === undefined ? 8000 : Number(v.port);
+  if (v.port !== undefined && (!/^\d+$/.test(v.port) || port > 65535)) {
+    return `--port ${JSON.stringify(v.port)}: expected a port number 0..65535 (0: any free port)`;
+  }
+  if (v.verify !== undefined && !["true", "false"].includes(v.verify)) {
+    return `--verify ${JSON.stringify(v.verify)}: expected true or false`;
+  }
+  const verify = v.verify !== "false";
+  if (!verify && !v.data) return "--verify false needs --data PATH (your own data)";
+  const o: ServeOptions = { port, data: v.data, verify };
+  if (v.data !== undefined) {
+    try {
+      o.loaded = await loadData(o); // checked and loaded now, not on the page's first request
+    } catch (e) {
+      return `--data ${v.data}: ${(e as Error).message.split("\n")[0]}`;
+    }
+  }
+  return o;
+}
 
 async function main(args: string[]): Promise<number> {
-  let v;
+  let v: Values;
   try {
-    v = parseArgs({
-      args,
-      options: {
-        port: { type: "string" },
-        data: { type: "string" },
-        verify: { type: "string" },
-        write: { type: "string" },
-        help: { type: "boolean", short: "h" },
-      },
-      strict: true,
-    }).values;
+    v = parseArgs({ args: joinNegativeValues(args, OPTIONS), options: OPTIONS, strict: true }).values;
   } catch (e) {
     console.error(`error: ${(e as Error).message.split("\n")[0]}; ${USAGE}`);
     return 2;
@@ -176,30 +219,27 @@ async function main(args: string[]): Promise<number> {
     );
     return 0;
   }
-  if (v.write) {
+  if (v.write !== undefined) {
+    try {
+      checkWritable("--write", v.write, "dir");
+    } catch (e) {
+      console.error(`error: ${(e as Error).message}`);
+      return 2;
+    }
     await writeStatic(v.write);
     console.log(`static page written to ${v.write}: serve that folder with any web server`);
     return 0;
   }
-  const port = v.port === undefined ? 8000 : Number(v.port);
-  if (!Number.isInteger(port) || port < 0 || port > 65535) {
-    console.error(`error: --port ${v.port}: expected 0..65535`);
-    return 2;
-  }
-  if (v.verify !== undefined && !["true", "false"].includes(v.verify)) {
-    console.error(`error: --verify ${v.verify}: expected true or false`);
-    return 2;
-  }
-  const verify = v.verify !== "false";
-  if (!verify && !v.data) {
-    console.error("error: --verify false needs --data PATH (your own data)");
+  const o = await serveOptions(v);
+  if (typeof o === "string") {
+    console.error(`error: ${o}`);
     return 2;
   }
   let url;
   try {
-    ({ url } = serve({ port, data: v.data, verify }));
+    ({ url } = serve(o));
   } catch (e) {
-    console.error(`error: cannot listen on 127.0.0.1:${port} (${(e as Error).message}); try --port 0`);
+    console.error(`error: cannot listen on 127.0.0.1:${o.port} (${(e as Error).message}); try --port 0`);
     return 1;
   }
   console.log(`airbench page: ${url}  (this machine only; Ctrl-C stops it)`);

@@ -113,7 +113,7 @@ export function checkWritable(flag: string, path: string, kind: "dir" | "file"):
     stat = Deno.statSync(path);
   } catch { /* does not exist yet */ }
   if (kind === "dir" && stat && !stat.isDirectory) {
-    fail("is a file, not a folder; name a folder for the logs");
+    fail("is a file, not a folder; name a folder");
   }
   if (kind === "file" && stat?.isDirectory) fail("is a folder; name a file such as weights.safetensors");
   const dir = kind === "dir" ? path : join(path, "..");

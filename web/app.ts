@@ -438,8 +438,17 @@ async function init() {
   const params = new URLSearchParams(location.search);
   const sel = field("experiment") as HTMLSelectElement;
   for (const name of Object.keys(EXPERIMENTS)) sel.add(new Option(name, name));
-  sel.value = EXPERIMENTS[params.get("experiment") ?? ""] ? params.get("experiment")! : "main.ts";
+  // Own keys only: "__proto__" or "toString" in the URL is no experiment.
+  const asked = params.get("experiment");
+  const unknown = asked !== null && !Object.hasOwn(EXPERIMENTS, asked);
+  sel.value = asked !== null && !unknown ? asked : "main.ts";
   fillDefaults(sel.value, params);
+  if (unknown) {
+    const error = `unknown experiment ${JSON.stringify(asked)} in the URL; expected one of ` +
+      `${Object.keys(EXPERIMENTS).join(", ")} (main.ts is selected; nothing starts by itself)`;
+    page.airbenchLog = { status: "failed", error };
+    showError(new Error(error));
+  }
   sel.addEventListener("change", () => fillDefaults(sel.value, new URLSearchParams()));
   form.addEventListener("submit", (ev) => {
     ev.preventDefault();
@@ -509,7 +518,7 @@ async function init() {
     if (!/could not/.test($("data").textContent ?? "")) $("data").textContent = "data: none yet";
   }
   setButtons("idle");
-  if (data && params.get("autostart") === "1") start();
+  if (data && params.get("autostart") === "1" && !unknown) start();
 }
 
 init().catch((e) => {
