@@ -27,12 +27,34 @@ const leftovers = () =>
     [...Deno.readDirSync(d)].filter((e) => e.name.startsWith(".reproduce-")).map((e) => e.name)
   );
 
-/** A tiny logged run of main.ts on synthetic data in `dir`; returns the log's path. */
+/**
+ * The permissions of `deno task train-narrow` (deno.json), with the data and log folder in `dir` instead of
+ * the project's data/ and logs/.
+ */
+async function narrowFlags(dir: string): Promise<string[]> {
+  const task: string = JSON.parse(await Deno.readTextFile(join(ROOT, "deno.json"))).tasks["train-narrow"];
+  const flags = task.split(" ").filter((a) => a.startsWith("-"));
+  assert.ok(!flags.some((f) => /^(-A|--allow-all|--allow-net|--allow-ffi|--allow-sys)/.test(f)), task);
+  return flags.map((f) =>
+    f === "--allow-read=."
+      ? `--allow-read=.,${dir}`
+      : f === "--allow-write=logs,data"
+      ? `--allow-write=${dir}`
+      : f
+  );
+}
+
+/** A tiny logged run of main.ts (with train-narrow's permissions) on synthetic data in `dir`; the log's path. */
 async function trainTiny(dir: string): Promise<string> {
   await writeDataset(join(dir, "data"), 60, testRng(77));
   const logDir = join(dir, "logs");
+  const flags = await narrowFlags(dir);
+  assert.ok(
+    flags.includes(`--allow-write=${dir}`) && flags.includes(`--allow-read=.,${dir}`),
+    flags.join(" "),
+  );
   const train = await deno([
-    ...["run", "-A", "main.ts", "--data", join(dir, "data"), "--verify", "false", "--widths", "8,8,8"],
+    ...["run", ...flags, "main.ts", "--data", join(dir, "data"), "--verify", "false", "--widths", "8,8,8"],
     ...["--epochs", "2", "--batch-size", "50", "--lr", "4", "--tta", "1", "--seed", "5", "--runs", "1"],
     ...["--log-dir", logDir, "--quiet"],
   ]);
