@@ -13,6 +13,7 @@ import {
   tTestPower,
   welch,
 } from "../lib/stats.ts";
+import { summarize, tableRows } from "../lib/sweep_summary.ts";
 
 function close(got: number, want: number, rel: number, what: string) {
   const err = Math.abs(got - want) / Math.max(Math.abs(want), 1e-300);
@@ -100,4 +101,41 @@ Deno.test("too few values: NaN intervals and tests, never a made-up number", () 
   const flat = welch([1, 1], [1, 1]);
   assert.equal(flat.diff, 0);
   assert.ok(Number.isNaN(flat.p));
+});
+
+Deno.test("a sweep's summary: per configuration the stats above, against the baseline Welch and power", () => {
+  const plan = {
+    name: "t",
+    spec: "/t.json",
+    seeds: [0, 1, 2, 3, 4, 5],
+    baseline: "c1",
+    resolve: 0.0005,
+    runs: [],
+    configs: ["c0", "c1"].map((id) => ({ id, label: id, experiment: "main.ts", varied: {}, args: [] })),
+  };
+  const runs = [...A.map((v, i) => ["c0", i, v] as const), ...B.map((v, i) => ["c1", i, v] as const)].map((
+    [config, seed, tta_val_acc],
+    index,
+  ) => ({ index, config, seed, status: "done" as const, tta_val_acc }));
+  const s = summarize(plan, runs);
+  const [c0, c1] = s.configs;
+  assert.equal(c0.n, 5);
+  assert.equal(c0.planned, 6);
+  close(c0.ci95[0], 0.9388983587415524, 1e-12, "c0 ci");
+  close(c0.vs_baseline!.p, 0.009244459703859157, 1e-9, "p against the baseline");
+  assert.equal(c0.vs_baseline!.runs_for_power, runsForPower(c0.mean - c1.mean, pooledStd(A, B)));
+  assert.equal(c1.vs_baseline, undefined);
+  assert.equal(c1.runs_to_resolve, runsForPower(0.0005, c1.std));
+  const { rows } = tableRows(s);
+  assert.deepEqual(rows[0].slice(0, 8), [
+    "c0 c0",
+    "5/6",
+    "93.99",
+    "0.08",
+    "[93.89, 94.09]",
+    "+0.16",
+    "[+0.05, +0.26]",
+    "0.0092",
+  ]);
+  assert.equal(rows[1][0], "c1 c1 (baseline)");
 });

@@ -19,7 +19,8 @@ for b in munged slurmctld slurmd sinfo sbatch; do
     missing "no $b (apt-get install --no-install-recommends slurm-wlm munge)"
 done
 export PATH=$PATH:/usr/sbin
-[ -s /etc/munge/munge.key ] || missing "no /etc/munge/munge.key (the munge package creates it)"
+[ -s /etc/munge/munge.key ] || runuser -u munge -- mungekey --create >/dev/null 2>&1 ||
+  missing "no /etc/munge/munge.key and mungekey could not make one"
 
 host=$(hostname -s)
 cpus=$(nproc)
