@@ -40,6 +40,10 @@ export interface LineChartOptions {
   markers?: boolean;
   /** Default true. */
   legend?: boolean;
+  /** The most points drawn per series (default MAX_DRAWN_POINTS); longer ones are thinned (see thinPoints). */
+  maxDrawnPoints?: number;
+  /** The most series drawn (default MAX_DRAWN_SERIES); beyond it an even spread of them, said in the chart. */
+  maxDrawnSeries?: number;
 }
 
 export interface DotGroup {
@@ -72,6 +76,8 @@ export interface DotChartOptions {
   bars?: boolean;
   /** Characters of a group name shown at the left before it is cut with "…" (the full name is in a tooltip). */
   maxLabelChars?: number; // default 30
+  /** The most dots drawn per group (default MAX_DRAWN_DOTS); the summary always uses every value. */
+  maxDrawnDots?: number;
 }
 
 export interface Rect {
@@ -178,6 +184,71 @@ export function toPixel(axis: Axis, v: number, p0: number, p1: number): number {
   return p0 + (v - axis.min) / (axis.max - axis.min) * (p1 - p0);
 }
 
+/**
+ * The smallest and largest finite value, or undefined when there is none. A loop: `Math.min(...xs)` passes
+ * every value as an argument and overflows the call stack at about 100k values.
+ */
+export function finiteExtent(xs: Iterable<number>): [number, number] | undefined {
+  let lo = Infinity, hi = -Infinity;
+  for (const v of xs) {
+    if (Number.isFinite(v)) {
+      if (v < lo) lo = v;
+      if (v > hi) hi = v;
+    }
+  }
+  return lo <= hi ? [lo, hi] : undefined;
+}
+
+/** A line chart draws at most this many points per series (a chart is about 500 px wide). */
+export const MAX_DRAWN_POINTS = 2000;
+/** A line chart draws at most this many series (one per run: a log of 150k runs). */
+export const MAX_DRAWN_SERIES = 1000;
+/** A dot chart draws at most this many dots per row. */
+export const MAX_DRAWN_DOTS = 500;
+
+/**
+ * At most about `max` of `points` for drawing, in order: the first and the last point, and in each of max/2
+ * equal runs of consecutive points the lowest and the highest (finite) y, so spikes stay visible; a run with a
+ * non-finite y keeps its first one (the line breaks there). Series of at most `max` points are returned as they
+ * are. Only what is drawn is thinned: axes, tables and summaries use every point.
+ */
+export function thinPoints<P extends readonly [number, number]>(
+  points: readonly P[],
+  max: number,
+): readonly P[] {
+  const n = points.length;
+  if (n <= max) return points;
+  const buckets = Math.max(1, Math.floor((max - 2) / 3));
+  const keep: number[] = [0];
+  for (let b = 0; b < buckets; b++) {
+    const start = Math.floor(b * n / buckets), end = Math.floor((b + 1) * n / buckets);
+    let lo = -1, hi = -1, gap = -1;
+    for (let i = start; i < end; i++) {
+      const [x, y] = points[i];
+      if (!Number.isFinite(x) || !Number.isFinite(y)) {
+        if (gap < 0) gap = i;
+      } else {
+        if (lo < 0 || y < points[lo][1]) lo = i;
+        if (hi < 0 || y > points[hi][1]) hi = i;
+      }
+    }
+    for (const i of [lo, hi, gap].filter((i) => i > keep[keep.length - 1]).sort((a, b) => a - b)) {
+      if (i !== keep[keep.length - 1]) keep.push(i);
+    }
+  }
+  if (keep[keep.length - 1] !== n - 1) keep.push(n - 1);
+  return keep.map((i) => points[i]);
+}
+
+/** At most `max` of the indices of `values`, spread evenly over their sorted order (min and max included). */
+function quantileIndices(values: readonly number[], max: number): number[] {
+  if (values.length <= max) return values.map((_, i) => i);
+  const order = values.map((_, i) => i).sort((a, b) => values[a] - values[b]);
+  const picked = new Set<number>();
+  for (let k = 0; k < max; k++) picked.add(order[Math.round(k * (order.length - 1) / (max - 1))]);
+  return [...picked].sort((a, b) => a - b);
+}
+
 const r2 = (v: number) => String(Math.round(v * 100) / 100);
 
 function text(
@@ -252,8 +323,9 @@ export function lineChartLayout(o: LineChartOptions): LineChartLayout {
       }
     }
   }
-  const x = xs.length ? niceAxis(Math.min(...xs), Math.max(...xs), 6, o.xInteger) : niceAxis(0, 1);
-  const y = ys.length ? niceAxis(Math.min(...ys), Math.max(...ys), 5) : niceAxis(0, 1);
+  const xr = finiteExtent(xs), yr = finiteExtent(ys);
+  const x = xr ? niceAxis(xr[0], xr[1], 6, o.xInteger) : niceAxis(0, 1);
+  const y = yr ? niceAxis(yr[0], yr[1], 5) : niceAxis(0, 1);
   const yFormat = o.yFormat ?? fixedFormat;
   const yTickW = Math.max(...y.ticks.map((t) => textWidth(yFormat(t, y.step), 11)));
   const left = Math.ceil(yTickW) + 36, right = 18;
@@ -349,10 +421,25 @@ export function lineChart(o: LineChartOptions): string {
   if (total === 0) {
     out.push(text(plot.x + plot.w / 2, plot.y + plot.h / 2, "no data", { anchor: "middle", fill: MUTED }));
   }
-  for (const s of o.series) {
+  const maxSeries = o.maxDrawnSeries ?? MAX_DRAWN_SERIES;
+  const drawn = o.series.length <= maxSeries
+    ? o.series
+    : Array.from({ length: maxSeries }, (_, k) =>
+      o.series[Math.round(k * (o.series.length - 1) / (maxSeries - 1))]);
+  if (drawn.length < o.series.length) {
+    out.push(
+      text(plot.x + plot.w, 21, `${drawn.length} of ${o.series.length} curves drawn`, {
+        size: 11,
+        anchor: "end",
+        fill: MUTED,
+        extra: ' class="thinned"',
+      }),
+    );
+  }
+  for (const s of drawn) {
     let d = "", pen = "M";
     const dots: string[] = [];
-    for (const [x, y] of s.points) {
+    for (const [x, y] of thinPoints(s.points, o.maxDrawnPoints ?? MAX_DRAWN_POINTS)) {
       if (!Number.isFinite(x) || !Number.isFinite(y)) {
         pen = "M";
         continue;
@@ -425,9 +512,10 @@ export interface DotChartLayout {
 export function dotChartLayout(o: DotChartOptions): DotChartLayout {
   const width = o.width ?? 1100, rowHeight = o.rowHeight ?? 40;
   const summary = o.summary ?? "meanStd";
+  const maxDots = o.maxDrawnDots ?? MAX_DRAWN_DOTS;
   const vals = o.groups.flatMap((g) => g.values.filter(Number.isFinite));
   const stats = o.groups.map((g) => meanStd(g.values.filter(Number.isFinite)));
-  let lo = Math.min(...vals), hi = Math.max(...vals);
+  let [lo, hi] = finiteExtent(vals) ?? [0, 1];
   if (summary === "meanStd") {
     stats.forEach((s, i) => {
       if (o.groups[i].values.some(Number.isFinite)) {
@@ -442,9 +530,12 @@ export function dotChartLayout(o: DotChartOptions): DotChartLayout {
   const summaries = o.groups.map((g, i) => {
     const n = g.values.filter(Number.isFinite).length;
     if (n === 0) return "no values";
-    if (summary === "none") return `n=${n}`;
+    const count = n > maxDots ? `n=${n}, ${maxDots} drawn` : `n=${n}`;
+    if (summary === "none") return count;
     const { mean, std } = stats[i];
-    return summary === "meanStd" && n > 1 ? `${fmt(mean)} ± ${fmt(std)} (n=${n})` : `${fmt(mean)} (n=${n})`;
+    return summary === "meanStd" && n > 1
+      ? `${fmt(mean)} ± ${fmt(std)} (${count})`
+      : `${fmt(mean)} (${count})`;
   });
   const maxChars = o.maxLabelChars ?? 30;
   const labelW = Math.max(40, ...o.groups.map((g) => textWidth(cut(g.name, maxChars), 12)));
@@ -518,12 +609,14 @@ export function dotChart(o: DotChartOptions): string {
       );
     }
     const rad = 4;
-    const offsets = dodge(values.map((v) => L.px(v)), rad, Math.max(0, L.rowHeight / 2 - rad - 2));
-    values.forEach((v, j) => {
-      const label = g.labels?.[idx[j]];
+    // Many values: a spread of them is drawn (the summary and its bar use them all).
+    const drawn = quantileIndices(values, o.maxDrawnDots ?? MAX_DRAWN_DOTS);
+    const offsets = dodge(drawn.map((j) => L.px(values[j])), rad, Math.max(0, L.rowHeight / 2 - rad - 2));
+    drawn.forEach((j, d) => {
+      const v = values[j], label = g.labels?.[idx[j]];
       out.push(
         `<circle class="dot" data-value="${v}" cx="${r2(L.px(v))}" cy="${
-          r2(cy + offsets[j])
+          r2(cy + offsets[d])
         }" r="${rad}" fill="${color}" fill-opacity="0.8" stroke="#fff" stroke-width="0.8">${
           label ? `<title>${escapeXml(label)}</title>` : ""
         }</circle>`,

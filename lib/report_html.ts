@@ -2,7 +2,15 @@
 // fonts, nothing fetched). Pure: it takes parsed logs and returns a string (no Deno APIs, no DOM), so a browser
 // page can build the same report. `report.ts` at the root is the command line around it.
 
-import { dotChart, escapeXml, lineChart, PALETTE, percentFormat, type Series } from "./charts.ts";
+import {
+  dotChart,
+  escapeXml,
+  finiteExtent,
+  lineChart,
+  PALETTE,
+  percentFormat,
+  type Series,
+} from "./charts.ts";
 
 /** One row of a run's per-epoch table; every field may be missing (older or partial logs). */
 export interface EpochRow {
@@ -108,14 +116,23 @@ export function displayNames(paths: readonly string[]): string[] {
   return paths.slice();
 }
 
-/** A nested config as flat keys a.b.c; arrays, scalars and empty objects are leaves, written as JSON. */
-export function flattenConfig(obj: Record<string, unknown>, prefix = ""): Record<string, string> {
+/** How deep flattenConfig splits nested objects into keys; deeper ones are one key whose value is their JSON. */
+export const MAX_CONFIG_DEPTH = 16;
+
+/**
+ * A nested config as flat keys a.b.c; arrays, scalars, empty objects and objects nested deeper than
+ * MAX_CONFIG_DEPTH are leaves, written as JSON (so a pathological log cannot exhaust the call stack).
+ */
+export function flattenConfig(obj: Record<string, unknown>): Record<string, string> {
   const out: Record<string, string> = {};
-  for (const [k, v] of Object.entries(obj)) {
-    const key = prefix ? `${prefix}.${k}` : k;
-    if (isObject(v) && Object.keys(v).length) Object.assign(out, flattenConfig(v, key));
-    else out[key] = typeof v === "string" ? v : JSON.stringify(v) ?? String(v);
-  }
+  const walk = (o: Record<string, unknown>, prefix: string, depth: number) => {
+    for (const [k, v] of Object.entries(o)) {
+      const key = prefix ? `${prefix}.${k}` : k;
+      if (isObject(v) && Object.keys(v).length && depth < MAX_CONFIG_DEPTH) walk(v, key, depth + 1);
+      else out[key] = typeof v === "string" ? v : JSON.stringify(v) ?? String(v);
+    }
+  };
+  walk(obj, "", 1);
   return out;
 }
 
@@ -456,7 +473,7 @@ export function reportHtml(logs: readonly NamedLog[], opts: ReportOptions = {}):
   const allTimes = logs.flatMap((l) =>
     l.log.runs.map((r) => num(r.total_time_seconds)).filter(Number.isFinite)
   );
-  const unit = timeUnit(allTimes.length ? Math.max(...allTimes) : 0);
+  const unit = timeUnit(finiteExtent(allTimes)?.[1] ?? 0);
   const timing = dotChart({
     title: "Time per run (whitening + training + TTA)",
     xLabel: `${unit.name} per run   ·   dot: one run, bar: mean`,

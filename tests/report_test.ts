@@ -7,17 +7,23 @@ import {
   dotChartLayout,
   type DotChartOptions,
   escapeXml,
+  finiteExtent,
   lineChart,
   lineChartLayout,
   type LineChartOptions,
+  MAX_DRAWN_DOTS,
+  MAX_DRAWN_POINTS,
+  MAX_DRAWN_SERIES,
   niceAxis,
   percentFormat,
+  thinPoints,
 } from "../lib/charts.ts";
 import {
   checkTrainingLog,
   configDiff,
   displayNames,
   flattenConfig,
+  MAX_CONFIG_DEPTH,
   type NamedLog,
   reportHtml,
   type TrainingLog,
@@ -185,6 +191,103 @@ Deno.test("dotChart: a dot per value at its place on the axis, mean ± std over 
   assertStringIncludes(svg, ">no values</text>");
   assertStringIncludes(svg, ">one</text>");
   assertWellFormed(svg);
+});
+
+// Logs far larger than a real one: 150k runs or chart points (`Math.min(...xs)` overflowed the call stack
+// at about 100k) and a config nested 20,000 deep (flattenConfig recursed once per level).
+const HUGE = 150_000;
+
+Deno.test("thinPoints: first, last, each stretch's lowest and highest point and a break at a gap", () => {
+  const pts = Array.from({ length: 10_000 }, (_, i) => [i, Math.sin(i / 50)] as [number, number]);
+  pts[4321] = [4321, 7]; // a spike
+  pts[7000] = [7000, NaN]; // a gap
+  const thin = thinPoints(pts, 300);
+  assert(thin.length <= 300, `${thin.length} points`);
+  assertEquals(thin[0], pts[0]);
+  assertEquals(thin[thin.length - 1], pts[pts.length - 1]);
+  assert(thin.includes(pts[4321]), "the spike is drawn");
+  assert(thin.some(([, y]) => Number.isNaN(y)), "the line breaks at the gap");
+  assert(thin.every((p, k) => k === 0 || thin[k - 1][0] < p[0]), "in order, each point once");
+  const y = finiteExtent(pts.map((p) => p[1]))!, ty = finiteExtent(thin.map((p) => p[1]))!;
+  assertEquals(ty, y); // the drawn line reaches the data's lowest and highest value
+  const short = pts.slice(0, 300);
+  assert(thinPoints(short, 300) === short, "a short series is drawn as it is");
+});
+
+Deno.test("lineChart of 150k points (the page's live loss curve): thinned for drawing, axes from every point", () => {
+  const points = Array.from(
+    { length: HUGE },
+    (_, i) =>
+      [i, 2.3 * Math.exp(-i / 20_000) + 0.01 * Math.sin(i)] as [
+        number,
+        number,
+      ],
+  );
+  points[123_456] = [123_456, 9]; // a loss spike late in training
+  const o: LineChartOptions = {
+    title: "Training loss per step (batch mean)",
+    xLabel: "step",
+    yLabel: "loss",
+    series: [{ name: "run 0", color: "#4e79a7", points, strokeWidth: 1.2 }],
+    markers: false,
+  };
+  const svg = lineChart(o);
+  const L = lineChartLayout(o);
+  const [path] = seriesPaths(svg);
+  assert(
+    path.length <= MAX_DRAWN_POINTS && path.length > MAX_DRAWN_POINTS / 2,
+    `${path.length} points drawn`,
+  );
+  assert(L.x.min <= 0 && L.x.max >= HUGE - 1 && L.y.max >= 9);
+  const spike = L.px(123_456, 9);
+  assert(
+    path.some(([x, y]) => Math.abs(x - spike[0]) < 0.006 && Math.abs(y - spike[1]) < 0.006),
+    "spike drawn",
+  );
+  assertWellFormed(svg);
+  // 150k one-point series (one per run): an even spread of them is drawn, and the chart says so.
+  const many = lineChart({
+    ...o,
+    series: points.map(([x, y], i) => ({ name: "log", color: "#000", points: [[x, y]], title: `run ${i}` })),
+  });
+  assertEquals(seriesPaths(many).length, MAX_DRAWN_SERIES);
+  assertStringIncludes(many, `>${MAX_DRAWN_SERIES} of ${HUGE} curves drawn</text>`);
+  assertStringIncludes(many, `>run ${HUGE - 1}</title>`);
+});
+
+Deno.test("dotChart of 150k values: a spread of them drawn, the mean and std of all", () => {
+  const values = Array.from({ length: HUGE }, (_, i) => 0.9 + (i % 1000) / 1e5);
+  const svg = dotChart({ title: "tta", xLabel: "x", groups: [{ name: "g", color: "#111", values }] });
+  const dots = [...svg.matchAll(/<circle class="dot" data-value="([^"]+)"/g)].map((m) => Number(m[1]));
+  assert(dots.length <= MAX_DRAWN_DOTS && dots.length > MAX_DRAWN_DOTS / 2, `${dots.length} dots`);
+  assertEquals(finiteExtent(dots), finiteExtent(values));
+  const [, mean] = svg.match(/data-mean="([^"]+)"/)!;
+  assertAlmostEquals(Number(mean), 0.9 + 499.5 / 1e5, 1e-12);
+  assertStringIncludes(svg, `(n=${HUGE}, ${MAX_DRAWN_DOTS} drawn)</text>`);
+});
+
+Deno.test("report of a config nested 20,000 deep and of a log of 150k runs", () => {
+  let deep: Record<string, unknown> = { leaf: 1 };
+  for (let i = 0; i < 20_000; i++) deep = { k: deep };
+  const flat = flattenConfig({ deep, lr: 3 });
+  assertEquals(Object.keys(flat), [`deep${".k".repeat(MAX_CONFIG_DEPTH - 1)}`, "lr"]);
+  assertMatch(Object.values(flat)[0], /^\{"k":\{"k":/);
+  const twoLogs = reportHtml([{ name: "deep", log: { config: { deep }, runs: [] } }, {
+    name: "flat",
+    log: { config: {}, runs: [] },
+  }]);
+  assertWellFormed(twoLogs);
+  assertStringIncludes(twoLogs, `<td class="key">deep${".k".repeat(MAX_CONFIG_DEPTH - 1)}</td>`);
+  const runs = Array.from({ length: HUGE }, (_, i) => ({
+    run: i,
+    seed: i,
+    epochs: [{ epoch: 0, train_loss: 2 - i / HUGE, val_acc: 0.5 + i / HUGE / 4 }],
+    tta_val_acc: 0.5 + i / HUGE / 4,
+    total_time_seconds: 1 + i / HUGE,
+  }));
+  const html = reportHtml([{ name: "huge", log: { config: { a: 1 }, runs } }]);
+  assertEquals(html.match(/<tr><td class="num">/g)!.length, HUGE); // every run in the table
+  assertStringIncludes(html, `<td class="num">${HUGE - 1}</td><td class="num">${HUGE - 1}</td>`);
 });
 
 Deno.test("checkTrainingLog names what is missing", () => {
