@@ -6,17 +6,49 @@
   eigh.safetensors       symmetric matrices and their torch.linalg.eigh eigenvalues (float64)
   schedule.json          triangle lr schedule, alpha (lookahead) schedule and decoupled hyperparameters
 
-safetensors files are written by hand (struct + json); no safetensors package is needed.
+and, through tests/torch_bn.py's fixture(), net_bn.safetensors (the BatchNorm net).
+
+safetensors files are written by hand (struct + json); no safetensors package is needed. Every random draw is
+seeded and made in a fixed order, so on one machine a regeneration is byte-for-byte the committed file:
+
+  /usr/bin/python3 tests/torch_fixtures.py [NAME...]   rewrite the fixtures (all, or e.g. net_deep)
+  /usr/bin/python3 tests/torch_fixtures.py --check     regenerate all into a temporary folder and compare
+                                                       bytes with the committed ones (exit 1 on a difference)
 """
 
+import glob
 import json
 import math
 import os
+import shutil
 import struct
 import sys
+import tempfile
 
-import torch
-import torch.nn.functional as F
+
+def reference_blas_dirs():
+    """Debian's reference (netlib) BLAS and LAPACK, which python3-torch pulls in (libblas3, liblapack3)."""
+    return sorted(glob.glob("/usr/lib/*-linux-gnu/blas")) + sorted(glob.glob("/usr/lib/*-linux-gnu/lapack"))
+
+
+def pin_reference_blas():
+    """torch's float64 matmul and eigh call the system BLAS/LAPACK, whichever Debian's alternatives point to;
+    installing OpenBLAS (e.g. with python3-scipy) changes the last bits of eigh.safetensors. The fixtures are
+    made with the reference libraries: the script re-executes itself once with them first on the library path
+    (the dynamic loader reads LD_LIBRARY_PATH only at start)."""
+    dirs = reference_blas_dirs()
+    path = os.environ.get("LD_LIBRARY_PATH", "")
+    if not dirs or path.split(":")[: len(dirs)] == dirs:
+        return
+    env = dict(os.environ, LD_LIBRARY_PATH=":".join(dirs + ([path] if path else [])))
+    os.execve(sys.executable, [sys.executable, os.path.abspath(__file__), *sys.argv[1:]], env)
+
+
+if __name__ == "__main__":
+    pin_reference_blas()
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from torch_reference_train import alpha_schedule_fn, decoupled_hyperparameters, make_net, triangle  # noqa: E402
@@ -54,7 +86,7 @@ def write_safetensors(path, tensors, metadata=None):
 # ----------------------------------------------------------------------------------------------------------
 
 
-def net_fixture(widths=(8, 16, 16), filename="net_small.safetensors"):
+def net_fixture(out_dir, widths=(8, 16, 16), filename="net_small.safetensors"):
     n = 10
     lr, momentum, weight_decay, label_smoothing = 0.05, 0.85, 0.02, 0.2
     torch.manual_seed(1234)
@@ -136,14 +168,14 @@ def net_fixture(widths=(8, 16, 16), filename="net_small.safetensors"):
         "seed": "1234",
         "torch": torch.__version__,
     }
-    write_safetensors(os.path.join(FIXTURES, filename), out, meta)
+    write_safetensors(os.path.join(out_dir, filename), out, meta)
     print(f"  loss {loss.item():.6f} loss2 {loss2.item():.6f}")
 
 
 # ----------------------------------------------------------------------------------------------------------
 
 
-def eigh_fixture():
+def eigh_fixture(out_dir):
     g = torch.Generator().manual_seed(42)
     mats = []
 
@@ -188,7 +220,7 @@ def eigh_fixture():
         "count": str(len(mats)),
         "torch": torch.__version__,
     }
-    write_safetensors(os.path.join(FIXTURES, "eigh.safetensors"), out, meta)
+    write_safetensors(os.path.join(out_dir, "eigh.safetensors"), out, meta)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -199,7 +231,7 @@ def f32_list(t):
     return [float(v) for v in t.tolist()]  # float32 values are exact in float64 / JSON
 
 
-def schedule_fixture():
+def schedule_fixture(out_dir):
     cases = []
     for total in [1430, 37, 312]:
         lr = triangle(total, start=0.2, end=0.07, peak=0.23)
@@ -243,7 +275,7 @@ def schedule_fixture():
         "decoupled": hyper,
         "steps": steps,
     }
-    path = os.path.join(FIXTURES, "schedule.json")
+    path = os.path.join(out_dir, "schedule.json")
     with open(path + ".tmp", "w") as f:
         json.dump(out, f)
         f.write("\n")
@@ -251,14 +283,84 @@ def schedule_fixture():
     print(f"wrote {path} ({os.path.getsize(path)} bytes)")
 
 
+def bn_fixture(out_dir):
+    from torch_bn import fixture  # torch_bn imports this module: imported here, when it is needed
+
+    fixture(filename=os.path.join(out_dir, "net_bn.safetensors"))  # an absolute path replaces FIXTURES
+
+
+FIXTURE_FILES = {
+    "net_small": (lambda d: net_fixture(d), "net_small.safetensors"),
+    "net_deep": (lambda d: net_fixture(d, (8, 8, 12, 16), "net_deep.safetensors"), "net_deep.safetensors"),
+    "net_bn": (bn_fixture, "net_bn.safetensors"),
+    "eigh": (eigh_fixture, "eigh.safetensors"),
+    "schedule": (schedule_fixture, "schedule.json"),
+}
+
+
+def safetensors_parts(data):
+    """name -> bytes of each tensor, "__header__" -> the JSON header; None when data is not safetensors."""
+    try:
+        (n,) = struct.unpack("<Q", data[:8])
+        header = json.loads(data[8 : 8 + n])
+        body = data[8 + n :]
+        parts = {k: body[v["data_offsets"][0] : v["data_offsets"][1]] for k, v in header.items() if k != "__metadata__"}
+        return {"__header__": data[8 : 8 + n], **parts}
+    except (struct.error, ValueError, KeyError, TypeError):
+        return None
+
+
+def describe_difference(new, old):
+    """Which tensors (or the header) of two safetensors files differ, in a few words."""
+    a, b = safetensors_parts(new), safetensors_parts(old)
+    if a is None or b is None:
+        return f"{len(new)} bytes regenerated, {len(old)} committed"
+    names = [k for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+    tensors = [k for k in names if k != "__header__"]
+    what = ["the header"] if "__header__" in names else []
+    if tensors:
+        listed = ", ".join(tensors[:4]) + (", ..." if len(tensors) > 4 else "")
+        what.append(f"{len(tensors)} of {len(set(a) | set(b)) - 1} tensors ({listed})")
+    return " and ".join(what)
+
+
+def check():
+    """Regenerates every fixture into a temporary folder and compares its bytes with the committed file."""
+    tmp = tempfile.mkdtemp(prefix="torch_fixtures_check.")
+    try:
+        for _, (make, _) in FIXTURE_FILES.items():
+            make(tmp)
+        bad = 0
+        for name, (_, filename) in FIXTURE_FILES.items():
+            with open(os.path.join(tmp, filename), "rb") as f:
+                new = f.read()
+            try:
+                with open(os.path.join(FIXTURES, filename), "rb") as f:
+                    old = f.read()
+            except FileNotFoundError:
+                old = None
+            if new == old:
+                print(f"same      {filename} ({len(new)} bytes)")
+                continue
+            bad += 1
+            why = "not committed" if old is None else describe_difference(new, old)
+            print(f"DIFFERENT {filename}: {why}; rewrite it: /usr/bin/python3 tests/torch_fixtures.py {name}")
+        same = len(FIXTURE_FILES) - bad
+        print(f"{same} of {len(FIXTURE_FILES)} fixtures regenerate byte-for-byte (torch {torch.__version__})")
+        return 1 if bad else 0
+    finally:
+        shutil.rmtree(tmp)
+
+
 if __name__ == "__main__":
     torch.set_num_threads(1)
+    args = sys.argv[1:]
+    if args == ["--check"]:
+        sys.exit(check())
+    unknown = [a for a in args if a not in FIXTURE_FILES]
+    if unknown:
+        print(f"error: unknown fixture {unknown[0]!r}; give --check or names from {', '.join(FIXTURE_FILES)}", file=sys.stderr)
+        sys.exit(2)
     os.makedirs(FIXTURES, exist_ok=True)
-    fixtures = {
-        "net_small": net_fixture,
-        "net_deep": lambda: net_fixture((8, 8, 12, 16), "net_deep.safetensors"),
-        "eigh": eigh_fixture,
-        "schedule": schedule_fixture,
-    }
-    for name in sys.argv[1:] or fixtures:  # e.g. `torch_fixtures.py net_deep` writes only that one
-        fixtures[name]()
+    for name in args or FIXTURE_FILES:  # e.g. `torch_fixtures.py net_deep` writes only that one
+        FIXTURE_FILES[name][0](FIXTURES)

@@ -206,12 +206,16 @@ def make_net(widths=DEFAULT_HYP["widths"], scaling_factor=DEFAULT_HYP["scaling_f
     whiten_kernel_size = 2
     whiten_width = 2 * 3 * whiten_kernel_size**2
     size = 32 - whiten_kernel_size + 1
+    # Modules are built in network order (the whitening conv first, as airbench's make_net does): each draws
+    # its initial weights from torch's global RNG as it is built, so the order fixes the values after a seed
+    # (tests/fixtures/net_*.safetensors and the recorded reference results depend on it).
+    whiten = Conv(3, whiten_width, whiten_kernel_size, padding=0, bias=True)
     groups = []
     for cin, cout in zip([whiten_width] + list(widths[:-1]), widths):
         groups.append(ConvGroup(cin, cout))
         size //= 2
     net = nn.Sequential(
-        Conv(3, whiten_width, whiten_kernel_size, padding=0, bias=True),
+        whiten,
         nn.GELU(),
         *groups,
         nn.MaxPool2d(size),
