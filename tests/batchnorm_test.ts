@@ -24,6 +24,8 @@ import {
   assertClose,
   download,
   freshSeed,
+  POISON,
+  POISON_2,
   poisoned,
   precisions,
   quantize,
@@ -34,7 +36,6 @@ import {
   upload,
 } from "./util.ts";
 
-const NAN_BITS = 0x7fc00000; // gpu.poison's f32 word
 const GUARD_BITS = 0x40e00000; // 7.0f: fills the parameter buffer around the bound ranges
 const MOMENTUM = 0.4; // airbench94's BatchNorm momentum (PyTorch convention)
 
@@ -151,18 +152,18 @@ interface Outputs {
 
 /**
  * One submit: eval forward (original running statistics), training forward, backward with and without
- * dweight; every output poisoned first. Returns everything read back (weight and bias checked unchanged).
+ * dweight; every output poisoned first (with NaN `poison`). Returns everything read back (weight and bias checked unchanged).
  */
-async function runAll(gpu: Gpu, p: Precision, inp: Inputs): Promise<Outputs> {
+async function runAll(gpu: Gpu, p: Precision, inp: Inputs, poison = POISON): Promise<Outputs> {
   const { s, eps } = inp;
   const n = rows(s) * s.C, tag = `${p} [${shapeTag(s)}]`;
   const params = new Flat(gpu, s.C, 4, GUARD_BITS); // weight, bias, running mean, running var
   [inp.weight, inp.bias, inp.runningMean, inp.runningVar].forEach((v, k) => params.set(gpu, k, v));
-  const grads = new Flat(gpu, s.C, 3, NAN_BITS); // dweight, dbias, dbias without dweight
+  const grads = new Flat(gpu, s.C, 3, poison); // dweight, dbias, dbias without dweight
   const [weight, bias, runningMean, runningVar] = [0, 1, 2, 3].map((k) => params.bind(k));
   const x = upload(gpu, inp.x, p), dy = upload(gpu, inp.dy, p);
-  const [y, yEval, dx, dxNoDw] = [0, 1, 2, 3].map(() => poisoned(gpu, n, p));
-  const mean = poisoned(gpu, s.C, "f32"), invstd = poisoned(gpu, s.C, "f32");
+  const [y, yEval, dx, dxNoDw] = [0, 1, 2, 3].map(() => poisoned(gpu, n, p, "", poison));
+  const mean = poisoned(gpu, s.C, "f32", "", poison), invstd = poisoned(gpu, s.C, "f32", "", poison);
   const ops: Op[] = [
     batchNormEvalForward(gpu, p, { x, y: yEval, weight, bias, runningMean, runningVar, ...s, eps }),
     ...batchNormTrainForward(gpu, p, {
@@ -275,11 +276,15 @@ Deno.test("batchnorm: same bits on two runs", async () => {
     for (const s of [{ N: 16, H: 31, W: 31, C: 64 }, { N: 4, H: 9, W: 11, C: 8 }]) {
       const inp = makeInputs(rand, p, s, 1e-12, 2);
       const lim = s.C === 8 ? { rowsPerThread: 1 } : {};
-      const a = await withLimits(lim, () => runAll(gpu, p, inp));
-      const b = await withLimits(lim, () => runAll(gpu, p, inp));
+      // The second run's outputs poisoned with another NaN; and a NaN (an element no run wrote: the inputs
+      // are finite) fails on its own, as NaN payloads do not survive the read back into numbers.
+      const a = await withLimits(lim, () => runAll(gpu, p, inp, POISON));
+      const b = await withLimits(lim, () => runAll(gpu, p, inp, POISON_2));
       for (const k of Object.keys(a) as (keyof Outputs)[]) {
         a[k].forEach((v, i) => {
-          if (!Object.is(v, b[k][i])) throw new Error(`${k} ${p} [${shapeTag(s)}]: element ${i} differs`);
+          if (!Object.is(v, b[k][i]) || Number.isNaN(v)) {
+            throw new Error(`${k} ${p} [${shapeTag(s)}]: element ${i} differs (${v}, ${b[k][i]})`);
+          }
         });
       }
     }

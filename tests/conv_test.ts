@@ -30,6 +30,8 @@ import {
   assertClose,
   download,
   freshSeed,
+  POISON,
+  POISON_2,
   poisoned,
   precisions,
   quantize,
@@ -164,12 +166,14 @@ for (const variant of VARIANTS) {
     const dyb = upload(gpu, randn(s.N * HO * WO * s.CO, rand), "f32");
     const nw = 9 * s.CI * s.CO;
     const out: Uint8Array[] = [];
-    for (let i = 0; i < 2; i++) {
-      const dw = poisoned(gpu, nw, "f32");
+    // Each run's output poisoned with another NaN: an element neither run writes differs too.
+    for (const word of [POISON, POISON_2]) {
+      const dw = poisoned(gpu, nw, "f32", "", word);
       gpu.run(convWeightGrad(gpu, "f32", s, { x: xb, dy: dyb, dw }, { ...DEFAULT_TILES, variant }));
       out.push(new Uint8Array(await gpu.read(dw)));
     }
-    if (out[0].some((v, i) => v !== out[1][i])) throw new Error("weight gradient differs between two runs");
+    const at = out[0].findIndex((v, i) => v !== out[1][i]);
+    if (at >= 0) throw new Error(`weight gradient differs between two runs (element ${at >> 2})`);
   });
 }
 
@@ -217,19 +221,17 @@ function checkVariants(
   const fwd = candidateVariants("forward", limits), igr = candidateVariants("input_grad", limits);
   const wgr = candidateVariants("weight_grad", limits);
   const n = Math.max(fwd.length, igr.length, wgr.length);
+  const workgroupBytes = (await testGpu()).device.limits.maxComputeWorkgroupStorageSize;
   for (const [label, s] of VARIANT_SHAPES) {
     for (let i = 0; i < n; i++) {
       const fv = fwd[i % fwd.length], iv = igr[(i + 1) % igr.length], wv = wgr[i % wgr.length];
-      Deno.test(`conv variants ${label}: ${variantId(fv)}, igrad ${variantId(iv)}, wgrad ${variantId(wv)}`, async () => {
-        const gpu = await testGpu();
-        if (
-          [fv, iv, wv].some((v) =>
-            v.kind === "tiled" && tiledWorkgroupBytes(v) > gpu.device.limits.maxComputeWorkgroupStorageSize
-          )
-        ) {
-          return; // (an adapter with less workgroup memory than lavapipe)
-        }
-        await checkVariants(label, s, fv, iv, wv, false);
+      const skip = [fv, iv, wv].some((v) => v.kind === "tiled" && tiledWorkgroupBytes(v) > workgroupBytes);
+      Deno.test({
+        name: `conv variants ${label}: ${variantId(fv)}, igrad ${variantId(iv)}, wgrad ${variantId(wv)}${
+          skip ? ` (skipped: the device has ${workgroupBytes} bytes of workgroup memory)` : ""
+        }`,
+        ignore: skip,
+        fn: () => checkVariants(label, s, fv, iv, wv, false),
       });
     }
   }
@@ -237,21 +239,44 @@ function checkVariants(
 
 // The bias gradient of the tiled weight gradient: subgroup sums and the workgroup-memory tree.
 for (const subgroups of [true, false]) {
-  Deno.test(`conv tiled weight grad, bias gradient ${subgroups ? "with" : "without"} subgroups`, async () => {
-    const gpu = await testGpu();
-    if (subgroups && !gpu.adapter.subgroups) return; // nothing to test on a device without them
-    const wv: KernelVariant = { kind: "tiled", BM: 64, BN: 64, BK: 16, TM: 4, TN4: 1, DB: 2 };
-    for (const [label, s] of VARIANT_SHAPES) await checkVariants(label, s, wv, wv, wv, subgroups);
-    // a large M: many pixels per invocation, many chunks
-    const big: ConvShape = { N: 9, H: 17, W: 13, CI: 8, CO: 12, KH: 3, KW: 3, PAD: 1 };
-    await checkVariants("large M", big, wv, wv, wv, subgroups);
+  const skip = subgroups && !(await testGpu()).adapter.subgroups;
+  Deno.test({
+    name: `conv tiled weight grad, bias gradient ${subgroups ? "with" : "without"} subgroups${
+      skip ? " (skipped: the device has no subgroups feature)" : ""
+    }`,
+    ignore: skip,
+    fn: async () => {
+      const wv: KernelVariant = { kind: "tiled", BM: 64, BN: 64, BK: 16, TM: 4, TN4: 1, DB: 2 };
+      for (const [label, s] of VARIANT_SHAPES) await checkVariants(label, s, wv, wv, wv, subgroups);
+      // a large M: many pixels per invocation, many chunks
+      const big: ConvShape = { N: 9, H: 17, W: 13, CI: 8, CO: 12, KH: 3, KW: 3, PAD: 1 };
+      await checkVariants("large M", big, wv, wv, wv, subgroups);
+    },
   });
 }
 
-Deno.test("conv subgroups: lavapipe's device has them (requested by trying)", async () => {
+Deno.test("conv subgroups: Gpu.create has them exactly when the adapter grants them (lavapipe does)", async () => {
   const gpu = await testGpu();
-  if (/llvmpipe|lavapipe/i.test(gpu.adapter.name) && !gpu.adapter.subgroups) {
-    throw new Error("lavapipe runs subgroup ops, but Gpu.create did not get the subgroups feature");
+  if (gpu.adapter.subgroups !== gpu.device.features.has("subgroups")) {
+    throw new Error(`the adapter report says subgroups ${gpu.adapter.subgroups}, the device disagrees`);
+  }
+  // Ask a fresh adapter for a device with the feature, as Gpu.create does (adapter.features omits it in Deno).
+  const adapter = await navigator.gpu.requestAdapter({ powerPreference: "high-performance" });
+  let granted = false;
+  try {
+    const device = await adapter!.requestDevice({ requiredFeatures: ["subgroups" as GPUFeatureName] });
+    granted = device.features.has("subgroups");
+    device.destroy();
+  } catch {
+    granted = false;
+  }
+  if (granted !== gpu.adapter.subgroups) {
+    throw new Error(
+      `the adapter grants subgroups: ${granted}, but Gpu.create has them: ${gpu.adapter.subgroups}`,
+    );
+  }
+  if (/llvmpipe|lavapipe/i.test(gpu.adapter.name) && !granted) {
+    throw new Error("lavapipe runs subgroup ops, but its device did not get the subgroups feature");
   }
 });
 

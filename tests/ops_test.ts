@@ -42,6 +42,8 @@ import {
   assertClose,
   download,
   freshSeed,
+  POISON,
+  POISON_2,
   poisoned,
   precisions,
   quantize,
@@ -51,8 +53,6 @@ import {
   TOL,
   upload,
 } from "./util.ts";
-
-const NAN_BITS = 0x7fc00000; // gpu.poison's f32 word
 
 interface StepFields {
   step?: number;
@@ -277,7 +277,7 @@ async function checkLinear(gpu: Gpu, rand: () => number, p: Precision, N: number
   // dw is written inside its range only
   const around = new Uint32Array(await gpu.read(grads));
   for (const i of [PARAM_OFFSET / 4 - 1, PARAM_OFFSET / 4 + 10 * C]) {
-    assertEqual(around[i], NAN_BITS, "dw range");
+    assertEqual(around[i], POISON, "dw range");
   }
 }
 
@@ -344,7 +344,7 @@ Deno.test("cross-entropy with label smoothing: loss, dlogits, correct count", as
     assertEqual(st[2 * step + 1], ref.correct, `cross-entropy correct count ${tag}`);
     const words = new Uint32Array(st.buffer);
     for (let i = 0; i < 2 * STEPS; i++) {
-      if (i >> 1 !== step) assertEqual(words[i], NAN_BITS, `cross-entropy stats of other steps ${tag}`);
+      if (i >> 1 !== step) assertEqual(words[i], POISON, `cross-entropy stats of other steps ${tag}`);
     }
   }
 });
@@ -367,7 +367,7 @@ Deno.test("count correct", async () => {
     await gpu.checkCompile();
     const got = await readU32(gpu, out);
     assertEqual(got[slot], countCorrectRef(z, labels, N), `count correct [N=${N}]`);
-    for (let i = 0; i < 4; i++) if (i !== slot) assertEqual(got[i], NAN_BITS, "count correct other slots");
+    for (let i = 0; i < 4; i++) if (i !== slot) assertEqual(got[i], POISON, "count correct other slots");
   }
 });
 
@@ -489,18 +489,20 @@ Deno.test("loss and linear weight gradient are deterministic (same bits twice)",
   const zb = upload(gpu, randn(N * 10, rand, 3), "f32"), labels = gpu.bufferFrom(randomLabels(N, rand));
   const stepBuf = gpu.uniform(packStep({}));
   const runs: Uint8Array[][] = [];
-  for (let r = 0; r < 2; r++) {
-    const dl = poisoned(gpu, N * 10, "f32"), stats = poisoned(gpu, 2, "f32");
-    const dx = poisoned(gpu, N * C, "f32"), dw = poisoned(gpu, 10 * C, "f32");
+  // Each run's outputs poisoned with another NaN: an element neither run writes differs too.
+  for (const word of [POISON, POISON_2]) {
+    const dl = poisoned(gpu, N * 10, "f32", "", word), stats = poisoned(gpu, 2, "f32", "", word);
+    const dx = poisoned(gpu, N * C, "f32", "", word), dw = poisoned(gpu, 10 * C, "f32", "", word);
     gpu.run([
       ...crossEntropy(gpu, { logits: zb, labels, dlogits: dl, stats, stepBuf, N, smoothing: 0.2 }),
       ...linearBackward(gpu, "f32", { x: xb, w: wb, dlogits: dl, dx, dw, N, C, scale: SCALE }),
     ]);
-    runs.push([new Uint8Array(await gpu.read(stats)), new Uint8Array(await gpu.read(dw))]);
+    const bytes: Uint8Array[] = [];
+    for (const b of [stats, dl, dx, dw]) bytes.push(new Uint8Array(await gpu.read(b)));
+    runs.push(bytes);
   }
-  for (let i = 0; i < 2; i++) {
-    if (runs[0][i].some((v, j) => v !== runs[1][i][j])) {
-      throw new Error(`run-to-run difference in output ${i}`);
-    }
-  }
+  ["stats", "dlogits", "dx", "dw"].forEach((name, i) => {
+    const at = runs[0][i].findIndex((v, j) => v !== runs[1][i][j]);
+    if (at >= 0) throw new Error(`${name} differs between two runs (element ${at >> 2})`);
+  });
 });

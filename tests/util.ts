@@ -68,10 +68,28 @@ export async function download(
   return Float64Array.from(arr);
 }
 
-/** A buffer of `count` elements of the precision, filled with NaN so unwritten outputs fail the check. */
-export function poisoned(gpu: Gpu, count: number, precision: Precision, label = ""): GPUBuffer {
+/** gpu.poison's 32-bit word: NaN in f32 (as two f16 halves: 0 and NaN). */
+export const POISON = 0x7fc00000;
+/**
+ * A second poison for the "same bits twice" checks: NaN in f32 and in both f16 halves, and unlike POISON in
+ * some byte of every f32 and every f16 element, so an output left unwritten by both runs differs between them.
+ */
+export const POISON_2 = 0x7fd57e5b;
+
+/**
+ * A buffer of `count` elements of the precision, filled with NaN (gpu.poison's word, or `word`) so unwritten
+ * outputs fail the check.
+ */
+export function poisoned(
+  gpu: Gpu,
+  count: number,
+  precision: Precision,
+  label = "",
+  word = POISON,
+): GPUBuffer {
   const buf = gpu.buffer(count * (precision === "f16" ? 2 : 4), label);
-  gpu.poison(buf);
+  if (word === POISON) gpu.poison(buf);
+  else gpu.write(buf, new Uint32Array(buf.size / 4).fill(word));
   return buf;
 }
 
