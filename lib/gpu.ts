@@ -66,6 +66,12 @@ function constLine(name: string, v: ConstValue): string {
   return `const ${name}: f32 = ${f.toExponential(9)}f;`;
 }
 
+/**
+ * gpu.poison's fill word: a NaN read as one f32 (0x7fc07e00) and as two f16 (0x7e00 and 0x7fc0 are both NaN),
+ * so an unwritten output is NaN at every precision.
+ */
+export const POISON_WORD = 0x7fc07e00;
+
 export class Gpu {
   readonly device: GPUDevice;
   readonly adapter: AdapterReport;
@@ -274,9 +280,9 @@ export class Gpu {
     }
   }
 
-  /** Fill a buffer with NaN (f32 0x7fc00000 / f16 pairs 0x7e007e00), so unwritten outputs show up in tests. */
+  /** Fill a buffer with NaN (POISON_WORD: NaN as f32 and as both f16 halves), so unwritten outputs show up in tests. */
   poison(buf: GPUBuffer): void {
-    const words = new Uint32Array(buf.size / 4).fill(0x7fc00000);
+    const words = new Uint32Array(buf.size / 4).fill(POISON_WORD);
     this.device.queue.writeBuffer(buf, 0, words);
   }
 

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import type { Gpu, Op, Precision } from "../lib/gpu.ts";
+import { type Gpu, type Op, POISON_WORD, type Precision } from "../lib/gpu.ts";
 import { batchBytes, EvalLoader, IMAGE_BYTES, INPUT_ELEMS, TrainLoader, type View } from "../lib/loader.ts";
 import { type RefBatch, referenceEvalView, referenceTrainBatch } from "../lib/reference/loader.ts";
 import { packSteps, STEP_BYTES } from "../lib/steps.ts";
@@ -235,7 +235,7 @@ Deno.test("loader: test views match the reference bit for bit, partial last batc
           const got = await runOp(gpu, loader.viewOp(b, view, out.x, out.y), out, count, precision);
           const ref = referenceEvalView(data.images, data.labels, b * EVAL_BATCH, count, view, precision);
           assertBitsEqual(got, ref, `${precision} split=${loader.split} batch ${b} ${JSON.stringify(view)}`);
-          assert.ok(got.tail.every((w) => w === 0x7fc00000), "nothing written past the batch's images");
+          assert.ok(got.tail.every((w) => w === POISON_WORD), "nothing written past the batch's images");
         }
       }
       await gpu.checkCompile();

@@ -1,7 +1,7 @@
 // Shared helpers for kernel tests: fresh random inputs, tolerance checks relative to the output's max-abs,
 // uploads in either precision, and one GPU per test process.
 
-import { Gpu, type Precision } from "../lib/gpu.ts";
+import { Gpu, POISON_WORD, type Precision } from "../lib/gpu.ts";
 import { STEP_WHITEN_BIAS, type StepValues } from "../lib/steps.ts";
 
 let gpuPromise: Promise<Gpu> | undefined;
@@ -68,8 +68,8 @@ export async function download(
   return Float64Array.from(arr);
 }
 
-/** gpu.poison's 32-bit word: NaN in f32 (as two f16 halves: 0 and NaN). */
-export const POISON = 0x7fc00000;
+/** gpu.poison's 32-bit word: NaN in f32 and in both f16 halves. */
+export const POISON = POISON_WORD;
 /**
  * A second poison for the "same bits twice" checks: NaN in f32 and in both f16 halves, and unlike POISON in
  * some byte of every f32 and every f16 element, so an output left unwritten by both runs differs between them.
