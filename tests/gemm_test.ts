@@ -4,7 +4,17 @@
 import assert from "node:assert/strict";
 import { gemm, GEMM_BLOCK, type GemmBlock, type GemmShape, vec4Block } from "../lib/gemm.ts";
 import { gemmRef } from "../lib/reference/gemm.ts";
-import { assertClose, freshSeed, poisoned, quantize, randn, testGpu, testRng, TOL } from "./util.ts";
+import {
+  assertClose,
+  freshSeed,
+  POISON_2,
+  poisoned,
+  quantize,
+  randn,
+  testGpu,
+  testRng,
+  TOL,
+} from "./util.ts";
 
 const SHAPES: [number, number, number][] = [
   [1, 1, 1],
@@ -59,7 +69,7 @@ Deno.test("gemm: the vec4 path gives the scalar path's bits, all transposes", as
       const s: GemmShape = { M, N, K, transA, transB, alpha: 1.5, beta: -0.5 };
       const ab = gpu.bufferFrom(new Float32Array(a)), bb = gpu.bufferFrom(new Float32Array(b));
       const db = gpu.bufferFrom(d);
-      const cv = poisoned(gpu, M * N, "f32"), cs = poisoned(gpu, M * N, "f32");
+      const cv = poisoned(gpu, M * N, "f32"), cs = poisoned(gpu, M * N, "f32", "", POISON_2);
       const ops = [
         gemm(gpu, { ...s, a: ab, b: bb, d: db, c: cv }),
         gemm(gpu, { ...s, a: ab, b: bb, d: db, c: cs, scalar: true }),
@@ -82,7 +92,7 @@ Deno.test("gemm: the same inputs give the same bits; D may alias A", async () =>
   const [M, N, K] = [45, 45, 45];
   const a = new Float32Array(randn(M * K, rand)), b = new Float32Array(randn(K * N, rand));
   const ab = gpu.bufferFrom(a), bb = gpu.bufferFrom(b);
-  const c1 = poisoned(gpu, M * N, "f32"), c2 = poisoned(gpu, M * N, "f32");
+  const c1 = poisoned(gpu, M * N, "f32"), c2 = poisoned(gpu, M * N, "f32", "", POISON_2);
   const s = { M, N, K, transA: true, alpha: 2, beta: -1 };
   const op1 = gemm(gpu, { ...s, a: ab, b: bb, c: c1, d: ab });
   const op2 = gemm(gpu, { ...s, a: ab, b: bb, c: c2, d: ab });

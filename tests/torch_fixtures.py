@@ -6,7 +6,8 @@
   eigh.safetensors       symmetric matrices and their torch.linalg.eigh eigenvalues (float64)
   schedule.json          triangle lr schedule, alpha (lookahead) schedule and decoupled hyperparameters
 
-and, through tests/torch_bn.py's fixture(), net_bn.safetensors (the BatchNorm net).
+and, through tests/torch_bn.py's fixture(), net_bn.safetensors (the BatchNorm net), and through
+tests/torch_muon_fixtures.py's, muon.safetensors (the Muon optimizer).
 
 safetensors files are written by hand (struct + json); no safetensors package is needed. Every random draw is
 seeded and made in a fixed order, so on one machine a regeneration is byte-for-byte the committed file:
@@ -289,12 +290,19 @@ def bn_fixture(out_dir):
     fixture(filename=os.path.join(out_dir, "net_bn.safetensors"))  # an absolute path replaces FIXTURES
 
 
+def muon_fixture(out_dir):
+    from torch_muon_fixtures import fixture  # imports this module: imported here, when it is needed
+
+    fixture(out_dir)
+
+
 FIXTURE_FILES = {
     "net_small": (lambda d: net_fixture(d), "net_small.safetensors"),
     "net_deep": (lambda d: net_fixture(d, (8, 8, 12, 16), "net_deep.safetensors"), "net_deep.safetensors"),
     "net_bn": (bn_fixture, "net_bn.safetensors"),
     "eigh": (eigh_fixture, "eigh.safetensors"),
     "schedule": (schedule_fixture, "schedule.json"),
+    "muon": (muon_fixture, "muon.safetensors"),
 }
 
 

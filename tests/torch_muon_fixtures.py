@@ -8,21 +8,29 @@
   muon.<k>.hyper                     [4]: lr of step 1, lr of step 2, momentum, nesterov (1 or 0)
 
 Every input is a float32 value (drawn in float64, rounded to float32) so a float32 implementation sees exactly
-the same inputs; draws happen in a fixed order from one seeded generator.
+the same inputs; draws happen in a fixed order from one seeded generator. It is one of tests/torch_fixtures.py's
+fixtures (which pins the reference BLAS that the float64 products depend on): this script hands over to it.
 
-  /usr/bin/python3 tests/torch_muon_fixtures.py           write the file
-  /usr/bin/python3 tests/torch_muon_fixtures.py --check   regenerate into a temporary folder and compare bytes
+  /usr/bin/python3 tests/torch_muon_fixtures.py           write the file (= torch_fixtures.py muon)
+  /usr/bin/python3 tests/torch_muon_fixtures.py --check   regenerate every fixture into a temporary folder and
+                                                          compare bytes (= torch_fixtures.py --check)
 """
 
-import filecmp
 import os
 import sys
-import tempfile
 
-import torch
+HERE = os.path.dirname(os.path.abspath(__file__))
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from torch_fixtures import FIXTURES, write_safetensors  # noqa: E402
+if __name__ == "__main__":
+    if sys.argv[1:] not in ([], ["--check"]):
+        sys.exit("usage: torch_muon_fixtures.py [--check]")
+    script = os.path.join(HERE, "torch_fixtures.py")
+    os.execv(sys.executable, [sys.executable, script, *(sys.argv[1:] or ["muon"])])
+
+import torch  # noqa: E402
+
+sys.path.insert(0, HERE)
+from torch_fixtures import write_safetensors  # noqa: E402
 
 NAME = "muon.safetensors"
 NS_SHAPES = [(16, 8, 3, 3), (40, 4, 3, 3), (64, 24, 3, 3), (7, 5, 1, 1), (12, 3, 3, 3), (30, 3, 3, 3)]
@@ -61,7 +69,8 @@ def muon_step(p, g, buf, lr, momentum, nesterov):
     p.add_(update, alpha=-lr)
 
 
-def build():
+def fixture(out_dir):
+    """Writes out_dir/muon.safetensors."""
     gen = torch.Generator().manual_seed(20240616)
 
     def draw(shape, scale=1.0):
@@ -90,27 +99,4 @@ def build():
         "muon_count": len(MUON_CASES),
         "torch": torch.__version__,
     }
-    return out, meta
-
-
-def main(argv):
-    torch.set_num_threads(1)
-    if argv not in ([], ["--check"]):
-        sys.exit("usage: torch_muon_fixtures.py [--check]")
-    tensors, meta = build()
-    if not argv:
-        os.makedirs(FIXTURES, exist_ok=True)
-        write_safetensors(os.path.join(FIXTURES, NAME), tensors, meta)
-        return
-    with tempfile.TemporaryDirectory() as tmp:
-        fresh = os.path.join(tmp, NAME)
-        write_safetensors(fresh, tensors, meta)
-        committed = os.path.join(FIXTURES, NAME)
-        if not os.path.exists(committed) or not filecmp.cmp(fresh, committed, shallow=False):
-            print(f"{committed} differs from a fresh regeneration")
-            sys.exit(1)
-        print(f"{committed}: identical to a fresh regeneration")
-
-
-if __name__ == "__main__":
-    main(sys.argv[1:])
+    write_safetensors(os.path.join(out_dir, NAME), out, meta)
