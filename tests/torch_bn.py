@@ -31,7 +31,7 @@ from torch import nn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from torch_fixtures import FIXTURES, write_safetensors  # noqa: E402
-from torch_score import read_safetensors  # noqa: E402
+from torch_score import load_state_dict_file  # noqa: E402
 from torch_reference_train import (  # noqa: E402
     CifarLoader,
     Conv,
@@ -48,6 +48,7 @@ from torch_reference_train import (  # noqa: E402
     print_columns,
     print_training_details,
     triangle,
+    write_json,
 )
 
 HYP = {
@@ -356,11 +357,7 @@ def train(argv):
         "runs": results,
     }
     if args.out:
-        with open(args.out + ".tmp", "w") as f:
-            json.dump(out, f, indent=1)
-            f.write("\n")
-        os.replace(args.out + ".tmp", args.out)
-        print("wrote", os.path.abspath(args.out))
+        write_json(args.out, out)
     return out
 
 
@@ -376,10 +373,7 @@ def score(argv):
     args = p.parse_args(argv)
     torch.set_num_threads(2)
     net = make_net(tuple(int(w) for w in args.widths.split(",")))
-    missing, unexpected = net.load_state_dict(read_safetensors(args.weights), strict=False)
-    missing = [k for k in missing if not k.endswith("num_batches_tracked")]
-    if missing or unexpected:
-        raise SystemExit(f"state dict mismatch: missing {missing}, unexpected {unexpected}")
+    load_state_dict_file(net, args.weights)
     net.eval()
     _, _, test_images, test_labels = load_cifar(args.data_dir)
     acc = evaluate(net, normalize(test_images.float() / 255), test_labels, tta_level=args.tta, chunk=500)

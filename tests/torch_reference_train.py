@@ -364,6 +364,15 @@ def print_training_details(variables, is_final_entry):
     print_columns(formatted, is_final_entry=is_final_entry)
 
 
+def write_json(path, obj):
+    """Writes obj as indented JSON, atomically (temp file + rename)."""
+    with open(path + ".tmp", "w") as f:
+        json.dump(obj, f, indent=1)
+        f.write("\n")
+    os.replace(path + ".tmp", path)
+    print("wrote", os.path.abspath(path))
+
+
 # ----------------------------------------------------------------------------------------------------------
 # Training
 
@@ -561,12 +570,7 @@ def main(argv=None):
         "runs": results,
     }
     if args.out:
-        tmp = args.out + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(out, f, indent=1)
-            f.write("\n")
-        os.replace(tmp, args.out)
-        print("wrote", os.path.abspath(args.out))
+        write_json(args.out, out)
     return out
 
 

@@ -34,6 +34,21 @@ def read_safetensors(path):
     return out
 
 
+def load_state_dict_file(net, path):
+    """Loads a safetensors into net: every entry must match by name and shape, apart from BatchNorm's
+    num_batches_tracked (not written by the TS ports), which may be absent."""
+    state = read_safetensors(path)
+    expected = net.state_dict()
+    shapes = [f"{k} {list(v.shape)} (net: {list(expected[k].shape)})" for k, v in state.items()
+              if k in expected and v.shape != expected[k].shape]
+    if shapes:
+        raise SystemExit(f"{path}: shape mismatch (check --widths): {', '.join(shapes)}")
+    missing, unexpected = net.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.endswith("num_batches_tracked")]
+    if missing or unexpected:
+        raise SystemExit(f"state dict mismatch: missing {missing}, unexpected {unexpected}")
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("weights")
