@@ -21,7 +21,8 @@ epochs, after which its gradient is detached. No lookahead. The module names are
 saved here loads into airbench94_muon.py's CifarNet (widths 64,256,256).
 
 Deviations from the recipe: float32 everywhere instead of half precision, and the Newton-Schulz iteration of
-Muon runs in float32 instead of bfloat16 (the WebGPU port has no bfloat16); CIFAR-10 is read from the official
+Muon (3 steps, tests/torch_muon_fixtures.py's) runs in float32 instead of bfloat16 (the WebGPU port has no
+bfloat16); CIFAR-10 is read from the official
 binary batches; the whitening patch covariance + eigh run in float64, with the filters in descending eigenvalue
 order (tests/torch_reference_train.py's init_whitening_conv; the recipe keeps eigh's ascending order, a
 permutation of the 24 whitening channels); inference runs in chunks of --eval-batch (250) instead of 2000 (same
@@ -43,6 +44,7 @@ from torch import nn
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from torch_bn import DATA_DIR, ConvGroup  # noqa: E402
 from torch_fixtures import write_safetensors  # noqa: E402
+from torch_muon_fixtures import muon_step  # noqa: E402
 from torch_reference_train import (  # noqa: E402
     CifarLoader,
     evaluate,
@@ -65,7 +67,6 @@ HYP = {
     "weight_decay": 2e-6,  # per example: torch weight_decay = weight_decay * batch_size / lr of the group
     "muon_lr": 0.24,
     "muon_momentum": 0.6,
-    "ns_steps": 3,
     "label_smoothing": 0.2,
     "whiten_bias_epochs": 3,
     "batchnorm_momentum": 0.6,  # airbench's convention: PyTorch's momentum is 1 - 0.6 = 0.4
@@ -106,46 +107,24 @@ class CifarNet(nn.Module):
 # Muon
 
 
-def newton_schulz5(G, steps=HYP["ns_steps"], eps=1e-7):
-    """The recipe's quintic Newton-Schulz orthogonalisation of a 2-D G (about U S' V^T with S' in ~(0.5, 1.5)),
-    in float32: the recipe runs it in bfloat16, which the WebGPU port does not have."""
-    assert G.dim() == 2
-    a, b, c = (3.4445, -4.7750, 2.0315)
-    X = G.float()
-    X = X / (X.norm() + eps)  # top singular value <= 1
-    transposed = G.size(0) > G.size(1)
-    if transposed:
-        X = X.T
-    for _ in range(steps):
-        A = X @ X.T
-        B = b * A + c * A @ A
-        X = a * X + B @ X
-    return X.T if transposed else X
-
-
 class Muon(torch.optim.Optimizer):
-    """The recipe's Muon: momentum (Nesterov), the weight rescaled to norm sqrt(out channels), then a step of
-    -lr along the orthogonalised update of the filters flattened to [out, in*kh*kw]. No weight decay."""
+    """The recipe's Muon (tests/torch_muon_fixtures.py's muon_step per parameter): Nesterov momentum, the weight
+    rescaled to norm sqrt(out channels), then a step of -lr along the Newton-Schulz orthogonalised update of the
+    filters flattened to [out, in*kh*kw], here in float32 (the recipe's bfloat16 is absent from WebGPU)."""
 
-    def __init__(self, params, lr, momentum, nesterov=True, ns_steps=HYP["ns_steps"]):
-        super().__init__(params, dict(lr=lr, momentum=momentum, nesterov=nesterov, ns_steps=ns_steps))
+    def __init__(self, params, lr, momentum, nesterov=True):
+        super().__init__(params, dict(lr=lr, momentum=momentum, nesterov=nesterov))
 
     @torch.no_grad()
     def step(self):
         for group in self.param_groups:
-            momentum = group["momentum"]
             for p in group["params"]:
                 if p.grad is None:
                     continue
                 state = self.state[p]
                 if "momentum_buffer" not in state:
                     state["momentum_buffer"] = torch.zeros_like(p.grad)
-                buf = state["momentum_buffer"]
-                buf.mul_(momentum).add_(p.grad)
-                g = p.grad.add(buf, alpha=momentum) if group["nesterov"] else buf
-                p.mul_(len(p) ** 0.5 / p.norm())
-                update = newton_schulz5(g.reshape(len(g), -1), group["ns_steps"]).view(g.shape)
-                p.add_(update, alpha=-group["lr"])
+                muon_step(p, p.grad, state["momentum_buffer"], group["lr"], group["momentum"], group["nesterov"])
 
 
 def make_optimizers(model, args):
@@ -160,7 +139,7 @@ def make_optimizers(model, args):
         dict(params=[model.head.weight], lr=args.head_lr, weight_decay=wd / args.head_lr),
     ]
     sgd = torch.optim.SGD(param_configs, lr=args.bias_lr, momentum=args.sgd_momentum, nesterov=True)
-    muon = Muon(filter_params, lr=args.muon_lr, momentum=args.muon_momentum, nesterov=True, ns_steps=args.ns_steps)
+    muon = Muon(filter_params, lr=args.muon_lr, momentum=args.muon_momentum, nesterov=True)
     for opt in (sgd, muon):
         for group in opt.param_groups:
             group["initial_lr"] = group["lr"]
@@ -269,7 +248,6 @@ def parse_train_args(argv):
     p.add_argument("--weight-decay", type=float, default=HYP["weight_decay"], help="per example (x batch / lr)")
     p.add_argument("--muon-lr", type=float, default=HYP["muon_lr"])
     p.add_argument("--muon-momentum", type=float, default=HYP["muon_momentum"])
-    p.add_argument("--ns-steps", type=int, default=HYP["ns_steps"], help="Newton-Schulz iterations")
     p.add_argument("--label-smoothing", type=float, default=HYP["label_smoothing"])
     p.add_argument("--whiten-bias-epochs", type=float, default=HYP["whiten_bias_epochs"])
     p.add_argument(
@@ -291,7 +269,6 @@ def parse_train_args(argv):
         (args.epochs > 0, "--epochs: give a positive number"),
         (args.whiten_bias_epochs > 0, "--whiten-bias-epochs: give a positive number"),
         (args.runs >= 1 and args.threads >= 1 and args.eval_batch >= 1, "--runs, --threads, --eval-batch: give >= 1"),
-        (args.ns_steps >= 0, "--ns-steps: give 0 or more"),
         (not args.save_weights or args.save_weights.endswith(".safetensors"), "--save-weights: end it in .safetensors"),
     ]
     for path in (args.save_weights, args.out):
