@@ -7,9 +7,10 @@ import { type Hyp } from "./lib/cli.ts";
 import { type Experiment, main, type Run } from "./lib/experiment.ts";
 import { Conv2d, Flatten, GELU, GlobalMaxPool, Linear, MaxPool2d, Mul } from "./lib/layers.ts";
 import { Named, Sequential } from "./lib/nn.ts";
+import { inGroup, Lookahead, type Optimizer, SGD } from "./lib/optim.ts";
 import { Rng } from "./lib/rng.ts";
-import { totalSteps } from "./lib/schedule.ts";
-import { planSteps } from "./lib/train.ts";
+import { decoupledHyperparameters, lookaheadDecays, totalSteps, triangleSchedule } from "./lib/schedule.ts";
+import type { PlanStep } from "./lib/steps.ts";
 import { WHITEN_WIDTH, whiteningWeights } from "./lib/whiten.ts";
 
 // ---------------------------------------------------------------------------------------------------------
@@ -67,6 +68,44 @@ export function makeNet(h: Hyp = hyp) {
 }
 
 // ---------------------------------------------------------------------------------------------------------
+// Optimizers (airbench's param_configs) and the per-step plan that drives them on the GPU
+
+/** The decoupled lr and weight decay as PyTorch's SGD takes them (lr / kilostep scale, ...). */
+const torchSgd = (h: Hyp) =>
+  decoupledHyperparameters({
+    lr: h.opt.lr,
+    momentum: h.opt.momentum,
+    weightDecay: h.opt.weight_decay,
+    batchSize: h.opt.batch_size,
+  });
+
+export function optimizers(h: Hyp): Optimizer[] {
+  const sgd = { momentum: h.opt.momentum, nesterov: true, weight_decay: torchSgd(h).sgdWeightDecay };
+  return [
+    SGD([
+      // the whitening bias trains only in the steps the plan turns its gate on (its first epochs)
+      { params: inGroup("whiten_bias"), lr: "lr", gate: "whiten_bias" },
+      { params: "rest", lr: "lr" },
+    ], sgd),
+    Lookahead(), // the EMA of the weights, every 5 steps (decay "lookahead", event "lookahead")
+  ];
+}
+
+/** Per step: the lr (triangle schedule), the whitening-bias gate, the lookahead events and their decay. */
+export function plan(h: Hyp, stepsPerEpoch: number, total: number): PlanStep[] {
+  const { lrSgd } = torchSgd(h);
+  const lr = triangleSchedule(total, 0.2, 0.07, 0.23);
+  const lookahead = lookaheadDecays(total, 5);
+  return Array.from({ length: total }, (_, s) => ({
+    values: { lr: lrSgd * lr[s], lookahead: lookahead[s] ?? 0 },
+    on: {
+      whiten_bias: Math.floor(s / stepsPerEpoch) < h.opt.whiten_bias_epochs,
+      lookahead: lookahead[s] !== undefined,
+    },
+  }));
+}
+
+// ---------------------------------------------------------------------------------------------------------
 // Training: one run
 
 async function trainRun(r: Run<Hyp>): Promise<void> {
@@ -77,7 +116,7 @@ async function trainRun(r: Run<Hyp>): Promise<void> {
   params["0.weight"] = r.host(() => Float32Array.from(whiteningWeights(images, n, WHITEN_EPS).weight));
   const loader = r.trainLoader(rng.fork("data").u32());
   const total = totalSteps(loader.stepsPerEpoch, h.opt.train_epochs);
-  await r.start(loader, planSteps(h.opt, loader, total), params);
+  await r.start(loader, plan(h, loader.stepsPerEpoch, total), params);
 
   for (let epoch = 0; epoch < Math.ceil(h.opt.train_epochs); epoch++) {
     // ---- training: the lr schedule, whitening-bias gate and lookahead are in the plan, on the GPU
@@ -96,7 +135,8 @@ export const experiment: Experiment<Hyp> = {
   hyp,
   defaults: { runs: 25, seed: 0, precision: "auto", logDir: "logs", quiet: false, verify: true },
   makeNet,
-  groups: () => ({ whiten_bias: { gated: true } }),
+  optimizers,
+  loss: (h) => ({ labelSmoothing: h.opt.label_smoothing }),
   trainRun,
 };
 

@@ -8,9 +8,10 @@ import { type Hyp } from "../lib/cli.ts";
 import { type Experiment, main, type Run } from "../lib/experiment.ts";
 import { Conv2d, Flatten, GELU, GlobalMaxPool, Linear, MaxPool2d, Mul } from "../lib/layers.ts";
 import { Named, Sequential } from "../lib/nn.ts";
+import { inGroup, Lookahead, type Optimizer, SGD } from "../lib/optim.ts";
 import { Rng } from "../lib/rng.ts";
-import { totalSteps } from "../lib/schedule.ts";
-import { planSteps } from "../lib/train.ts";
+import { decoupledHyperparameters, lookaheadDecays, totalSteps, triangleSchedule } from "../lib/schedule.ts";
+import type { PlanStep } from "../lib/steps.ts";
 import { WHITEN_WIDTH, whiteningWeights } from "../lib/whiten.ts";
 
 // ---------------------------------------------------------------------------------------------------------
@@ -80,6 +81,48 @@ export function makeNet(h: BnHyp = hyp) {
 }
 
 // ---------------------------------------------------------------------------------------------------------
+// Optimizers (airbench's param_configs) and the per-step plan that drives them on the GPU
+
+/** The decoupled lr and weight decay as PyTorch's SGD takes them (lr / kilostep scale, ...). */
+const torchSgd = (h: BnHyp) =>
+  decoupledHyperparameters({
+    lr: h.opt.lr,
+    momentum: h.opt.momentum,
+    weightDecay: h.opt.weight_decay,
+    batchSize: h.opt.batch_size,
+  });
+
+export function optimizers(h: BnHyp): Optimizer[] {
+  const { lrSgd, wdSgd } = torchSgd(h);
+  const lrBiases = lrSgd * h.opt.bias_scaler;
+  return [
+    // airbench: [dict(params=norm_biases, lr=lr_biases, weight_decay=wd/lr_biases),
+    //            dict(params=other_params, lr=lr, weight_decay=wd/lr)], momentum, nesterov=True
+    SGD([
+      { params: inGroup("whiten_bias"), lr: "lr", gate: "whiten_bias" }, // trains for its first epochs
+      { params: inGroup("norm_bias"), lr: "lr_biases", weight_decay: wdSgd / lrBiases },
+      { params: "rest", lr: "lr" },
+    ], { momentum: h.opt.momentum, nesterov: true, weight_decay: wdSgd / lrSgd }),
+    Lookahead(), // the EMA of the weights and the running statistics, every 5 steps
+  ];
+}
+
+/** Per step: each group's lr (triangle schedule), the whitening-bias gate, the lookahead events. */
+export function plan(h: BnHyp, stepsPerEpoch: number, total: number): PlanStep[] {
+  const { lrSgd } = torchSgd(h);
+  const lrBiases = lrSgd * h.opt.bias_scaler;
+  const sched = triangleSchedule(total, 0.2, 0.07, 0.23);
+  const lookahead = lookaheadDecays(total, 5);
+  return Array.from({ length: total }, (_, s) => ({
+    values: { lr: lrSgd * sched[s], lr_biases: lrBiases * sched[s], lookahead: lookahead[s] ?? 0 },
+    on: {
+      whiten_bias: Math.floor(s / stepsPerEpoch) < h.opt.whiten_bias_epochs,
+      lookahead: lookahead[s] !== undefined,
+    },
+  }));
+}
+
+// ---------------------------------------------------------------------------------------------------------
 // Training: one run
 
 async function trainRun(r: Run<BnHyp>): Promise<void> {
@@ -90,7 +133,7 @@ async function trainRun(r: Run<BnHyp>): Promise<void> {
   params["0.weight"] = r.host(() => Float32Array.from(whiteningWeights(images, n, WHITEN_EPS).weight));
   const loader = r.trainLoader(rng.fork("data").u32());
   const total = totalSteps(loader.stepsPerEpoch, h.opt.train_epochs); // ceil(steps per epoch x 9.9)
-  await r.start(loader, planSteps(h.opt, loader, total), params);
+  await r.start(loader, plan(h, loader.stepsPerEpoch, total), params);
 
   for (let epoch = 0; epoch < Math.ceil(h.opt.train_epochs); epoch++) {
     // ---- training: lr schedule, whitening-bias gate and lookahead (params and running stats) on the GPU
@@ -109,8 +152,8 @@ export const experiment: Experiment<BnHyp> = {
   hyp,
   defaults: { runs: 25, seed: 0, precision: "auto", logDir: "logs", quiet: false, verify: true },
   makeNet,
-  // BatchNorm biases: lr x bias_scaler, weight decay / bias_scaler (airbench's lr_biases, wd / lr_biases).
-  groups: (h) => ({ whiten_bias: { gated: true }, norm_bias: { lrMult: h.opt.bias_scaler } }),
+  optimizers,
+  loss: (h) => ({ labelSmoothing: h.opt.label_smoothing }),
   trainRun,
 };
 

@@ -7,18 +7,13 @@ struct Step {
   step: u32,         // 0-based global step index
   epoch: u32,        // 0-based epoch
   batch_start: u32,  // offset of this batch in the epoch's permutation
-  flags: u32,        // STEP_* bits below
-  lr: f32,           // SGD learning rate of this step (lr_sgd * triangle schedule)
-  weight_decay: f32, // torch SGD weight_decay argument (wd_sgd / lr_sgd), constant over the run
-  momentum: f32,     // Nesterov momentum
-  ema_decay: f32,    // lookahead decay used when STEP_EMA is set
-  // Per-step scalars an experiment's plan fills by slot (each optimizer group's lr, ...): slot i is
-  // vals[i / 4][i % 4]; read them with step_value.
+  flags: u32,        // the gates and events of this step, one bit each (the experiment's plan sets them; each
+                     // optimizer kernel gets its bit as a pipeline constant)
+  // Per-step scalars the experiment's plan fills by slot (each optimizer group's lr, the lookahead decay, ...):
+  // slot i is vals[i / 4][i % 4]; kernels get their slot as a pipeline constant and read it with step_value.
   vals: array<vec4f, STEP_SLOTS / 4u>,
 }
 const STEP_SLOTS: u32 = 16u;
-const STEP_WHITEN_BIAS: u32 = 1u; // the whitening bias trains in this step
-const STEP_EMA: u32 = 2u;         // after the optimizer: ema = lerp(ema, net, 1 - ema_decay); net = ema
 
 // The per-step scalar in slot `slot` (< STEP_SLOTS) of a Step.
 fn step_value(st: Step, slot: u32) -> f32 {

@@ -29,7 +29,7 @@ import { initParams, INPUT_SHAPE, Net, NetState, ParamLayout } from "./model.ts"
 import { Graph, nodeFlops } from "./nn.ts";
 import { ceilingProbe, median, spread } from "./probe.ts";
 import { Rng } from "./rng.ts";
-import { GpuTimer, STEP_EMA, STEP_WHITEN_BIAS, StepTable } from "./steps.ts";
+import { GpuTimer, STEP_SLOTS, StepTable } from "./steps.ts";
 import { TrainStep } from "./train.ts";
 
 interface BenchArgs {
@@ -163,17 +163,15 @@ function setupStep(
     epochs: 1,
   });
   const table = new StepTable(gpu, 1);
+  const step = new TrainStep(gpu, net, table, { loss: exp.loss(h), optimizers: exp.optimizers(h) });
+  // one step with every gate and event on (all of the optimizers' work runs) and every per-step value 0.002
   table.write([{
     step: 0,
     epoch: 0,
     batchStart: 0,
-    flags: STEP_WHITEN_BIAS | STEP_EMA,
-    lr: 0.002,
-    weightDecay: 0.05,
-    momentum: 0.85,
-    emaDecay: 0.5,
+    flags: 0xffffffff,
+    values: new Array(STEP_SLOTS).fill(0.002),
   }]);
-  const step = new TrainStep(gpu, net, table, { smoothing: 0.2, groups: exp.groups(h) });
   const gather = loader.gatherOp(table.current, net.x, step.labels);
   const owner = new Map<Op, { layer: string; pass: string }>([[gather, {
     layer: "loader",
@@ -186,7 +184,9 @@ function setupStep(
     for (const op of ops) owner.set(op, { layer: node.label, pass: op.pass ?? "input_grad" });
   }
   for (const op of step.lossOps) owner.set(op, { layer: "loss", pass: "forward" });
-  for (const op of step.optimizerOps) owner.set(op, { layer: "optimizer", pass: "forward" });
+  for (const { opt, ops } of step.optimizerOpsBy) {
+    for (const op of ops) owner.set(op, { layer: opt.name, pass: "forward" }); // one row per optimizer
+  }
   const evalBatch = Math.min(evalN, Net.maxBatch(gpu, p, graph, 2000));
   const evaluator = new Evaluator(
     gpu,

@@ -6,7 +6,8 @@
 // gradients, momentum and EMA in flat f32 buffers (sub-ranges bound via GPUBufferBinding); logits and dlogits
 // f32 [N][10]; labels u32 [N]. All reductions are deterministic (fixed order, no atomics).
 
-import { dispatch, type Gpu, grid2d, type Op, type Precision } from "./gpu.ts";
+import { type ConstValue, dispatch, type Gpu, grid2d, type Op, type Precision } from "./gpu.ts";
+import { STEP_SLOTS } from "./steps.ts";
 
 type Binding = GPUBuffer | GPUBufferBinding;
 
@@ -247,37 +248,42 @@ export function countCorrect(
 
 // ---------------------------------------------------------------------------------------- flat f32 kernels
 
+/** The constants of every optim.wgsl pipeline, neutral (no gate, slot 0) unless an entry point sets them. */
+const OPTIM_CONSTANTS: Record<string, ConstValue> = {
+  LR_SLOT: 0,
+  MOMENTUM: { f32: 0 },
+  WEIGHT_DECAY: { f32: 0 },
+  NESTEROV: false,
+  GATE_START: 0,
+  GATE_END: 0,
+  GATE_BIT: 0,
+  DECAY_SLOT: 0,
+  EVENT_BIT: 0,
+};
+
 function flatPipeline(
   gpu: Gpu,
   name: string,
   entry: string,
   n: number,
-  gate?: { start: number; end: number },
-  mult = { lr: 1, wd: 1 },
+  consts: Record<string, ConstValue> = {},
 ) {
   checkCount(name, { n });
-  let start = 0, end = 0;
-  if (gate) {
-    ({ start, end } = gate);
-    if (!Number.isInteger(start) || !Number.isInteger(end) || start < 0 || end < start || end > n) {
-      throw new Error(`${name}: gate [${start}, ${end}) outside [0, ${n})`);
-    }
-  }
-  // Every pipeline of optim.wgsl defines the gate (an empty range for the entry points that ignore it).
-  if (!(mult.lr > 0) || !(mult.wd >= 0) || !Number.isFinite(mult.lr) || !Number.isFinite(mult.wd)) {
-    throw new Error(
-      `${name}: lr multiplier ${mult.lr} and weight-decay multiplier ${mult.wd} must be finite, lr > 0`,
-    );
-  }
-  const pipe = gpu.pipeline("optim.wgsl", entry, {
-    COUNT: n,
-    WG,
-    GATE_START: start,
-    GATE_END: end,
-    LR_MULT: { f32: mult.lr },
-    WD_MULT: { f32: mult.wd },
-  });
+  const pipe = gpu.pipeline("optim.wgsl", entry, { ...OPTIM_CONSTANTS, ...consts, COUNT: n, WG });
   return { pipe, groups: grid(gpu, Math.ceil(n / WG)) };
+}
+
+/** A Step slot index, or the mask of one Step flag bit, as a pipeline constant. */
+function checkSlot(name: string, what: string, v: number, below: number) {
+  if (!Number.isInteger(v) || v < 0 || v >= below) {
+    throw new Error(`${name}: ${what} ${v} not in [0, ${below})`);
+  }
+}
+
+function checkBit(name: string, what: string, mask: number) {
+  if (!Number.isInteger(mask) || mask <= 0 || mask > 0x80000000 || (mask & (mask - 1)) !== 0) {
+    throw new Error(`${name}: ${what} ${mask} is not one flag bit`);
+  }
 }
 
 /** acc = a * acc + b * x over n f32 values (TTA logit averaging); a = 0 overwrites (even a NaN acc). */
@@ -288,37 +294,67 @@ export function scaleAdd(gpu: Gpu, a: { acc: GPUBuffer; x: GPUBuffer; n: number;
 }
 
 /**
- * One step of torch.optim.SGD(nesterov=True, dampening=0) over n f32 values, with lr, weight_decay and
- * momentum from the Step uniform: g = grad + wd * p; buf = mom * buf + g; g = g + mom * buf; p -= lr * g.
- * Elements in [gate.start, gate.end) stay untouched unless the step has STEP_WHITEN_BIAS set. A parameter
- * group's lr and weight decay are the Step's times `mult` (airbench's BatchNorm biases: lr x 64, wd / 64).
+ * The settings of one SGD dispatch (torch.optim.SGD, dampening 0): its lr is the Step's slot `lrSlot` each
+ * step; momentum, weight decay (coupled, as torch: g = grad + wd * p) and Nesterov are constant over the run.
+ * With a gate, elements [gate.start, gate.end) train only in steps whose flags have `gate.bit` (a mask).
+ */
+export interface SgdSettings {
+  lrSlot: number;
+  momentum: number;
+  weightDecay: number;
+  nesterov: boolean;
+  gate?: { start: number; end: number; bit: number };
+}
+
+/**
+ * One step of torch.optim.SGD over n f32 values: g = grad + wd * p; buf = mom * buf + g; then
+ * p -= lr * (g + mom * buf) (Nesterov) or p -= lr * buf.
  */
 export function sgdStep(
   gpu: Gpu,
-  a: {
-    params: Binding;
-    grads: Binding;
-    mom: Binding;
-    n: number;
-    stepBuf: GPUBuffer;
-    gate?: { start: number; end: number };
-    mult?: { lr: number; wd: number };
-  },
+  a: { params: Binding; grads: Binding; mom: Binding; n: number; stepBuf: GPUBuffer } & SgdSettings,
   name = "sgd_step",
 ): Op {
-  const { pipe, groups } = flatPipeline(gpu, "sgdStep", "sgd_step", a.n, a.gate, a.mult);
+  checkSlot("sgdStep", "lr slot", a.lrSlot, STEP_SLOTS);
+  if (!(a.momentum >= 0 && a.momentum < 1) || !(a.weightDecay >= 0) || !Number.isFinite(a.weightDecay)) {
+    throw new Error(`sgdStep: momentum ${a.momentum} must be in [0, 1), weight decay ${a.weightDecay} >= 0`);
+  }
+  if (a.nesterov && a.momentum === 0) throw new Error("sgdStep: Nesterov momentum needs momentum > 0");
+  const gate = a.gate ?? { start: 0, end: 0, bit: 1 };
+  if (
+    !Number.isInteger(gate.start) || !Number.isInteger(gate.end) || gate.start < 0 || gate.end < gate.start
+  ) {
+    throw new Error(`sgdStep: gate [${gate.start}, ${gate.end}) is not a range`);
+  }
+  if (gate.end > a.n) throw new Error(`sgdStep: gate [${gate.start}, ${gate.end}) outside [0, ${a.n})`);
+  checkBit("sgdStep", "gate bit", gate.bit);
+  const { pipe, groups } = flatPipeline(gpu, "sgdStep", "sgd_step", a.n, {
+    LR_SLOT: a.lrSlot,
+    // rounded to f32 here: the constant's decimal text then reads back as exactly that f32
+    MOMENTUM: { f32: Math.fround(a.momentum) },
+    WEIGHT_DECAY: { f32: Math.fround(a.weightDecay) },
+    NESTEROV: a.nesterov,
+    GATE_START: gate.start,
+    GATE_END: gate.end,
+    GATE_BIT: { u32: gate.bit },
+  });
   return dispatch(gpu, name, pipe, [a.params, a.grads, a.mom, a.stepBuf], groups);
 }
 
 /**
- * Lookahead: when the step has STEP_EMA set, ema = torch.lerp(ema, params, 1 - ema_decay) and params = ema,
- * over n f32 values; otherwise nothing.
+ * Lookahead over n f32 values: in steps whose flags have `eventBit` (a mask), ema = torch.lerp(ema, params,
+ * 1 - decay) and params = ema, with decay the Step's slot `decaySlot`; in other steps nothing.
  */
 export function emaUpdate(
   gpu: Gpu,
-  a: { params: GPUBuffer; ema: GPUBuffer; n: number; stepBuf: GPUBuffer },
+  a: { params: Binding; ema: Binding; n: number; stepBuf: GPUBuffer; decaySlot: number; eventBit: number },
   name = "ema_update",
 ): Op {
-  const { pipe, groups } = flatPipeline(gpu, "emaUpdate", "ema_update", a.n);
+  checkSlot("emaUpdate", "decay slot", a.decaySlot, STEP_SLOTS);
+  checkBit("emaUpdate", "event bit", a.eventBit);
+  const { pipe, groups } = flatPipeline(gpu, "emaUpdate", "ema_update", a.n, {
+    DECAY_SLOT: a.decaySlot,
+    EVENT_BIT: { u32: a.eventBit },
+  });
   return dispatch(gpu, name, pipe, [a.params, a.ema, a.stepBuf], groups);
 }

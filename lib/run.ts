@@ -16,8 +16,9 @@ import { formatDuration, printRow, Progress } from "./report.ts";
 import type { Rng } from "./rng.ts";
 import type { Fingerprint, SavedLog } from "./runlog.ts";
 import { totalSteps } from "./schedule.ts";
-import { GpuTimer, StepTable, type StepValues, submitSteps } from "./steps.ts";
-import { type GroupOptions, TrainStep } from "./train.ts";
+import type { Optimizer } from "./optim.ts";
+import { GpuTimer, type PlanStep, StepTable, submitSteps } from "./steps.ts";
+import { type LossOptions, TrainStep } from "./train.ts";
 
 const CHUNK_SECONDS = 1.0; // aim for submits of about this much GPU work (progress granularity)
 /** Most steps per run: the plan and per-step tables are held in memory and in GPU buffers. */
@@ -29,7 +30,9 @@ export interface Experiment<H extends Hyp> {
   hyp: H; // the defaults (never changed: the command line applies to a copy)
   defaults: RunOptions;
   makeNet(h: H): Module;
-  groups(h: H): Record<string, GroupOptions>;
+  /** The optimizers, in the order they run after the backward pass (lib/optim.ts: SGD, Lookahead, ...). */
+  optimizers(h: H): Optimizer[];
+  loss(h: H): LossOptions;
   trainRun(r: Run<H>): Promise<void>;
 }
 
@@ -105,8 +108,8 @@ export class Session<H extends Hyp> {
     this.maxSteps = totalSteps(Math.floor(trainN / hyp.opt.batch_size), hyp.opt.train_epochs);
     this.table = new StepTable(gpu, this.maxSteps);
     this.step = new TrainStep(gpu, this.net, this.table, {
-      smoothing: hyp.opt.label_smoothing,
-      groups: exp.groups(hyp),
+      loss: exp.loss(hyp),
+      optimizers: exp.optimizers(hyp),
     });
     this.progress = new Progress(opts.quiet);
   }
@@ -169,10 +172,13 @@ export class Run<H extends Hyp> {
     return loader;
   }
 
-  /** Write the plan, build the step's ops, compile (run 0 warms every pipeline), and load the parameters. */
-  async start(loader: TrainLoader, plan: StepValues[], params: Record<string, Float32Array>): Promise<void> {
+  /**
+   * Write the plan (one entry per step: the values and gates the optimizers read, by name), build the step's
+   * ops, compile (run 0 warms every pipeline), and load the parameters.
+   */
+  async start(loader: TrainLoader, plan: PlanStep[], params: Record<string, Float32Array>): Promise<void> {
     const { s } = this;
-    s.table.write(plan);
+    s.table.write(s.step.pack(plan, loader));
     this.total = plan.length;
     this.spe = loader.stepsPerEpoch;
     this.stepOps = s.step.ops(loader.gatherOp(s.table.current, s.net.x, s.step.labels));

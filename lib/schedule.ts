@@ -82,6 +82,28 @@ export function alphaSchedule(totalSteps: number): Float32Array {
   return out;
 }
 
+/**
+ * The lookahead events of a run of `total` steps, per 0-based step s: the decay of the EMA update after that
+ * step's optimizer update when the recipe makes one (current_steps = s + 1 a multiple of `every`: the alpha
+ * schedule at s + 1; the last step: 1.0, so the net becomes the EMA), else undefined.
+ */
+export function lookaheadDecays(total: number, every = 5): (number | undefined)[] {
+  if (!Number.isSafeInteger(every) || every < 1) {
+    throw new Error(`lookahead every ${every} steps: expected >= 1`);
+  }
+  const alpha = alphaSchedule(total);
+  return Array.from({ length: total }, (_, s) => {
+    const done = s + 1; // current_steps after this step's optimizer update
+    return done % every === 0 ? alpha[done] : done === total ? 1.0 : undefined;
+  });
+}
+
+/** The linear decay `1 - step / steps` for step 0..steps (float64, as Python computes it). */
+export function linearDecay(steps: number): Float64Array {
+  checkSteps(steps);
+  return Float64Array.from({ length: steps + 1 }, (_, s) => 1 - s / steps);
+}
+
 /** Number of full batches per epoch (the train loader drops the last partial batch). */
 export function stepsPerEpoch(n: number, batchSize: number): number {
   if (!(Number.isSafeInteger(n) && n >= 0 && Number.isSafeInteger(batchSize) && batchSize >= 1)) {

@@ -11,9 +11,10 @@ import { Graph } from "../lib/nn.ts";
 import { getF32, loadSafetensors } from "../lib/safetensors.ts";
 import { StepTable, submitSteps } from "../lib/steps.ts";
 import { TrainStep } from "../lib/train.ts";
-import { experiment, hyp, makeNet } from "../experiments/airbench94.ts";
+import { hyp, makeNet } from "../experiments/airbench94.ts";
 import { runDeno, writeDataset } from "./synthetic.ts";
-import { assertClose, sgdSteps, testGpu, testRng, toInput } from "./util.ts";
+import { assertClose, fixtureSgd, sgdSteps, testGpu, testRng, toInput } from "./util.ts";
+import { inGroup } from "../lib/optim.ts";
 
 const FIXTURES = join(fileURLToPath(new URL(".", import.meta.url)), "fixtures");
 
@@ -35,7 +36,13 @@ Deno.test("airbench94 (BatchNorm) net matches PyTorch: train/eval logits, loss, 
   const net = new Net(gpu, "f32", graph, state, N);
   const evalNet = new Net(gpu, "f32", graph, state, N, undefined, false);
   const table = new StepTable(gpu, 2);
-  const step = new TrainStep(gpu, net, table, { smoothing: 0.2, groups: experiment.groups(h) });
+  // tests/torch_bn.py's make_optimizer: airbench's param groups, the norm biases at lr x bias_scaler with
+  // weight decay wd / bias_scaler
+  const [lr, weightDecay] = [Number(meta.lr), Number(meta.weight_decay)];
+  const optimizers = fixtureSgd({ momentum: Number(meta.momentum), weightDecay }, [
+    { params: inGroup("norm_bias"), lr: "lr_biases", weight_decay: weightDecay / bias_scaler },
+  ]);
+  const step = new TrainStep(gpu, net, table, { loss: { labelSmoothing: 0.2 }, optimizers });
   await gpu.checkCompile();
   assert.deepEqual(layout.entries.map((e) => e.name), JSON.parse(meta.state_dict));
   assert.ok(layout.entries.some((e) => e.name === "2.norm1.running_var" && e.store === "buffers"));
@@ -50,7 +57,7 @@ Deno.test("airbench94 (BatchNorm) net matches PyTorch: train/eval logits, loss, 
   gpu.write(step.labels, Uint32Array.from(t.labels.data as Int32Array));
   gpu.poison(net.output);
   gpu.poison(state.grads);
-  table.write(sgdSteps(2, Number(meta.lr), Number(meta.weight_decay), Number(meta.momentum)));
+  table.write(sgdSteps(step, 2, { lr, lr_biases: lr * bias_scaler }));
   const ops = step.ops();
   const errors: Record<string, number> = {};
   const check = (got: ArrayLike<number>, key: string) => {

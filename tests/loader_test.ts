@@ -65,7 +65,7 @@ function stepUniform(gpu: Gpu): GPUBuffer {
   return gpu.uniform(new Uint8Array(STEP_BYTES), "step");
 }
 function setStep(gpu: Gpu, buf: GPUBuffer, epoch: number, batchStart: number): void {
-  const step = { step: 0, epoch, batchStart, flags: 0, lr: 0, weightDecay: 0, momentum: 0, emaDecay: 0 };
+  const step = { step: 0, epoch, batchStart, flags: 0 };
   gpu.write(buf, new Uint8Array(packSteps([step]))); // struct Step
 }
 

@@ -12,7 +12,7 @@ import { getF32, loadSafetensors } from "../lib/safetensors.ts";
 import { StepTable, submitSteps } from "../lib/steps.ts";
 import { TrainStep } from "../lib/train.ts";
 import { hyp, makeNet } from "../main.ts";
-import { assertClose, freshSeed, randn, sgdSteps, testGpu, testRng, toInput } from "./util.ts";
+import { assertClose, fixtureSgd, freshSeed, randn, sgdSteps, testGpu, testRng, toInput } from "./util.ts";
 
 const FIXTURES = join(fileURLToPath(new URL(".", import.meta.url)), "fixtures");
 
@@ -25,15 +25,20 @@ interface Harness {
   step: TrainStep;
 }
 
-/** The training step of `model` at batch N, as main.ts builds it (the whitening bias gated). */
-async function harness(model: Module, N: number, steps: number): Promise<Harness> {
+/** The training step of `model` at batch N with the fixtures' SGD (the whitening bias gated, as main.ts). */
+async function harness(
+  model: Module,
+  N: number,
+  steps: number,
+  sgd = { momentum: 0.85, weightDecay: 0 },
+): Promise<Harness> {
   const gpu = await testGpu();
   const graph = new Graph(model, INPUT_SHAPE);
   const layout = new ParamLayout(graph);
   const state = new NetState(gpu, layout);
   const net = new Net(gpu, "f32", graph, state, N);
   const table = new StepTable(gpu, steps);
-  const step = new TrainStep(gpu, net, table, { smoothing: 0.2, groups: { whiten_bias: { gated: true } } });
+  const step = new TrainStep(gpu, net, table, { loss: { labelSmoothing: 0.2 }, optimizers: fixtureSgd(sgd) });
   await gpu.checkCompile();
   return { gpu, layout, state, net, table, step };
 }
@@ -48,7 +53,8 @@ async function torchParity(fixture: string) {
   const t = fx.tensors, meta = fx.metadata;
   const N = Number(meta.batch);
   const widths = JSON.parse(meta.widths) as number[];
-  const h = await harness(mainNet(widths), N, 2);
+  const sgd = { momentum: Number(meta.momentum), weightDecay: Number(meta.weight_decay) };
+  const h = await harness(mainNet(widths), N, 2, sgd);
   const { gpu, layout, state, net, step } = h;
   const trained = layout.trained;
   if (meta.state_dict) assert.deepEqual(layout.entries.map((e) => e.name), JSON.parse(meta.state_dict));
@@ -59,7 +65,7 @@ async function torchParity(fixture: string) {
   gpu.write(step.labels, Uint32Array.from(t.labels.data as Int32Array));
   gpu.poison(net.output);
   gpu.poison(state.grads);
-  h.table.write(sgdSteps(2, Number(meta.lr), Number(meta.weight_decay), Number(meta.momentum)));
+  h.table.write(sgdSteps(step, 2, { lr: Number(meta.lr) }));
   const ops = step.ops();
 
   // Step 1: forward, loss, gradients (read before the optimizer's update is visible in params).
@@ -120,7 +126,7 @@ async function finiteDifferences(model: Module, label: string): Promise<string[]
   state.load(init);
   gpu.write(net.x, Float32Array.from(randn(N * 32 * 32 * 4, rand)).map((v, i) => (i % 4 === 3 ? 0 : v)));
   gpu.write(step.labels, Uint32Array.from({ length: N }, () => Math.floor(rand() * 10)));
-  h.table.write(sgdSteps(1, 0, 0, 0)); // lr 0: the optimizer leaves the parameters as they are
+  h.table.write(sgdSteps(step, 1, { lr: 0 })); // lr 0: the optimizer leaves the parameters as they are
   const ops = step.ops();
   submitSteps(gpu, h.table, 0, 1, ops);
   const grads = await gpu.readF32(state.grads);

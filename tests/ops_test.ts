@@ -21,7 +21,7 @@ import {
   sgdStep,
 } from "../lib/ops.ts";
 import type { Gpu, Precision } from "../lib/gpu.ts";
-import { packSteps, STEP_EMA, STEP_WHITEN_BIAS } from "../lib/steps.ts";
+import { packSteps, STEP_SLOTS } from "../lib/steps.ts";
 import {
   countCorrectRef,
   crossEntropyRef,
@@ -59,10 +59,7 @@ interface StepFields {
   epoch?: number;
   batchStart?: number;
   flags?: number;
-  lr?: number;
-  weightDecay?: number;
-  momentum?: number;
-  emaDecay?: number;
+  values?: number[];
 }
 
 /** The Step uniform of kernels/common.wgsl (lib/steps.ts packSteps), unset fields 0. */
@@ -72,10 +69,7 @@ function packStep(s: StepFields): Uint8Array {
     epoch: s.epoch ?? 0,
     batchStart: s.batchStart ?? 0,
     flags: s.flags ?? 0,
-    lr: s.lr ?? 0,
-    weightDecay: s.weightDecay ?? 0,
-    momentum: s.momentum ?? 0,
-    emaDecay: s.emaDecay ?? 0,
+    values: s.values,
   }]));
 }
 
@@ -325,7 +319,7 @@ Deno.test("cross-entropy with label smoothing: loss, dlogits, correct count", as
     }
     const step = Math.floor(rand() * STEPS);
     const stats = poisoned(gpu, 2 * STEPS, "f32"), dlogits = poisoned(gpu, N * 10, "f32");
-    const stepBuf = gpu.uniform(packStep({ step, flags: STEP_EMA, lr: 0.5 }));
+    const stepBuf = gpu.uniform(packStep({ step, flags: 2, values: [0.5] }));
     const ops = crossEntropy(gpu, {
       logits: upload(gpu, z, "f32"),
       labels: gpu.bufferFrom(labels),
@@ -405,36 +399,49 @@ Deno.test("scale-add", async () => {
 
 // ------------------------------------------------------------------------------------------------ SGD, EMA
 
-Deno.test("sgd: nesterov steps vs torch's formula, whitening-bias gate", async () => {
+/** Step slot values: `at` gets `v`, the others junk (a kernel reading the wrong slot fails its check). */
+function slotValues(at: number, v: number, rand: () => number): number[] {
+  return Array.from({ length: STEP_SLOTS }, (_, i) => (i === at ? v : 100 + rand()));
+}
+
+Deno.test("sgd: Nesterov and plain momentum vs torch's formula, lr from its slot, gate bit", async () => {
   const gpu = await testGpu();
   const rand = testRng(freshSeed("sgd"));
-  const cases: { n: number; gate?: { start: number; end: number } }[] = [
-    { n: 1037, gate: { start: 100, end: 137 } },
-    { n: 5000 },
-    { n: 300, gate: { start: 0, end: 64 } },
+  const cases: {
+    n: number;
+    nesterov: boolean;
+    lrSlot: number;
+    gate?: { start: number; end: number; bit: number };
+  }[] = [
+    { n: 1037, nesterov: true, lrSlot: 0, gate: { start: 100, end: 137, bit: 1 } },
+    { n: 5000, nesterov: false, lrSlot: 5 },
+    { n: 300, nesterov: true, lrSlot: 15, gate: { start: 0, end: 64, bit: 2 ** 31 } },
+    { n: 777, nesterov: false, lrSlot: 2, gate: { start: 700, end: 777, bit: 4 } },
   ];
-  for (const { n, gate } of cases) {
-    const tag = `[n=${n}${gate ? ` gate ${gate.start}-${gate.end}` : ""}]`;
+  for (const { n, nesterov, lrSlot, gate } of cases) {
+    const tag = `[n=${n} nesterov=${nesterov} slot ${lrSlot}${
+      gate ? ` gate ${gate.start}-${gate.end}` : ""
+    }]`;
+    const momentum = Math.fround(0.5 + rand() * 0.4), weightDecay = Math.fround(rand() * 0.05);
     const p = quantize(randn(n, rand), "f32");
     const m = new Float64Array(n); // torch starts without a buffer; a zero buffer gives the same first step
     const pb = upload(gpu, p, "f32"), mb = upload(gpu, m, "f32");
     const gb = gpu.buffer(n * 4);
     const stepBuf = gpu.uniform(packStep({}));
-    const op = sgdStep(gpu, { params: pb, grads: gb, mom: mb, n, stepBuf, gate });
+    const settings = { lrSlot, momentum, weightDecay, nesterov, gate };
+    const op = sgdStep(gpu, { params: pb, grads: gb, mom: mb, n, stepBuf, ...settings });
     await gpu.checkCompile();
     let frozen: Float32Array | undefined;
     for (let step = 0; step < 6; step++) {
       const trainGate = step < 3; // the whitening bias trains for the first epochs only
-      const h = {
-        lr: Math.fround(0.01 + rand() * 0.1),
-        weightDecay: Math.fround(rand() * 0.05),
-        momentum: Math.fround(0.85),
-      };
+      const lr = Math.fround(0.01 + rand() * 0.1);
       const g = quantize(randn(n, rand), "f32");
       gpu.write(gb, new Float32Array(g));
-      gpu.write(stepBuf, packStep({ step, flags: trainGate ? STEP_WHITEN_BIAS : 0, ...h }));
+      const otherBits = (gate ? ~gate.bit : ~0) >>> 0; // every other flag on: only the gate's bit counts
+      const flags = (trainGate && gate ? gate.bit : 0) | (step % 2 ? otherBits : 0);
+      gpu.write(stepBuf, packStep({ step, flags: flags >>> 0, values: slotValues(lrSlot, lr, rand) }));
       gpu.run([op]);
-      sgdStepRef(p, g, m, h, gate && { ...gate, trainGate });
+      sgdStepRef(p, g, m, { lr, weightDecay, momentum, nesterov }, gate && { ...gate, trainGate });
       const got = await gpu.readF32(pb);
       assertClose(got, p, TOL.f32, `sgd params f32 ${tag}`);
       assertClose(await gpu.readF32(mb), m, TOL.f32, `sgd momentum f32 ${tag}`);
@@ -446,17 +453,43 @@ Deno.test("sgd: nesterov steps vs torch's formula, whitening-bias gate", async (
   }
 });
 
-Deno.test("ema (lookahead): flag off, lerp both branches, decay 1", async () => {
+Deno.test("sgd: bad settings are refused before any dispatch", async () => {
+  const gpu = await testGpu();
+  const b = gpu.buffer(64), stepBuf = gpu.uniform(packStep({}));
+  const base = {
+    params: b,
+    grads: b,
+    mom: b,
+    n: 16,
+    stepBuf,
+    lrSlot: 0,
+    momentum: 0.9,
+    weightDecay: 0,
+    nesterov: true,
+  };
+  assert.throws(() => sgdStep(gpu, { ...base, lrSlot: STEP_SLOTS }), /lr slot 16 not in \[0, 16\)/);
+  assert.throws(() => sgdStep(gpu, { ...base, momentum: 1 }), /momentum 1 must be in \[0, 1\)/);
+  assert.throws(() => sgdStep(gpu, { ...base, momentum: 0 }), /Nesterov momentum needs momentum > 0/);
+  assert.throws(
+    () => sgdStep(gpu, { ...base, gate: { start: 0, end: 4, bit: 3 } }),
+    /gate bit 3 is not one flag bit/,
+  );
+  assert.throws(() => sgdStep(gpu, { ...base, gate: { start: 0, end: 17, bit: 1 } }), /outside \[0, 16\)/);
+});
+
+Deno.test("ema (lookahead): event off, lerp both branches, decay 1; decay from its slot", async () => {
   const gpu = await testGpu();
   const rand = testRng(freshSeed("ema"));
-  for (const n of [5, 2001]) {
+  for (const [n, decaySlot, eventBit] of [[5, 0, 2], [2001, 9, 8]]) {
     const p = quantize(randn(n, rand), "f32"), e = quantize(randn(n, rand), "f32");
     const pb = upload(gpu, p, "f32"), eb = upload(gpu, e, "f32");
     const stepBuf = gpu.uniform(packStep({}));
-    const op = emaUpdate(gpu, { params: pb, ema: eb, n, stepBuf });
+    const op = emaUpdate(gpu, { params: pb, ema: eb, n, stepBuf, decaySlot, eventBit });
     await gpu.checkCompile();
-    // flag off: nothing changes, bit for bit
-    gpu.write(stepBuf, packStep({ flags: STEP_WHITEN_BIAS, emaDecay: 0.5 }));
+    const decayStep = (decay: number, flags: number) =>
+      gpu.write(stepBuf, packStep({ flags, values: slotValues(decaySlot, decay, rand) }));
+    // event off (every other flag on): nothing changes, bit for bit
+    decayStep(0.5, ~eventBit >>> 0);
     gpu.run([op]);
     assertBitsEqual(await gpu.readF32(pb), Float32Array.from(p), "ema off params");
     assertBitsEqual(await gpu.readF32(eb), Float32Array.from(e), "ema off buffer");
@@ -465,7 +498,7 @@ Deno.test("ema (lookahead): flag off, lerp both branches, decay 1", async () => 
       const fresh = quantize(randn(n, rand), "f32");
       p.set(fresh);
       gpu.write(pb, new Float32Array(fresh));
-      gpu.write(stepBuf, packStep({ flags: STEP_EMA, emaDecay: decay }));
+      decayStep(decay, eventBit);
       gpu.run([op]);
       emaUpdateRef(p, e, Math.fround(decay));
       assertClose(await gpu.readF32(pb), p, TOL.f32, `ema params f32 [n=${n}]`);
@@ -474,7 +507,7 @@ Deno.test("ema (lookahead): flag off, lerp both branches, decay 1", async () => 
     // decay 1 (the final update): ema unchanged bit for bit, params = ema
     const emaBefore = await gpu.readF32(eb);
     gpu.write(pb, new Float32Array(randn(n, rand)));
-    gpu.write(stepBuf, packStep({ flags: STEP_EMA, emaDecay: 1 }));
+    decayStep(1, eventBit);
     gpu.run([op]);
     assertBitsEqual(await gpu.readF32(eb), emaBefore, "ema decay 1 buffer");
     assertBitsEqual(await gpu.readF32(pb), emaBefore, "ema decay 1 params");

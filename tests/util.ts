@@ -2,7 +2,9 @@
 // uploads in either precision, and one GPU per test process.
 
 import { Gpu, POISON_WORD, type Precision } from "../lib/gpu.ts";
-import { STEP_WHITEN_BIAS, type StepValues } from "../lib/steps.ts";
+import { inGroup, type Optimizer, SGD, type SgdGroup } from "../lib/optim.ts";
+import type { StepValues } from "../lib/steps.ts";
+import type { TrainStep } from "../lib/train.ts";
 
 let gpuPromise: Promise<Gpu> | undefined;
 /** One device for the whole test process (creating devices repeatedly is slow on lavapipe). */
@@ -161,18 +163,23 @@ export function toInput(nchw: ArrayLike<number>, N: number): Float32Array {
 }
 
 /**
- * `n` plain SGD steps at one lr, weight decay and momentum (the whitening bias trains; no EMA): the PyTorch
- * fixtures' optimizer steps.
+ * The PyTorch fixtures' optimizer: torch.optim.SGD(momentum, weight_decay, nesterov=True) at the per-step lr
+ * "lr", the whitening bias in its own group gated by "whiten_bias" (as main.ts declares it), no lookahead;
+ * `groups` (e.g. the BatchNorm biases at another lr) come before the rest.
  */
-export function sgdSteps(n: number, lr: number, weightDecay: number, momentum: number): StepValues[] {
-  return Array.from({ length: n }, (_, step) => ({
-    step,
-    epoch: 0,
-    batchStart: 0,
-    flags: STEP_WHITEN_BIAS,
-    lr,
-    weightDecay,
-    momentum,
-    emaDecay: 0,
-  }));
+export function fixtureSgd(
+  o: { momentum: number; weightDecay: number },
+  groups: SgdGroup[] = [],
+): Optimizer[] {
+  return [SGD([
+    { params: inGroup("whiten_bias"), lr: "lr", gate: "whiten_bias" },
+    ...groups,
+    { params: "rest", lr: "lr" },
+  ], { momentum: o.momentum, nesterov: true, weight_decay: o.weightDecay })];
+}
+
+/** `n` steps of a training step's plan with the same per-step values, the whitening bias training. */
+export function sgdSteps(step: TrainStep, n: number, values: Record<string, number>): StepValues[] {
+  const plan = Array.from({ length: n }, () => ({ values, on: { whiten_bias: true } }));
+  return step.pack(plan, { stepsPerEpoch: n, batchStart: () => 0 });
 }

@@ -188,21 +188,21 @@ export function scaleAddRef(
 }
 
 /**
- * torch.optim.SGD(nesterov=True, dampening=0), in place: g = grad + wd p; buf = mom buf + g; g += mom buf;
- * p -= lr g. Elements in [gate.start, gate.end) are skipped unless trainGate.
+ * torch.optim.SGD(dampening=0), in place: g = grad + wd p; buf = mom buf + g; then p -= lr (g + mom buf)
+ * (Nesterov) or p -= lr buf. Elements in [gate.start, gate.end) are skipped unless trainGate.
  */
 export function sgdStepRef(
   params: Float64Array,
   grads: ArrayLike<number>,
   mom: Float64Array,
-  h: { lr: number; weightDecay: number; momentum: number },
+  h: { lr: number; weightDecay: number; momentum: number; nesterov: boolean },
   gate?: { start: number; end: number; trainGate: boolean },
 ): void {
   for (let i = 0; i < params.length; i++) {
     if (gate && !gate.trainGate && i >= gate.start && i < gate.end) continue;
     const g = grads[i] + h.weightDecay * params[i];
     mom[i] = h.momentum * mom[i] + g;
-    params[i] -= h.lr * (g + h.momentum * mom[i]);
+    params[i] -= h.lr * (h.nesterov ? g + h.momentum * mom[i] : mom[i]);
   }
 }
 
