@@ -3,8 +3,8 @@
 // run it: `deno run -A main.ts --help` lists the flags; each invocation writes one JSON log under logs/ that
 // holds this file's text, the command line and the fingerprint of every library and kernel file.
 
-import { type Hyp } from "./lib/cli.ts";
 import { type Experiment, main, type Run } from "./lib/experiment.ts";
+import { hyperparameters, param } from "./lib/hyp.ts";
 import { Conv2d, Flatten, GELU, GlobalMaxPool, Linear, MaxPool2d, Mul } from "./lib/layers.ts";
 import { Named, Sequential } from "./lib/nn.ts";
 import { inGroup, Lookahead, type Optimizer, SGD } from "./lib/optim.ts";
@@ -14,21 +14,41 @@ import type { PlanStep } from "./lib/steps.ts";
 import { WHITEN_WIDTH, whiteningWeights } from "./lib/whiten.ts";
 
 // ---------------------------------------------------------------------------------------------------------
-// Hyperparameters (the reference's defaults)
+// Hyperparameters (the reference's defaults): each key is a flag (--key-name, or its `flag`), with its help and
+// bounds next to the value
 
-export const hyp: Hyp = {
+export const hyp = hyperparameters({
   opt: {
-    train_epochs: 11,
-    batch_size: 384,
-    lr: 10.0, // learning rate per 1024 examples
-    momentum: 0.85,
-    weight_decay: 0.001, // weight decay per 1024 examples (decoupled from the learning rate)
-    label_smoothing: 0.2,
-    whiten_bias_epochs: 3, // how many epochs to train the whitening layer bias before freezing it
+    train_epochs: param(11, "training epochs (may be fractional)", { flag: "epochs", above: 0 }),
+    batch_size: param(384, "training batch size", { int: true, min: 1 }),
+    lr: param(10.0, "learning rate per 1024 examples (decoupled)", { above: 0 }),
+    momentum: param(0.85, "Nesterov momentum", { min: 0, below: 1 }),
+    weight_decay: param(0.001, "weight decay per 1024 examples (decoupled from the lr)", { min: 0 }),
+    label_smoothing: param(0.2, "label smoothing of the cross-entropy", { min: 0, max: 1 }),
+    whiten_bias_epochs: param(3, "epochs during which the whitening bias trains", { int: true, min: 0 }),
   },
-  aug: { flip: true, translate: 2 },
-  net: { widths: [64, 256, 256], scaling_factor: 1 / 9, tta_level: 2 },
-};
+  aug: {
+    flip: param(true, "random flip once, then alternate every epoch"),
+    translate: param(2, "random translation range in pixels (reflect padding)", {
+      int: true,
+      min: 0,
+      max: 8,
+    }),
+  },
+  net: {
+    widths: param([64, 256, 256], "channel widths of the conv blocks, one per block (kernels load vec4s)", {
+      int: true,
+      min: 4,
+      multipleOf: 4,
+    }),
+    scaling_factor: param(1 / 9, "output scaling factor of the logits", { flag: "scale" }),
+    tta_level: param(2, "test-time augmentation: 0 none, 1 mirror, 2 mirror + translate", {
+      flag: "tta",
+      choices: [0, 1, 2],
+    }),
+  },
+});
+export type Hyp = typeof hyp.defaults;
 const WHITEN_IMAGES = 5000; // training images the whitening covariance is estimated from
 const WHITEN_EPS = 5e-4;
 
@@ -47,7 +67,7 @@ function ConvGroup(cin: number, cout: number) {
   });
 }
 
-export function makeNet(h: Hyp = hyp) {
+export function makeNet(h: Hyp = hyp.defaults) {
   const widths = h.net.widths;
   return Sequential(
     // 2x2 whitening filters from data (frozen); their bias trains for the first whiten_bias_epochs epochs.

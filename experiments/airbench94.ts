@@ -4,8 +4,8 @@
 // --help` lists the flags.
 
 import { BatchNorm2d } from "../lib/batchnorm.ts";
-import { type Hyp } from "../lib/cli.ts";
 import { type Experiment, main, type Run } from "../lib/experiment.ts";
+import { hyperparameters, param } from "../lib/hyp.ts";
 import { Conv2d, Flatten, GELU, GlobalMaxPool, Linear, MaxPool2d, Mul } from "../lib/layers.ts";
 import { Named, Sequential } from "../lib/nn.ts";
 import { inGroup, Lookahead, type Optimizer, SGD } from "../lib/optim.ts";
@@ -15,27 +15,46 @@ import type { PlanStep } from "../lib/steps.ts";
 import { WHITEN_WIDTH, whiteningWeights } from "../lib/whiten.ts";
 
 // ---------------------------------------------------------------------------------------------------------
-// Hyperparameters (the reference's defaults)
+// Hyperparameters (the reference's defaults): each key is a flag (--key-name, or its `flag`), with its help and
+// bounds next to the value
 
-export interface BnHyp extends Hyp {
-  opt: Hyp["opt"] & { bias_scaler: number };
-  net: Hyp["net"] & { batchnorm_momentum: number };
-}
-
-export const hyp: BnHyp = {
+export const hyp = hyperparameters({
   opt: {
-    train_epochs: 9.9,
-    batch_size: 1024,
-    lr: 11.5, // learning rate per 1024 examples
-    momentum: 0.85,
-    weight_decay: 0.0153, // weight decay per 1024 examples (decoupled from the learning rate)
-    bias_scaler: 64.0, // scales up the learning rate (not the weight decay) of the BatchNorm biases
-    label_smoothing: 0.2,
-    whiten_bias_epochs: 3, // how many epochs to train the whitening layer bias before freezing it
+    train_epochs: param(9.9, "training epochs (may be fractional)", { flag: "epochs", above: 0 }),
+    batch_size: param(1024, "training batch size", { int: true, min: 1 }),
+    lr: param(11.5, "learning rate per 1024 examples (decoupled)", { above: 0 }),
+    momentum: param(0.85, "Nesterov momentum", { min: 0, below: 1 }),
+    weight_decay: param(0.0153, "weight decay per 1024 examples (decoupled from the lr)", { min: 0 }),
+    bias_scaler: param(64.0, "scales up the lr (not the weight decay) of the BatchNorm biases", { above: 0 }),
+    label_smoothing: param(0.2, "label smoothing of the cross-entropy", { min: 0, max: 1 }),
+    whiten_bias_epochs: param(3, "epochs during which the whitening bias trains", { int: true, min: 0 }),
   },
-  aug: { flip: true, translate: 2 },
-  net: { widths: [64, 256, 256], batchnorm_momentum: 0.6, scaling_factor: 1 / 9, tta_level: 2 },
-};
+  aug: {
+    flip: param(true, "random flip once, then alternate every epoch"),
+    translate: param(2, "random translation range in pixels (reflect padding)", {
+      int: true,
+      min: 0,
+      max: 8,
+    }),
+  },
+  net: {
+    widths: param([64, 256, 256], "channel widths of the conv blocks, one per block (kernels load vec4s)", {
+      int: true,
+      min: 4,
+      multipleOf: 4,
+    }),
+    batchnorm_momentum: param(0.6, "airbench's BatchNorm momentum (PyTorch's is 1 - this)", {
+      min: 0,
+      below: 1,
+    }),
+    scaling_factor: param(1 / 9, "output scaling factor of the logits", { flag: "scale" }),
+    tta_level: param(2, "test-time augmentation: 0 none, 1 mirror, 2 mirror + translate", {
+      flag: "tta",
+      choices: [0, 1, 2],
+    }),
+  },
+});
+export type BnHyp = typeof hyp.defaults;
 const WHITEN_IMAGES = 5000; // training images the whitening covariance is estimated from
 const WHITEN_EPS = 5e-4;
 const BN_EPS = 1e-12;
@@ -60,7 +79,7 @@ function ConvGroup(cin: number, cout: number, h: BnHyp) {
   });
 }
 
-export function makeNet(h: BnHyp = hyp) {
+export function makeNet(h: BnHyp = hyp.defaults) {
   const widths = h.net.widths;
   return Sequential(
     // 2x2 whitening filters from data (frozen); their bias trains for the first whiten_bias_epochs epochs.

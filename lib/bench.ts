@@ -17,7 +17,7 @@ import { join, resolve } from "node:path";
 import { pathToFileURL } from "node:url";
 import { parseArgs } from "node:util";
 import { writeFileAtomic } from "./atomic.ts";
-import type { Hyp } from "./cli.ts";
+import type { BaseHyp } from "./hyp.ts";
 import { type ConvTiles, type ConvVariant, tilesFor } from "./conv.ts";
 import { tuneSession } from "./experiment.ts";
 import { TUNE_MODES, type TuneMode, type VariantRecord } from "./tune.ts";
@@ -137,8 +137,8 @@ interface Setup {
 function setupStep(
   gpu: Gpu,
   p: Precision,
-  exp: Experiment<Hyp>,
-  h: Hyp,
+  exp: Experiment<BaseHyp>,
+  h: BaseHyp,
   evalN: number,
   tiles: ConvTiles,
   graph: Graph = new Graph(exp.makeNet(h), INPUT_SHAPE),
@@ -292,17 +292,17 @@ async function evalRate(gpu: Gpu, s: Setup, repeats: number): Promise<number> {
   return s.evaluator.n / median(times);
 }
 
-async function loadExperiment(path: string): Promise<Experiment<Hyp>> {
+async function loadExperiment(path: string): Promise<Experiment<BaseHyp>> {
   const mod = await import(pathToFileURL(resolve(path)).href);
   if (!mod.experiment) throw new Error(`${path}: exports no \`experiment\` (see main.ts)`);
-  return mod.experiment as Experiment<Hyp>;
+  return mod.experiment as Experiment<BaseHyp>;
 }
 
 /** Everything the bench measures, as one JSON-able object. */
 async function measure(gpu: Gpu, args: BenchArgs, say: (s: string) => void) {
   const a = gpu.adapter;
   const exp = await loadExperiment(args.experiment);
-  const h: Hyp = structuredClone(exp.hyp);
+  const h = exp.hyp.defaults;
   h.opt.batch_size = args.batch;
   if (args.widths) h.net.widths = args.widths;
   // lavapipe runs a batch-384 step in about 15 s: one timed step per precision keeps the default short.

@@ -7,7 +7,8 @@
 // No Deno APIs here: the node: built-ins the library imports come from web/node_shim.js in a page.
 
 import type { Cifar10, CifarSplit } from "./cifar.ts";
-import { type Hyp, parseCommandLine } from "./cli.ts";
+import { parseCommandLine } from "./cli.ts";
+import type { BaseHyp } from "./hyp.ts";
 import { tilesFor } from "./conv.ts";
 import { EvalLoader } from "./loader.ts";
 import { ttaViews } from "./evaluate.ts";
@@ -76,7 +77,7 @@ export class BrowserTraining {
   readonly done: Promise<BrowserResult>;
   log?: ExperimentLog;
 
-  constructor(exp: Experiment<Hyp>, args: string[], data: Cifar10, readonly o: BrowserRunOptions) {
+  constructor(exp: Experiment<BaseHyp>, args: string[], data: Cifar10, readonly o: BrowserRunOptions) {
     this.done = this.train(exp, args, data);
   }
 
@@ -105,7 +106,7 @@ export class BrowserTraining {
     if (this.gpuError) throw new Error(this.gpuError);
   }
 
-  private async train(exp: Experiment<Hyp>, args: string[], data: Cifar10): Promise<BrowserResult> {
+  private async train(exp: Experiment<BaseHyp>, args: string[], data: Cifar10): Promise<BrowserResult> {
     const o = this.o, hooks = o.hooks ?? {};
     const about = { title: exp.title, file: o.experimentPath };
     const { hyp, opts } = parseCommandLine(args, exp.hyp, { ...exp.defaults, quiet: true }, about);
@@ -229,7 +230,7 @@ export class BrowserTraining {
   }
 
   /** Live statistics and progress from a Run's own progress line (called after each submitted chunk). */
-  private watch(r: Run<Hyp>, run: number, s: Session<Hyp>, hooks: BrowserHooks) {
+  private watch(r: Run<BaseHyp>, run: number, s: Session<BaseHyp>, hooks: BrowserHooks) {
     let readTo = 0;
     const bs = s.hyp.opt.batch_size;
     const total = totalSteps(Math.floor(s.trainN / bs), s.hyp.opt.train_epochs);

@@ -6,7 +6,8 @@
 import { relative } from "node:path";
 import { fileURLToPath } from "node:url";
 import { type Cifar10, loadCifar10 } from "./cifar.ts";
-import { type Hyp, parseCommandLine, type RunOptions, UsageError } from "./cli.ts";
+import { parseCommandLine, type RunOptions, UsageError } from "./cli.ts";
+import type { BaseHyp } from "./hyp.ts";
 import { type ConvTiles, DEFAULT_TILES, tilesFor } from "./conv.ts";
 import {
   fallbackOf,
@@ -47,7 +48,7 @@ export function experimentPath(url: string): string {
 }
 
 /** Steps per run must stay within what the plan, the step table and the stats buffer hold. */
-function checkSteps(h: Hyp, trainN: number, flag: string) {
+function checkSteps(h: BaseHyp, trainN: number, flag: string) {
   const spe = Math.floor(trainN / h.opt.batch_size);
   if (spe < 1) throw new UsageError(`${flag} ${trainN} is smaller than --batch-size ${h.opt.batch_size}`);
   const total = totalSteps(spe, h.opt.train_epochs);
@@ -60,7 +61,7 @@ function checkSteps(h: Hyp, trainN: number, flag: string) {
 }
 
 /** Everything that can be checked before the GPU and the data: outputs, the network, the step count. */
-function preflight<H extends Hyp>(
+function preflight<H extends BaseHyp>(
   exp: Experiment<H>,
   h: H,
   o: RunOptions,
@@ -118,7 +119,7 @@ async function loadData(o: RunOptions): Promise<Cifar10> {
   });
 }
 
-function newLog<H extends Hyp>(
+function newLog<H extends BaseHyp>(
   exp: Experiment<H>,
   args: string[],
   h: H,
@@ -174,7 +175,7 @@ export async function tuneSession(
 }
 
 /** SIGINT / SIGTERM: the log says "interrupted", where, and the process exits 130 / 143. */
-function onSignals(s: Session<Hyp>): () => void {
+function onSignals(s: Session<BaseHyp>): () => void {
   const handlers: [Deno.Signal, () => void][] = (["SIGINT", "SIGTERM"] as const).map((sig) => [sig, () => {
     s.progress.clear();
     const { run, epochsCompleted, step } = s.where;
@@ -194,7 +195,7 @@ function onSignals(s: Session<Hyp>): () => void {
   return () => handlers.forEach(([sig, h]) => Deno.removeSignalListener(sig, h));
 }
 
-function saveWeights(s: Session<Hyp>, run: number, tensors: Awaited<ReturnType<NetState["read"]>>) {
+function saveWeights(s: Session<BaseHyp>, run: number, tensors: Awaited<ReturnType<NetState["read"]>>) {
   const o = s.opts;
   if (!o.saveWeights) return;
   const path = o.runs > 1 ? o.saveWeights.replace(/(\.\w+)?$/, `-run${run}$1`) : o.saveWeights;
@@ -204,7 +205,7 @@ function saveWeights(s: Session<Hyp>, run: number, tensors: Awaited<ReturnType<N
 }
 
 /** The runs of a session; a diverging run is recorded and the next seed runs. Returns the exit code. */
-async function runAll<H extends Hyp>(s: Session<H>): Promise<number> {
+async function runAll<H extends BaseHyp>(s: Session<H>): Promise<number> {
   const { opts, log } = s;
   let failed = 0;
   for (let run = 0; run < opts.runs; run++) {
@@ -215,7 +216,7 @@ async function runAll<H extends Hyp>(s: Session<H>): Promise<number> {
       await s.exp.trainRun(r);
       const tensors = await s.state.read();
       r.log.weights_sha256 = stateDigest(tensors);
-      saveWeights(s as unknown as Session<Hyp>, run, tensors);
+      saveWeights(s as unknown as Session<BaseHyp>, run, tensors);
     } catch (e) {
       if (!(e instanceof Divergence)) throw e;
       s.progress.clear();
@@ -248,7 +249,7 @@ async function runAll<H extends Hyp>(s: Session<H>): Promise<number> {
 }
 
 /** Parse the command line, check everything that can be checked up front, then train. Returns the exit code. */
-export async function runExperiment<H extends Hyp>(
+export async function runExperiment<H extends BaseHyp>(
   exp: Experiment<H>,
   args: string[] = Deno.args,
 ): Promise<number> {
@@ -274,7 +275,7 @@ export async function runExperiment<H extends Hyp>(
   log.data.conv_variants = tuned.record;
   log.save();
   const s = new Session(exp, hyp, opts, gpu, precision, data, trainN, log, graph, tuned.tiles);
-  const off = onSignals(s as unknown as Session<Hyp>);
+  const off = onSignals(s as unknown as Session<BaseHyp>);
   if (!opts.quiet) {
     console.error(
       `adapter: ${a.name} (${a.backend}${a.isCpu ? ", CPU" : ""}), precision ${precision}, ` +
@@ -297,7 +298,7 @@ export async function runExperiment<H extends Hyp>(
 }
 
 /** The body of an experiment file's `if (import.meta.main)`: run, print usage errors in one line, exit. */
-export async function main<H extends Hyp>(exp: Experiment<H>): Promise<never> {
+export async function main<H extends BaseHyp>(exp: Experiment<H>): Promise<never> {
   try {
     Deno.exit(await runExperiment(exp));
   } catch (e) {

@@ -4,7 +4,8 @@
 // adds the command line, the checks, the data, the log file, signals and weights for Deno.
 
 import type { Cifar10 } from "./cifar.ts";
-import { type Hyp, type RunOptions, UsageError } from "./cli.ts";
+import { type RunOptions, UsageError } from "./cli.ts";
+import type { BaseHyp, Hyperparameters } from "./hyp.ts";
 import { type ConvTiles, tilesFor } from "./conv.ts";
 import type { TuneMode, VariantRecord } from "./tune.ts";
 import { Evaluator } from "./evaluate.ts";
@@ -24,10 +25,11 @@ const CHUNK_SECONDS = 1.0; // aim for submits of about this much GPU work (progr
 /** Most steps per run: the plan and per-step tables are held in memory and in GPU buffers. */
 export const MAX_STEPS = 1_000_000;
 
-export interface Experiment<H extends Hyp> {
+export interface Experiment<H extends BaseHyp> {
   url: string; // import.meta.url of the experiment file: its text goes into the log
   title: string;
-  hyp: H; // the defaults (never changed: the command line applies to a copy)
+  /** The hyperparameters: values, help and bounds (lib/hyp.ts); each one is a flag. */
+  hyp: Hyperparameters<H>;
   defaults: RunOptions;
   makeNet(h: H): Module;
   /** The optimizers, in the order they run after the backward pass (lib/optim.ts: SGD, Lookahead, ...). */
@@ -71,7 +73,7 @@ export interface ExperimentLog {
 }
 
 /** Everything built once per invocation and shared by its runs. */
-export class Session<H extends Hyp> {
+export class Session<H extends BaseHyp> {
   readonly layout: ParamLayout;
   readonly state: NetState;
   readonly tiles: ConvTiles;
@@ -124,7 +126,7 @@ export class Session<H extends Hyp> {
 }
 
 /** One training run: the steps an experiment's loop is written with. */
-export class Run<H extends Hyp> {
+export class Run<H extends BaseHyp> {
   readonly log: RunLog;
   readonly timer: GpuTimer;
   private hostSeconds = 0;
@@ -300,7 +302,7 @@ export function startLog(o: {
   argv: string[];
   code: string;
   fingerprint: Fingerprint;
-  hyp: Hyp;
+  hyp: BaseHyp;
   opts: RunOptions;
   trainN: number;
   adapter: AdapterReport;

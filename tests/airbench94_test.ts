@@ -25,9 +25,9 @@ Deno.test("airbench94 (BatchNorm) net matches PyTorch: train/eval logits, loss, 
   const widths = JSON.parse(meta.widths) as number[];
   const bias_scaler = Number(meta.bias_scaler);
   const h = {
-    ...hyp,
-    opt: { ...hyp.opt, bias_scaler },
-    net: { ...hyp.net, widths, batchnorm_momentum: Number(meta.batchnorm_momentum) },
+    ...hyp.defaults,
+    opt: { ...hyp.defaults.opt, bias_scaler },
+    net: { ...hyp.defaults.net, widths, batchnorm_momentum: Number(meta.batchnorm_momentum) },
   };
   const gpu = await testGpu();
   const graph = new Graph(makeNet(h), INPUT_SHAPE);

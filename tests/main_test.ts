@@ -114,7 +114,7 @@ Deno.test("main.ts trains a tiny net end to end, logs it, and reproduces it bit 
     assert.deepEqual(w["4.conv2.bias"].shape, [16]);
     assert.deepEqual(w["7.weight"].shape, [10, 16]);
     // The log's weights_sha256 is the digest of exactly these weights (state-dict order), the same in both runs.
-    const net = makeNet({ ...hyp, net: { ...hyp.net, widths: [8, 16, 16] } });
+    const net = makeNet({ ...hyp.defaults, net: { ...hyp.defaults.net, widths: [8, 16, 16] } });
     const names = new ParamLayout(new Graph(net, INPUT_SHAPE)).entries.map((e) => e.name);
     assert.equal(
       stateDigest(Object.fromEntries(names.map((n) => [n, { data: getF32(w, n) }]))),

@@ -44,7 +44,7 @@ async function harness(
 }
 
 function mainNet(widths: number[]): Module {
-  return makeNet({ ...hyp, net: { ...hyp.net, widths } });
+  return makeNet({ ...hyp.defaults, net: { ...hyp.defaults.net, widths } });
 }
 
 /** main.ts's network against a PyTorch fixture: logits, loss, every gradient, two Nesterov SGD steps. */

@@ -23,7 +23,9 @@ import { hyp as bnHyp, makeNet as makeBnNet, optimizers as bnOptimizers } from "
 import { assertClose, freshSeed, randn, testGpu, testRng } from "./util.ts";
 
 const smallMain = () =>
-  new ParamLayout(new Graph(makeNet({ ...hyp, net: { ...hyp.net, widths: [4, 8, 8] } }), INPUT_SHAPE));
+  new ParamLayout(
+    new Graph(makeNet({ ...hyp.defaults, net: { ...hyp.defaults.net, widths: [4, 8, 8] } }), INPUT_SHAPE),
+  );
 
 Deno.test("optim: each trained parameter is claimed by exactly one group (one error naming it otherwise)", () => {
   const layout = smallMain();
@@ -70,11 +72,14 @@ Deno.test("optim: main.ts is one SGD dispatch and one lookahead; the BatchNorm n
     const ctx = { gpu, state, stepBuf: new StepTable(gpu, 1).current, slots: stepSlotsOf(opts) };
     return optimizerOps(ctx, opts).map(({ opt, ops }) => `${opt.name}:${ops.length}`);
   };
-  assert.deepEqual(count(mainOptimizers(hyp), smallMain()), ["sgd:1", "lookahead:1"]);
+  assert.deepEqual(count(mainOptimizers(hyp.defaults), smallMain()), ["sgd:1", "lookahead:1"]);
   const bn = new ParamLayout(
-    new Graph(makeBnNet({ ...bnHyp, net: { ...bnHyp.net, widths: [4, 8, 8] } }), INPUT_SHAPE),
+    new Graph(
+      makeBnNet({ ...bnHyp.defaults, net: { ...bnHyp.defaults.net, widths: [4, 8, 8] } }),
+      INPUT_SHAPE,
+    ),
   );
-  assert.deepEqual(count(bnOptimizers(bnHyp), bn), ["sgd:2", "lookahead:2"]);
+  assert.deepEqual(count(bnOptimizers(bnHyp.defaults), bn), ["sgd:2", "lookahead:2"]);
 });
 
 Deno.test("optim: per-group lr slots, momentum, weight decay, Nesterov and gate vs the float64 reference", async () => {

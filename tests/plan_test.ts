@@ -22,7 +22,7 @@ Deno.test("plan: the default 11-epoch run (1430 steps) follows the recipe step b
   const dec = fx.decoupled.find((d: { batch_size: number; lr: number }) =>
     d.batch_size === 384 && d.lr === 10
   );
-  const h = structuredClone(defaults);
+  const h = defaults.defaults;
   const steps = plan(h, 130, 1430);
   assert.equal(steps.length, 1430);
   steps.forEach((s, i) => {
@@ -38,7 +38,7 @@ Deno.test("plan: the default 11-epoch run (1430 steps) follows the recipe step b
 });
 
 Deno.test("plan: fractional epochs and a last step that is not a multiple of 5 (net = ema)", () => {
-  const h = structuredClone(defaults);
+  const h = defaults.defaults;
   h.opt.train_epochs = 3.7;
   h.opt.whiten_bias_epochs = 1;
   const steps = plan(h, 10, 37);
@@ -54,7 +54,7 @@ Deno.test("plan: fractional epochs and a last step that is not a multiple of 5 (
 });
 
 Deno.test("plan -> step table: slots and flag bits by name, epoch and batch from the loader", () => {
-  const h = structuredClone(defaults);
+  const h = defaults.defaults;
   const slots = stepSlotsOf(optimizers(h));
   const table = slots.pack(plan(h, 10, 37), loaderLike(10, 100, 10));
   const [lr, decay] = [slots.value("lr"), slots.value("lookahead")];

@@ -73,7 +73,10 @@ Deno.test("--variants: a log that is missing, lacks conv_variants or is of anoth
       /--variants .*old\.json: no "conv_variants"/,
     );
     // The record of a three-block net, replayed with four blocks: the first layer it lacks is named.
-    const graph = new Graph(makeNet({ ...hyp, net: { ...hyp.net, widths: [8, 8, 8] } }), INPUT_SHAPE);
+    const graph = new Graph(
+      makeNet({ ...hyp.defaults, net: { ...hyp.defaults.net, widths: [8, 8, 8] } }),
+      INPUT_SHAPE,
+    );
     const record: Record<string, Record<string, { variant: string }>> = {};
     for (const { label, job } of convJobs(graph, 100, "f32")) {
       (record[label] ??= {})[job.pass] = { variant: "register-8x8-wg64" };

@@ -19,14 +19,14 @@ import {
   readBatchesFromTarGz,
   verifyBatch,
 } from "../lib/cifar.ts";
-import type { Hyp } from "../lib/cli.ts";
+import type { BaseHyp } from "../lib/hyp.ts";
 import type { Experiment, ExperimentLog } from "../lib/run.ts";
 import { COLUMNS } from "../lib/report.ts";
 import type { Fingerprint } from "../lib/runlog.ts";
 
-const EXPERIMENTS: Record<string, Experiment<Hyp>> = {
+const EXPERIMENTS: Record<string, Experiment<BaseHyp>> = {
   "main.ts": mainExperiment,
-  "experiments/airbench94.ts": bnExperiment as unknown as Experiment<Hyp>,
+  "experiments/airbench94.ts": bnExperiment as unknown as Experiment<BaseHyp>,
 };
 const CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"];
 const FIELDS = ["widths", "epochs", "train_n", "batch_size", "lr", "tta", "seed", "runs"] as const;
@@ -303,7 +303,7 @@ function showResults(res: BrowserResult) {
   });
   $("downloads").innerHTML = `Downloads: ${links.join("")}`;
   if (res.predictions) {
-    const level = (res.log.config as Hyp).net.tta_level;
+    const level = (res.log.config as BaseHyp).net.tta_level;
     $("confusionNote").textContent = `(last run, ${res.test.n} test images, TTA level ${level})`;
     drawConfusion(res.predictions, res.test.labels);
     drawGrid(res.predictions, res.test);
@@ -326,12 +326,12 @@ function readConfig(): Record<string, string> {
 function fillDefaults(expName: string, params: URLSearchParams) {
   const h = EXPERIMENTS[expName].hyp, d = EXPERIMENTS[expName].defaults;
   const defaults: Record<string, string> = {
-    widths: h.net.widths.join(","),
-    epochs: String(h.opt.train_epochs),
+    widths: h.defaultText("widths") ?? "",
+    epochs: h.defaultText("epochs") ?? "",
     train_n: "",
-    batch_size: String(h.opt.batch_size),
-    lr: String(h.opt.lr),
-    tta: String(h.net.tta_level),
+    batch_size: h.defaultText("batch-size") ?? "",
+    lr: h.defaultText("lr") ?? "",
+    tta: h.defaultText("tta") ?? "",
     seed: String(d.seed),
     runs: "1",
   };
@@ -393,7 +393,7 @@ async function start() {
             $("status").textContent = p.what;
             return;
           }
-          const bs = Number(config.batch_size) || exp.hyp.opt.batch_size;
+          const bs = Number(config.batch_size) || exp.hyp.defaults.opt.batch_size;
           const ips = p.trainSeconds > 0 ? (p.step * bs) / p.trainSeconds : NaN;
           const left = (p.total - p.step) * p.trainSeconds / Math.max(p.step, 1) +
             (live.totalRuns - 1 - p.run) * p.total * p.trainSeconds / Math.max(p.step, 1);
