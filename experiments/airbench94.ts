@@ -1,7 +1,7 @@
 // airbench94 with BatchNorm (KellerJordan/cifar10-airbench legacy/airbench94.py, 94.01% in 3.83 s on an A100),
 // trained end to end on WebGPU with the same layer API, data, log and weights as main.ts. This file is the
-// experiment: the hyperparameters, the network, and the training loop. `deno run -A experiments/airbench94.ts
-// --help` lists the flags.
+// experiment: the hyperparameters, the network, the optimizers and their plan, and the training loop.
+// `deno run -A experiments/airbench94.ts --help` lists the flags.
 
 import { BatchNorm2d } from "../lib/batchnorm.ts";
 import { type Experiment, main, type Run } from "../lib/experiment.ts";
