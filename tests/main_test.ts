@@ -133,7 +133,10 @@ Deno.test("main.ts rejects a bad flag with one line naming the accepted values",
   assert.match(r.stderr, /--tta "5": expected one of 0, 1, 2/);
   const r2 = await runMain(["--widths", "64,250"]);
   assert.equal(r2.code, 2);
-  assert.match(r2.stderr, /--widths .*comma-separated multiples of 4, one per block/);
+  assert.match(
+    r2.stderr,
+    /--widths "64,250": expected comma-separated integers, each a multiple of 4 and >= 4/,
+  );
   const r3 = await runMain(["--widths", "8,8,8,8,8"]); // 31 -> 15 -> 7 -> 3 -> 1 -> nothing left to pool
   assert.equal(r3.code, 2);
   assert.equal(r3.stderr.trim().split("\n").length, 1);
