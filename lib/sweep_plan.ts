@@ -10,7 +10,8 @@
 
 import { isAbsolute, join, relative, resolve } from "node:path";
 import { pathToFileURL } from "node:url";
-import { type Hyp, parseCommandLine, type RunOptions } from "./cli.ts";
+import { parseCommandLine, type RunOptions } from "./cli.ts";
+import type { BaseHyp, Hyperparameters } from "./hyp.ts";
 import { ROOT } from "./runlog.ts";
 
 /** A bad spec: one line naming the problem (exit 2, before any run starts). */
@@ -176,7 +177,7 @@ async function loadExperiment(abs: string, name: string) {
   if (!exp) {
     throw new SpecError(`experiment "${name}": exports no experiment (an object with hyp and trainRun)`);
   }
-  return exp as { hyp: Hyp; defaults: RunOptions };
+  return exp as { hyp: Hyperparameters<BaseHyp>; defaults: RunOptions };
 }
 
 const toArgs = (flags: Record<string, string>) => Object.entries(flags).flatMap(([k, v]) => [`--${k}`, v]);

@@ -123,10 +123,10 @@ async function runMuon(gpu: Gpu, c: MuonCase, rand: () => number) {
   const pInit = around(oihwToHwio(c.p0, dims(shape), shape.ciPad));
   const mInit = around(new Float32Array(count));
   const [params, grads, mom] = [gpu.bufferFrom(pInit), gpu.buffer(total * 4), gpu.bufferFrom(mInit)];
-  const values = new Array(16).fill(0);
+  const values = new Array(16).fill(999); // every other slot: a value the update must not read
   const step = (lr: number) => {
     values[c.lrSlot] = lr;
-    return new Uint8Array(packSteps([{ ...ZERO_STEP, lr: 999, values }]));
+    return new Uint8Array(packSteps([{ ...ZERO_STEP, values }]));
   };
   const stepBuf = gpu.uniform(step(0));
   const { ops } = muonOps(gpu, {
@@ -166,10 +166,6 @@ const ZERO_STEP = {
   epoch: 0,
   batchStart: 0,
   flags: 0,
-  lr: 0,
-  weightDecay: 0,
-  momentum: 0,
-  emaDecay: 0,
 };
 
 Deno.test("muon: two optimizer steps match float64 torch's Muon.step (fixture)", async () => {

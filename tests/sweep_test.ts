@@ -44,7 +44,7 @@ Deno.test("a bad spec is one line naming the problem, exit 2, before any run (no
         { grid: { "learning-rate": [1, 2] } },
         /configuration c0 \(learning-rate=1\) of main\.ts: Unknown option '--learning-rate'/,
       ],
-      [{ grid: { lr: [1, -2] } }, /configuration c1 \(lr=-2\) of main\.ts: --lr -2: expected a number > 0/],
+      [{ grid: { lr: [1, -2] } }, /configuration c1 \(lr=-2\) of main\.ts: --lr "-2": expected a number > 0/],
       [{ grid: {} }, /"grid" is empty/],
       [{ grid: { lr: [] } }, /grid\.lr: expected a non-empty list/],
       [{ seeds: 0 }, /"seeds": 0: expected a count >= 1/],
