@@ -767,8 +767,17 @@ export async function loadCifar10(opts: LoadOptions = {}): Promise<Cifar10> {
         if (!again.absent) {
           say(`CIFAR-10: cache ${cacheDir} damaged (${again.why}); ${lock ? "rebuilding" : "not using it"}`);
         }
-        if (lock) await clearCache(cacheDir);
-        const got = await loadFromSources(opts, expected, say);
+        // The intact files stay: a source's data is verified, and fillCache rewrites only what differs.
+        let got: Loaded;
+        try {
+          got = await loadFromSources(opts, expected, say);
+        } catch (e) {
+          if (again.absent) throw e;
+          throw new Error(
+            `CIFAR-10: cache ${cacheDir} damaged (${again.why}), the other files kept; ` +
+              (e as Error).message.replace(/^CIFAR-10: /, ""),
+          );
+        }
         result = splits(got);
         cached = await store(got, lock);
       }

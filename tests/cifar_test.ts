@@ -260,10 +260,32 @@ Deno.test("a damaged cache is reported in one line and rebuilt", () =>
       assertFakeData(d!);
       assert.equal((await loadCifar10(opts(dir))).source, "cache", what);
     }
-    // Damaged, with no source to rebuild from: an error, and nothing left in the cache folder.
+    // Damaged, with no source to rebuild from: an error naming the damaged file; the intact files are kept
+    // (never the damaged data returned), and a later source rebuilds only the damaged file.
+    const before = await cacheFiles(dir);
+    const intact = await Deno.readFile(cached("data_batch_1.bin"));
     await Deno.truncate(cached("data_batch_2.bin"), 10);
-    await assert.rejects(loadCifar10(opts(dir)), /no source worked \(all disabled\).*--data PATH/);
-    assert.deepEqual(await cacheFiles(dir), []);
+    await assert.rejects(
+      loadCifar10(opts(dir)),
+      /cache .* damaged \(data_batch_2\.bin: 10 bytes.*\), the other files kept; no source worked \(all disabled\).*--data PATH/,
+    );
+    assert.deepEqual(await cacheFiles(dir), before, "nothing removed");
+    assert.deepEqual(await Deno.readFile(cached("data_batch_1.bin")), intact);
+    const r = await loadCapturing(opts(dir, { npmDir: pkg, quiet: false }));
+    assert.equal(r.d?.source, "npm");
+    assert.ok(
+      r.lines.some((l) =>
+        /data_batch_2\.bin differed from npm; replaced$/.test(l)
+      ),
+      r.lines.join("\n"),
+    );
+    assert.ok(
+      !r.lines.some((l) =>
+        /data_batch_1\.bin.*replaced/.test(l)
+      ),
+      "only the damaged file rewritten",
+    );
+    assert.equal((await loadCifar10(opts(dir))).source, "cache");
   }));
 
 Deno.test("a flipped byte with its mtime restored is detected, whatever the SHAs are checked against", () =>
@@ -277,15 +299,22 @@ Deno.test("a flipped byte with its mtime restored is detected, whatever the SHAs
       await Deno.remove(join(dir, "data"), { recursive: true }).catch(() => {});
       await loadCifar10(opts(dir, { path: tgz, expectedSha }));
       await flipKeepingTimes(join(dir, "data", "cifar-10-batches-bin", "data_batch_3.bin"), 5000);
-      // No source to rebuild from: an error, never the corrupt data; the cache is cleared.
+      // No source to rebuild from: an error naming the damaged file, never the corrupt data; the cache's
+      // files are kept (the next load checks them again).
+      const files = await cacheFiles(dir);
       const r = await loadCapturing(opts(dir, { expectedSha, quiet: false }));
       assert.ok(r.err, `corrupt cache trusted (${what})`);
-      assert.match(r.err.message, /no source worked/, what);
+      assert.match(
+        r.err.message,
+        /data_batch_3\.bin: SHA-256 mismatch.*the other files kept; no source worked/,
+        what,
+      );
       assert.match(
         r.lines[0],
         /^CIFAR-10: cache .* damaged \(data_batch_3\.bin: SHA-256 mismatch .*\); rebuilding$/,
       );
-      assert.deepEqual(await cacheFiles(dir), [], what);
+      assert.deepEqual(await cacheFiles(dir), files, what);
+      assert.ok((await loadCapturing(opts(dir, { expectedSha }))).err, `still not trusted (${what})`);
       // With a source: rebuilt, and the right data returned.
       await loadCifar10(opts(dir, { path: tgz, expectedSha }));
       await flipKeepingTimes(join(dir, "data", "cifar-10-batches-bin", "data_batch_3.bin"), 5000);
