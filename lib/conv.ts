@@ -198,6 +198,45 @@ export function variantUnfit(v: KernelVariant, limits: Record<string, number>): 
   return undefined;
 }
 
+/** The largest register block the register kernels are built for (outputs per invocation, each side). */
+export const MAX_REGISTER_BLOCK = 32;
+
+/**
+ * Why a variant cannot run as `pass` of a convolution of shape `s` on a device with `limits` (the shape of the
+ * kernel that runs: for the input gradient, the transposed conv), or undefined when it can. Catches ids that
+ * parse but would compile to nonsense (zero or fractional sizes, over-large blocks) before any WGSL is built.
+ */
+export function variantProblem(
+  v: KernelVariant,
+  pass: ConvPass,
+  s: ConvShape,
+  limits: Record<string, number>,
+): string | undefined {
+  const sizes = v.kind === "register" ? { TM: v.TM, TN: 4 * v.TN4, WG: v.WG } : {
+    BM: v.BM,
+    BN: v.BN,
+    BK: v.BK,
+    TM: v.TM,
+    TN: 4 * v.TN4,
+  };
+  const bad = Object.entries(sizes).filter(([, x]) => !Number.isSafeInteger(x) || x < 1);
+  if (bad.length) return `${bad.map(([k, x]) => `${k}=${x}`).join(", ")}: sizes must be positive integers`;
+  if (v.kind === "register" && (v.TM > MAX_REGISTER_BLOCK || 4 * v.TN4 > MAX_REGISTER_BLOCK)) {
+    return `a ${v.TM}x${4 * v.TN4} register block is larger than the register kernels hold ` +
+      `(at most ${MAX_REGISTER_BLOCK}x${MAX_REGISTER_BLOCK})`;
+  }
+  if (v.kind === "register" && pass === "weight_grad" && v.TM % 4) {
+    return `TM=${v.TM}: the weight gradient's register block takes a multiple of 4 input channels`;
+  }
+  if (v.kind === "tiled" && (v.BM % 4 || v.BN % 4)) return "inconsistent tile (BM and BN are multiples of 4)";
+  try {
+    checkShape(s);
+  } catch (e) {
+    return (e as Error).message;
+  }
+  return variantUnfit(fitVariant(v, pass, s), limits);
+}
+
 /**
  * The candidate variants of a pass (the tuner times each that fits the device): the register blocks around
  * the default, the workgroup tiles of tiledBlock, and GPU-sized tiles (64x64 to 128x128 outputs per

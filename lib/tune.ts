@@ -31,6 +31,7 @@ import {
   parseVariantId,
   transposedShape,
   variantId,
+  variantProblem,
 } from "./conv.ts";
 import { type AdapterReport, type Gpu, type Op, type Precision, warmUp } from "./gpu.ts";
 import type { Graph } from "./nn.ts";
@@ -131,18 +132,47 @@ export function jobKey(j: TuneJob): string {
   return `${j.precision}|${j.pass}|${s.N}x${s.H}x${s.W}x${s.CI}->${s.CO} k${s.KH}x${s.KW} p${s.PAD}`;
 }
 
-/** $AIRBENCH_DATA/tune-cache.json, else <project>/data/tune-cache.json. */
-export function defaultCachePath(): string {
-  const env = Deno.env.get("AIRBENCH_DATA");
-  return join(env || join(HERE, "..", "data"), "tune-cache.json");
+/**
+ * $AIRBENCH_DATA/tune-cache.json, else <project>/data/tune-cache.json. Without permission to read the
+ * environment (no --allow-env) the project's cache is used: the cache only saves tuning time, and its entries
+ * are keyed by adapter and kernels, so any cache file is safe to read.
+ */
+export function defaultCachePath(env: (name: string) => string | undefined = (n) => Deno.env.get(n)): string {
+  let dir: string | undefined;
+  try {
+    dir = env("AIRBENCH_DATA");
+  } catch { /* no --allow-env: the project's data/ */ }
+  return join(dir || join(HERE, "..", "data"), "tune-cache.json");
 }
 
-function readCache(path: string): TuneCacheFile {
+const isObject = (x: unknown): x is Record<string, unknown> =>
+  typeof x === "object" && x !== null && !Array.isArray(x);
+
+/**
+ * The cache file, its malformed parts dropped (each named through `warn`); a missing file is an empty cache,
+ * an unreadable or foreign one is ignored with a warning (and replaced when something is tuned).
+ */
+function readCache(path: string, warn: (line: string) => void): TuneCacheFile {
+  const empty: TuneCacheFile = { version: 1, entries: [] };
+  let c: unknown;
   try {
-    const c = JSON.parse(Deno.readTextFileSync(path));
-    if (c && c.version === 1 && Array.isArray(c.entries)) return c as TuneCacheFile;
-  } catch { /* missing or unreadable: start empty */ }
-  return { version: 1, entries: [] };
+    c = JSON.parse(Deno.readTextFileSync(path));
+  } catch (e) {
+    if (!(e instanceof Deno.errors.NotFound)) {
+      warn(`tune cache ${path}: unreadable (${(e as Error).message.split("\n")[0]}); ignoring it`);
+    }
+    return empty;
+  }
+  if (!isObject(c) || c.version !== 1 || !Array.isArray(c.entries)) {
+    warn(`tune cache ${path}: not a version 1 cache; ignoring it`);
+    return empty;
+  }
+  const entries = c.entries.filter((e) => isObject(e) && isObject(e.key) && isObject(e.choices));
+  if (entries.length < c.entries.length) {
+    const n = c.entries.length - entries.length;
+    warn(`tune cache ${path}: ${n} malformed entr${n === 1 ? "y" : "ies"} ignored`);
+  }
+  return { version: 1, entries: entries as unknown as TuneCacheFile["entries"] };
 }
 
 export interface TunerOptions {
@@ -156,6 +186,8 @@ export interface TunerOptions {
   fallback: (job: TuneJob) => KernelVariant;
   path?: string;
   say?: (line: string) => void;
+  /** Problems with the cache (default: `say`); printed even when the status lines are not. */
+  warn?: (line: string) => void;
 }
 
 /** Chooses the variant of each job: from the cache, by timing, or the default (see the top of the file). */
@@ -168,7 +200,35 @@ export class Tuner {
 
   constructor(readonly o: TunerOptions) {
     this.path = o.path ?? defaultCachePath();
-    this.cache = o.mode === "off" ? { version: 1, entries: [] } : readCache(this.path);
+    this.cache = o.mode === "off" ? { version: 1, entries: [] } : readCache(this.path, (l) => this.warn(l));
+  }
+
+  private warn(line: string): void {
+    (this.o.warn ?? this.o.say)?.(line);
+  }
+
+  /** A cached choice that can run this job here, or undefined (having said why it is not used). */
+  private cached(job: TuneJob, k: string): TuneResult | undefined {
+    const hit = this.entry(false)?.[k];
+    if (!isObject(hit)) return undefined;
+    let why: string | undefined;
+    let variant: KernelVariant | undefined;
+    try {
+      variant = parseVariantId(String(hit.variant));
+      const s = job.pass === "input_grad" ? transposedShape(job.shape) : job.shape;
+      why = variantProblem(variant, job.pass, s, this.o.limits);
+    } catch (e) {
+      why = (e as Error).message; // an id this version does not know
+    }
+    if (why === undefined && variant) {
+      const candidates = Array.isArray(hit.candidates) ? hit.candidates : [];
+      return { variant, candidates, source: "cache" };
+    }
+    this.warn(
+      `tune cache ${this.path}: ${k}: variant ${JSON.stringify(hit.variant)} cannot run here (${why}); ` +
+        (this.tunes ? "tuning it again" : "using the default"),
+    );
+    return undefined;
   }
 
   /** Whether jobs missing from the cache are timed now. */
@@ -189,12 +249,8 @@ export class Tuner {
     const k = jobKey(job);
     if (this.o.mode === "off") return { variant: this.o.fallback(job), candidates: [], source: "default" };
     if (this.o.mode === "auto") {
-      const hit = this.entry(false)?.[k];
-      if (hit) {
-        try {
-          return { variant: parseVariantId(hit.variant), candidates: hit.candidates, source: "cache" };
-        } catch { /* an id this version does not know: tune again or fall back */ }
-      }
+      const hit = this.cached(job, k);
+      if (hit) return hit;
       if (!this.tunes) return { variant: this.o.fallback(job), candidates: [], source: "default" };
     }
     const cands = candidateVariants(job.pass, this.o.limits);
@@ -318,7 +374,8 @@ export async function tuneNetwork(
 /**
  * The variants a run log recorded (its `conv_variants`) as the choices of `tiles` for the same network: what
  * `--variants LOG` (and so `deno task reproduce`) runs, whatever the tuning cache holds now. Throws naming
- * the layer and pass when the record lacks one of the network's convolutions or names an unknown variant.
+ * the layer and pass when the record lacks one of the network's convolutions, names an unknown variant, or,
+ * given the device's `limits`, one that cannot run on that layer's shape there (lib/conv.ts variantProblem).
  */
 export function variantsFromRecord(
   logged: VariantRecord,
@@ -326,6 +383,7 @@ export function variantsFromRecord(
   graph: Graph,
   batch: number,
   precision: Precision,
+  limits?: Record<string, number>,
 ): { tiles: ConvTiles; record: VariantRecord } {
   const choices: Record<string, KernelVariant> = { ...(tiles.choices ?? {}) };
   const record: VariantRecord = {};
@@ -340,6 +398,9 @@ export function variantsFromRecord(
     } catch {
       throw new Error(`layer ${label}, ${job.pass}: unknown kernel variant ${JSON.stringify(id)}`);
     }
+    const s = job.pass === "input_grad" ? transposedShape(job.shape) : job.shape;
+    const why = limits && variantProblem(v, job.pass, s, limits);
+    if (why) throw new Error(`layer ${label}, ${job.pass}: kernel variant ${id} cannot run here: ${why}`);
     choices[choiceKey(label, job.pass)] = v;
     (record[label] ??= {})[job.pass] = { variant: id, source: "log", candidates: [] };
   }

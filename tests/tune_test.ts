@@ -15,6 +15,7 @@ import { Graph } from "../lib/nn.ts";
 import { INPUT_SHAPE } from "../lib/model.ts";
 import {
   convJobs,
+  defaultCachePath,
   fallbackOf,
   jobKey,
   kernelsHash,
@@ -292,4 +293,108 @@ Deno.test("tune: a logged record pins every layer's variant (--variants LOG); a 
     msg = (e as Error).message;
   }
   if (!/layer 2\.conv1, forward: unknown kernel variant "register-7x7"/.test(msg)) throw new Error(msg);
+});
+
+Deno.test("tune: cached ids that parse but cannot run, and malformed cache files, give a warning and the default", async () => {
+  const dir = Deno.makeTempDirSync();
+  try {
+    const path = `${dir}/tune-cache.json`;
+    const job: TuneJob = { shape: SHAPE, pass: "forward", precision: "f32" };
+    const key = tuneKey(adapter({ isCpu: true }), "k1", "2.9.6");
+    const fallback = variantId(fallbackOf(tilesFor(adapter({ isCpu: true })))(job));
+    const cases: [string, unknown, RegExp][] = [
+      [
+        "zero sizes",
+        "register-0x0-wg0",
+        /register-0x0-wg0.*TM=0, TN=0, WG=0: sizes must be positive integers/,
+      ],
+      ["register block", "register-4096x8-wg64", /4096x8 register block is larger than/],
+      ["over-large tile", "tiled-1024x1024x16-8x8", /invocations > \d+|workgroup memory/],
+      ["zero BK", "tiled-64x64x0-4x4", /BK=0/],
+      ["not an id", 7, /unknown kernel variant id "7"/],
+    ];
+    for (const [what, variant, why] of cases) {
+      Deno.writeTextFileSync(
+        path,
+        JSON.stringify({
+          version: 1,
+          entries: [{ key, choices: { [jobKey(job)]: { variant, candidates: [] } } }],
+        }),
+      );
+      const warnings: string[] = [];
+      const t = new Tuner({
+        ...tuner("auto", path, fakeTime({}), { isCpu: true }).o,
+        warn: (l) => warnings.push(l),
+      });
+      const r = await t.choose(job);
+      if (r.source !== "default" || variantId(r.variant) !== fallback) {
+        throw new Error(`${what}: ${r.source} ${variantId(r.variant)}`);
+      }
+      if (warnings.length !== 1 || !why.test(warnings[0]) || !/using the default$/.test(warnings[0])) {
+        throw new Error(`${what}: ${JSON.stringify(warnings)}`);
+      }
+    }
+    // Malformed files: ignored with a warning, never a crash (seen: {"version":1,"entries":[null]}).
+    const files: [string, RegExp][] = [
+      ['{"version":1,"entries":[null]}', /1 malformed entry ignored/],
+      ['{"version":1,"entries":[{"key":null,"choices":1}, 3]}', /2 malformed entries ignored/],
+      ['{"version":2}', /not a version 1 cache/],
+      ["{not json", /unreadable/],
+    ];
+    for (const [text, why] of files) {
+      Deno.writeTextFileSync(path, text);
+      const warnings: string[] = [];
+      const t = new Tuner({ ...tuner("auto", path, fakeTime(FAST)).o, warn: (l) => warnings.push(l) });
+      const r = await t.choose(job);
+      if (r.source !== "tuned" || !why.test(warnings.join("\n"))) {
+        throw new Error(`${text}: ${r.source} ${JSON.stringify(warnings)}`);
+      }
+      t.save(); // the cache is rewritten valid
+      if (JSON.parse(Deno.readTextFileSync(path)).entries.length !== 1) {
+        throw new Error(`${text}: not rewritten`);
+      }
+    }
+  } finally {
+    Deno.removeSync(dir, { recursive: true });
+  }
+});
+
+Deno.test("tune: --variants ids that cannot run on a layer here are named with the layer", async () => {
+  const graph = new Graph(makeNet(), INPUT_SHAPE);
+  const dir = Deno.makeTempDirSync();
+  const t = tuner("auto", `${dir}/c.json`, fakeTime(FAST));
+  const { record: logged } = await tuneNetwork(t, tilesFor(adapter()), graph, 384, "f32");
+  Deno.removeSync(dir, { recursive: true });
+  const cpu = tilesFor(adapter({ isCpu: true }));
+  variantsFromRecord(logged, cpu, graph, 384, "f32", LIMITS); // the tuned record fits these limits
+  const cases: [string, Record<string, number>, RegExp][] = [
+    [
+      "register-0x0-wg0",
+      LIMITS,
+      /layer 3\.conv2, forward: kernel variant register-0x0-wg0 cannot run here: .*positive/,
+    ],
+    ["tiled-128x128x32-8x8-db2", LIMITS, /layer 3\.conv2, forward: .* 66560 B of workgroup memory > 32768/],
+  ];
+  for (const [id, limits, why] of cases) {
+    const bad = structuredClone(logged);
+    bad["3.conv2"].forward.variant = id;
+    let msg = "";
+    try {
+      variantsFromRecord(bad, cpu, graph, 384, "f32", limits);
+    } catch (e) {
+      msg = (e as Error).message;
+    }
+    if (!why.test(msg)) throw new Error(`${id}: ${msg}`);
+  }
+});
+
+Deno.test("tune: the cache path without permission to read the environment is the project's (no crash)", () => {
+  const denied = () => {
+    throw new Deno.errors.NotCapable('Requires env access to "AIRBENCH_DATA"');
+  };
+  const path = defaultCachePath(denied);
+  if (!/[/\\]data[/\\]tune-cache\.json$/.test(path)) throw new Error(path);
+  if (defaultCachePath(() => "/x/y") !== "/x/y/tune-cache.json") {
+    throw new Error(defaultCachePath(() => "/x/y"));
+  }
 });
