@@ -21,7 +21,7 @@ export interface RunOptions {
   variants?: string;
 }
 
-type Kind = "int" | "posint" | "bool" | "string" | "choice";
+export type Kind = "int" | "posint" | "bool" | "widths" | "string" | "choice";
 /** A run option (the library's, the same for every experiment). */
 interface Flag {
   name: string;
@@ -124,7 +124,38 @@ export function joinNegativeValues(args: string[], options: Record<string, { typ
   return out;
 }
 
-function convert(f: Flag, raw: string): unknown {
+/**
+ * Parse flags strictly: negative numbers reach their flag's check, a flag given twice and an unknown flag are
+ * one-line usage errors (`hint` says where to look).
+ */
+export function parseFlags(
+  args: string[],
+  options: Record<string, { type: "string" | "boolean" }>,
+  hint?: string,
+): Record<string, string | boolean | undefined> {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args: joinNegativeValues(args, options),
+      options,
+      allowPositionals: false,
+      strict: true,
+      tokens: true,
+    });
+  } catch (e) {
+    throw new UsageError(`${(e as Error).message.split("\n")[0]}${hint ? ` (${hint})` : ""}`);
+  }
+  const seen = new Set<string>();
+  for (const t of parsed.tokens) {
+    if (t.kind !== "option") continue;
+    if (seen.has(t.name)) throw new UsageError(`--${t.name} given twice; give each flag once`);
+    seen.add(t.name);
+  }
+  return parsed.values as Record<string, string | boolean | undefined>;
+}
+
+/** A flag's text as a value of its kind, or a one-line usage error naming the flag and what it accepts. */
+export function convertFlag(f: { name: string; kind: Kind; choices?: string[] }, raw: string): unknown {
   const bad = (what: string) => new UsageError(`--${f.name} ${JSON.stringify(raw)}: expected ${what}`);
   switch (f.kind) {
     case "int":
@@ -138,6 +169,13 @@ function convert(f: Flag, raw: string): unknown {
     case "bool":
       if (!["true", "false", "1", "0"].includes(raw)) throw bad("true or false");
       return raw === "true" || raw === "1";
+    case "widths": {
+      const parts = raw.split(",").map((s) => Number(s.trim()));
+      if (parts.some((v) => !Number.isInteger(v) || v < 4 || v % 4 !== 0)) {
+        throw bad("comma-separated multiples of 4, one per block, e.g. 64,256,256 (kernels load vec4s)");
+      }
+      return parts;
+    }
     case "choice":
       if (!f.choices!.includes(raw)) throw bad(`one of ${f.choices!.join(", ")}`);
       return raw;
@@ -171,24 +209,12 @@ export function parseCommandLine<H>(
     if (options[f.flag]) throw new Error(`hyperparameter ${f.path.join(".")} is --${f.flag}, a run option`);
     options[f.flag] = { type: "string" };
   }
-  let parsed;
-  try {
-    parsed = parseArgs({
-      args: joinNegativeValues(args, options),
-      options,
-      allowPositionals: false,
-      strict: true,
-    });
-  } catch (e) {
-    const msg = (e as Error).message.split("\n")[0];
-    throw new UsageError(`${msg} (see --help for the accepted flags)`);
-  }
-  const values = parsed.values as Record<string, string | boolean | undefined>;
+  const values = parseFlags(args, options, "see --help for the accepted flags");
   if (values.help) return { hyp, opts, help: usage(hyperparameters, hyp, opts, about) };
   opts.quiet = Boolean(values.quiet);
   for (const f of RUN_FLAGS) {
     const raw = values[f.name];
-    if (typeof raw === "string") f.set(opts, convert(f, raw));
+    if (typeof raw === "string") f.set(opts, convertFlag(f, raw));
   }
   for (const f of hyperparameters.flags) {
     const raw = values[f.flag];

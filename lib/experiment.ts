@@ -20,12 +20,12 @@ import {
   type VariantRecord,
   variantsFromRecord,
 } from "./tune.ts";
-import { Gpu, type Precision } from "./gpu.ts";
-import { INPUT_SHAPE, NetState } from "./model.ts";
+import { ACT_BYTES, Gpu, type Precision } from "./gpu.ts";
+import { INPUT_SHAPE, NetState, ParamLayout } from "./model.ts";
 import { Graph } from "./nn.ts";
 import { meanStd, printHeader } from "./report.ts";
 import { checkWritable, createLogPath, fingerprint, LogFile, ROOT, stateDigest } from "./runlog.ts";
-import { writeSafetensors } from "./safetensors.ts";
+import { safetensorsProblem, writeSafetensors } from "./safetensors.ts";
 import { totalSteps } from "./schedule.ts";
 import {
   Divergence,
@@ -72,6 +72,7 @@ function preflight<H extends BaseHyp>(
   } catch (e) {
     throw new UsageError((e as Error).message);
   }
+  for (let run = 0; o.saveWeights && run < o.runs; run++) checkReplaceable(weightsPath(o, run));
   checkSteps(h, o.trainN ?? 50000, "--train-n");
   let graph: Graph;
   try {
@@ -87,6 +88,51 @@ function preflight<H extends BaseHyp>(
     throw new UsageError(`--variants ${o.variants}: ${(e as Error).message}`);
   }
   return { graph, pinned };
+}
+
+/** --save-weights may replace a safetensors file (an earlier run's weights), never any other file. */
+function checkReplaceable(path: string) {
+  let st: Deno.FileInfo;
+  try {
+    st = Deno.statSync(path);
+  } catch {
+    return; // not there: checkWritable made sure its folder can be written
+  }
+  const why = st.isFile ? safetensorsProblem(path) : "not a regular file";
+  if (why) {
+    throw new UsageError(
+      `--save-weights ${path}: exists and is not a safetensors file (${why}); refusing to replace it: ` +
+        "remove it or name another file",
+    );
+  }
+}
+
+/**
+ * The network of --widths must fit the adapter's buffers at --batch-size: the largest activation of the
+ * training batch within one storage binding, the parameters within one buffer. Throws naming the flags.
+ */
+export function checkFits(gpu: Gpu, precision: Precision, graph: Graph, h: BaseHyp): void {
+  const lim = gpu.device.limits, batch = h.opt.batch_size;
+  const flags = `--widths ${h.net.widths.join(",")} at --batch-size ${batch}`;
+  const perImage = graph.maxTensorBytes(ACT_BYTES[precision]);
+  const fit = Math.floor(lim.maxStorageBufferBindingSize / perImage);
+  if (fit < batch) {
+    throw new UsageError(
+      `${flags}: the largest activation takes ${perImage * batch} bytes (${precision}), more than this ` +
+        `adapter's maxStorageBufferBindingSize (${lim.maxStorageBufferBindingSize}); ` +
+        `use ${fit >= 1 ? `--batch-size ${fit} or less or ` : ""}narrower --widths`,
+    );
+  }
+  const paramBytes = new ParamLayout(graph).sizes.params * 4;
+  const maxBytes = Math.min(lim.maxStorageBufferBindingSize, lim.maxBufferSize);
+  if (paramBytes > maxBytes) {
+    throw new UsageError(
+      `--widths ${
+        h.net.widths.join(",")
+      }: the parameters take ${paramBytes} bytes, more than this adapter's ` +
+        `buffer limit (${maxBytes}); use narrower --widths`,
+    );
+  }
 }
 
 /** --variants LOG: the log's `conv_variants` (checked to be there before any expensive work). */
@@ -108,17 +154,24 @@ function readVariants(path: string): VariantRecord {
   return v;
 }
 
+/** The data; a bad --data is a usage error (exit 2) naming the flag. */
 async function loadData(o: RunOptions): Promise<Cifar10> {
-  if (o.verify) return await loadCifar10({ path: o.data, quiet: o.quiet });
-  return await loadCifar10({
-    path: o.data,
-    quiet: o.quiet,
-    expectedSha: null,
-    cache: false,
-    officialUrl: null,
-  });
+  try {
+    if (o.verify) return await loadCifar10({ path: o.data, quiet: o.quiet });
+    return await loadCifar10({
+      path: o.data,
+      quiet: o.quiet,
+      expectedSha: null,
+      cache: false,
+      officialUrl: null,
+    });
+  } catch (e) {
+    if (o.data === undefined) throw e;
+    throw new UsageError(`--data ${o.data}: ${(e as Error).message.replace(/^CIFAR-10: /, "")}`);
+  }
 }
 
+/** The run's log file, created (exclusively) but not yet written: the caller saves it inside its try. */
 function newLog<H extends BaseHyp>(
   exp: Experiment<H>,
   args: string[],
@@ -128,7 +181,7 @@ function newLog<H extends BaseHyp>(
   extra: { precision: Precision; trainN: number; graph: Graph },
 ): LogFile<ExperimentLog> {
   const stamp = new Date().toISOString().replace(/[:.]/g, "-");
-  const log = new LogFile<ExperimentLog>(
+  return new LogFile<ExperimentLog>(
     createLogPath(o.logDir, stamp),
     startLog({
       experiment: experimentPath(exp.url),
@@ -142,8 +195,29 @@ function newLog<H extends BaseHyp>(
       ...extra,
     }),
   );
-  log.save();
-  return log;
+}
+
+/**
+ * A failure after the log exists: the log says `failed` and why, and the last lines name it. When the log
+ * cannot be rewritten through a temp file (a full disk), it is overwritten in place, which needs no room for
+ * a second copy. Returns the exit code.
+ */
+function recordFailure(log: LogFile<ExperimentLog>, e: unknown): number {
+  const message = e instanceof Error ? e.message : String(e);
+  [log.data.status, log.data.error] = ["failed", message];
+  let unsaved = "";
+  try {
+    log.save();
+  } catch {
+    try {
+      Deno.writeTextFileSync(log.path, JSON.stringify(log.data, null, 1));
+    } catch (e2) {
+      unsaved = ` (the failure could not be recorded in it: ${(e2 as Error).message.split("\n")[0]})`;
+    }
+  }
+  console.error(`error: ${message}`);
+  console.error(`log so far: ${log.path}${unsaved}`);
+  return 1;
 }
 
 /**
@@ -160,15 +234,17 @@ export async function tuneSession(
   pinned?: VariantRecord,
 ): Promise<{ tiles: ConvTiles; record: VariantRecord }> {
   const tiles = tilesFor(gpu.adapter);
-  if (pinned) return variantsFromRecord(pinned, tiles, graph, batch, precision);
+  const limits = gpu.device.limits as unknown as Record<string, number>;
+  if (pinned) return variantsFromRecord(pinned, tiles, graph, batch, precision, limits);
   const tuner = new Tuner({
     key: tuneKey(gpu.adapter, kernelsHash()),
     mode,
     isCpu: gpu.adapter.isCpu,
     time: gpuTimeFn(gpu, { tiles }),
-    limits: gpu.device.limits as unknown as Record<string, number>,
+    limits,
     fallback: fallbackOf(tiles),
     say: quiet ? undefined : (l) => console.error(l),
+    warn: (l) => console.error(`warning: ${l}`),
   });
   if (tuner.tunes && !quiet) console.error(`tuning conv kernels (--tune ${mode}); cache ${tuner.path}`);
   return await tuneNetwork(tuner, tiles, graph, batch, precision);
@@ -195,10 +271,15 @@ function onSignals(s: Session<BaseHyp>): () => void {
   return () => handlers.forEach(([sig, h]) => Deno.removeSignalListener(sig, h));
 }
 
+/** Where --save-weights puts run `run`'s weights: the path itself, or with -runI when runs > 1. */
+function weightsPath(o: RunOptions, run: number): string {
+  return o.runs > 1 ? o.saveWeights!.replace(/(\.\w+)?$/, `-run${run}$1`) : o.saveWeights!;
+}
+
 function saveWeights(s: Session<BaseHyp>, run: number, tensors: Awaited<ReturnType<NetState["read"]>>) {
   const o = s.opts;
   if (!o.saveWeights) return;
-  const path = o.runs > 1 ? o.saveWeights.replace(/(\.\w+)?$/, `-run${run}$1`) : o.saveWeights;
+  const path = weightsPath(o, run);
   const entries = Object.entries(tensors).map(([k, t]) => [k, { dtype: "F32" as const, ...t }]);
   writeSafetensors(path, Object.fromEntries(entries), { format: "pt", seed: String(o.seed + run) });
   if (!o.quiet) console.error(`weights: ${path}`);
@@ -262,38 +343,58 @@ export async function runExperiment<H extends BaseHyp>(
   const { hyp, opts } = parsed;
   const { graph, pinned } = preflight(exp, hyp, opts);
   const gpu = await Gpu.create();
-  const a = gpu.adapter;
-  const precision = runPrecision(a, opts.precision);
+  const precision = runPrecision(gpu.adapter, opts.precision);
+  checkFits(gpu, precision, graph, hyp);
+  if (pinned) checkPinned(gpu, graph, hyp, precision, opts.variants!, pinned);
   const data = await loadData(opts);
   const trainN = Math.min(opts.trainN ?? data.train.n, data.train.n);
   checkSteps(hyp, trainN, "the training set of");
   const log = newLog(exp, args, hyp, opts, gpu, { precision, trainN, graph });
-  const tune = opts.tune ?? "auto";
-  const tuned = await tuneSession(gpu, graph, hyp.opt.batch_size, precision, tune, opts.quiet, pinned);
-  log.data.tune = tune;
-  if (opts.variants !== undefined) log.data.variants_from = opts.variants;
-  log.data.conv_variants = tuned.record;
-  log.save();
-  const s = new Session(exp, hyp, opts, gpu, precision, data, trainN, log, graph, tuned.tiles);
-  const off = onSignals(s as unknown as Session<BaseHyp>);
-  if (!opts.quiet) {
-    console.error(
-      `adapter: ${a.name} (${a.backend}${a.isCpu ? ", CPU" : ""}), precision ${precision}, ` +
-        `${opts.runs} run(s) of ${hyp.opt.train_epochs} epochs on ${trainN} images; log: ${log.path}`,
-    );
-  }
-  printHeader();
+  let s: Session<H> | undefined, off = () => {};
   try {
+    log.save();
+    const tune = opts.tune ?? "auto";
+    const tuned = await tuneSession(gpu, graph, hyp.opt.batch_size, precision, tune, opts.quiet, pinned);
+    log.data.tune = tune;
+    if (opts.variants !== undefined) log.data.variants_from = opts.variants;
+    log.data.conv_variants = tuned.record;
+    log.save();
+    s = new Session(exp, hyp, opts, gpu, precision, data, trainN, log, graph, tuned.tiles);
+    off = onSignals(s as unknown as Session<BaseHyp>);
+    if (!opts.quiet) announce(s);
+    printHeader();
     return await runAll(s);
   } catch (e) {
-    s.progress.clear();
-    [log.data.status, log.data.error] = ["failed", (e as Error).message];
-    log.save();
-    console.error(`error: ${(e as Error).message}`);
-    console.error(`log so far: ${log.path}`);
-    return 1;
+    s?.progress.clear();
+    return recordFailure(log, e);
   } finally {
     off();
+  }
+}
+
+/** The line that starts the runs: adapter, precision, what trains, and the log. */
+function announce<H extends BaseHyp>(s: Session<H>) {
+  const a = s.gpu.adapter;
+  console.error(
+    `adapter: ${a.name} (${a.backend}${a.isCpu ? ", CPU" : ""}), precision ${s.precision}, ` +
+      `${s.opts.runs} run(s) of ${s.hyp.opt.train_epochs} epochs on ${s.trainN} images; log: ${s.log.path}`,
+  );
+}
+
+/** --variants LOG against this adapter's limits and each layer's shape, before the data and the log. */
+function checkPinned(
+  gpu: Gpu,
+  graph: Graph,
+  h: BaseHyp,
+  precision: Precision,
+  path: string,
+  pinned: VariantRecord,
+) {
+  const limits = gpu.device.limits as unknown as Record<string, number>;
+  try {
+    variantsFromRecord(pinned, tilesFor(gpu.adapter), graph, h.opt.batch_size, precision, limits);
+  } catch (e) {
+    throw new UsageError(`--variants ${path}: ${(e as Error).message}`);
   }
 }
 

@@ -316,7 +316,19 @@ export function Linear(cin: number, cout: number, o: { bias?: boolean } = {}, sc
 }
 
 /** x * scale (the recipe's Mul); supported right after Linear, whose kernel applies it. */
+/** Why `v` cannot be a WGSL f32 factor (it must be a finite, nonzero, normal f32), or undefined. */
+export function f32FactorProblem(v: number): string | undefined {
+  const MIN_NORMAL = 2 ** -126;
+  const f = Math.fround(v);
+  if (!Number.isFinite(f) || Math.abs(f) < MIN_NORMAL) {
+    return `expected a finite nonzero f32 (${MIN_NORMAL.toPrecision(2)} <= |x| <= 3.4e38)`;
+  }
+  return undefined;
+}
+
 export function Mul(scale: number): Layer {
+  const why = f32FactorProblem(scale);
+  if (why) throw new Error(`Mul(${scale}): ${why}`);
   return {
     kind: "layer",
     type: "Mul",

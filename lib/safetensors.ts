@@ -126,19 +126,33 @@ export function writeSafetensors(
   writeFileAtomic(path, encodeSafetensors(tensors, metadata));
 }
 
-/** Parses safetensors bytes, returning tensors and metadata. Tensor data is copied (aligned, independent). */
-export function decodeSafetensors(bytes: Uint8Array): SafetensorsFile {
+interface HeaderEntry {
+  name: string;
+  dtype: SafetensorsDType;
+  shape: number[];
+  begin: number;
+  end: number;
+}
+
+/**
+ * The header of a safetensors file from its first bytes (`head`: at least the 8-byte length and the JSON) and
+ * the file's total size; every entry checked (dtype, shape, offsets within the data, no overlaps).
+ */
+function decodeHeader(
+  head: Uint8Array,
+  fileSize: number,
+): { entries: HeaderEntry[]; metadata: Record<string, string>; dataStart: number } {
   if (!isLittleEndian()) throw new Error("safetensors: big-endian hosts are not supported");
-  if (bytes.length < 8) throw new Error(`safetensors: file too short (${bytes.length} bytes)`);
-  const n64 = new DataView(bytes.buffer, bytes.byteOffset, 8).getBigUint64(0, true);
+  if (fileSize < 8 || head.length < 8) throw new Error(`safetensors: file too short (${fileSize} bytes)`);
+  const n64 = new DataView(head.buffer, head.byteOffset, 8).getBigUint64(0, true);
   if (n64 > BigInt(MAX_HEADER_BYTES)) throw new Error(`safetensors: header length ${n64} is too large`);
   const n = Number(n64);
-  if (8 + n > bytes.length) {
-    throw new Error(`safetensors: header length ${n} exceeds file size ${bytes.length}`);
+  if (8 + n > fileSize || 8 + n > head.length) {
+    throw new Error(`safetensors: header length ${n} exceeds file size ${fileSize}`);
   }
   let header: unknown;
   try {
-    header = JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(bytes.subarray(8, 8 + n)));
+    header = JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(head.subarray(8, 8 + n)));
   } catch (e) {
     throw new Error(`safetensors: invalid JSON header: ${(e as Error).message}`);
   }
@@ -146,10 +160,9 @@ export function decodeSafetensors(bytes: Uint8Array): SafetensorsFile {
     throw new Error("safetensors: header is not a JSON object");
   }
   const dataStart = 8 + n;
-  const dataLen = bytes.length - dataStart;
-  const tensors: Record<string, SafetensorsTensor> = {};
+  const dataLen = fileSize - dataStart;
+  const entries: HeaderEntry[] = [];
   let metadata: Record<string, string> = {};
-  const ranges: [number, number, string][] = [];
   for (const [name, entry] of Object.entries(header as Record<string, unknown>)) {
     if (name === "__metadata__") {
       if (entry === null || typeof entry !== "object" || Array.isArray(entry)) {
@@ -192,14 +205,29 @@ export function decodeSafetensors(bytes: Uint8Array): SafetensorsFile {
         }`,
       );
     }
-    ranges.push([begin, end, name]);
+    entries.push({ name, dtype: dt, shape: sh, begin, end });
+  }
+  const ranges = [...entries].sort((a, b) => a.begin - b.begin);
+  for (let i = 1; i < ranges.length; i++) {
+    if (ranges[i].begin < ranges[i - 1].end) {
+      throw new Error(`safetensors: tensors "${ranges[i - 1].name}" and "${ranges[i].name}" overlap`);
+    }
+  }
+  return { entries, metadata, dataStart };
+}
+
+/** Parses safetensors bytes, returning tensors and metadata. Tensor data is copied (aligned, independent). */
+export function decodeSafetensors(bytes: Uint8Array): SafetensorsFile {
+  const { entries, metadata, dataStart } = decodeHeader(bytes, bytes.length);
+  const tensors: Record<string, SafetensorsTensor> = {};
+  for (const { name, dtype, shape, begin, end } of entries) {
     // Copy into a fresh buffer so the typed array is aligned and independent of `bytes` (explicitly: a
     // node Buffer's slice() is a view, not a copy).
     const copyBytes = new Uint8Array(end - begin);
     copyBytes.set(bytes.subarray(dataStart + begin, dataStart + end));
     const copy = copyBytes.buffer;
     let data: SafetensorsData;
-    switch (dt) {
+    switch (dtype) {
       case "F32":
         data = new Float32Array(copy);
         break;
@@ -216,15 +244,31 @@ export function decodeSafetensors(bytes: Uint8Array): SafetensorsFile {
         data = new Uint8Array(copy);
         break;
     }
-    tensors[name] = { dtype: dt, shape: sh, data };
-  }
-  ranges.sort((a, b) => a[0] - b[0]);
-  for (let i = 1; i < ranges.length; i++) {
-    if (ranges[i][0] < ranges[i - 1][1]) {
-      throw new Error(`safetensors: tensors "${ranges[i - 1][2]}" and "${ranges[i][2]}" overlap`);
-    }
+    tensors[name] = { dtype, shape, data };
   }
   return { tensors, metadata };
+}
+
+/**
+ * Why the file at `path` is not a safetensors file (reading its header only), or undefined when it is one:
+ * what may be replaced by new weights without losing anything else.
+ */
+export function safetensorsProblem(path: string): string | undefined {
+  try {
+    using f = Deno.openSync(path);
+    const size = f.statSync().size;
+    const len = new Uint8Array(8);
+    const got = f.readSync(len) ?? 0;
+    if (got < 8) return `${size} bytes`;
+    const n = new DataView(len.buffer).getBigUint64(0, true);
+    const head = new Uint8Array(8 + Number(n > BigInt(MAX_HEADER_BYTES) || 8n + n > size ? 0n : n));
+    head.set(len);
+    for (let o = 8, r; o < head.length && (r = f.readSync(head.subarray(o))); o += r);
+    decodeHeader(head, size);
+    return undefined;
+  } catch (e) {
+    return (e as Error).message.replace(/^safetensors: /, "");
+  }
 }
 
 /** Parses safetensors bytes and returns the tensors (see `decodeSafetensors` for the metadata too). */

@@ -11,6 +11,7 @@ import { createLogPath, ROOT } from "../lib/runlog.ts";
 import { runDeno, writeDataset } from "./synthetic.ts";
 import { testRng } from "./util.ts";
 import { convJobs } from "../lib/tune.ts";
+import { writeSafetensors } from "../lib/safetensors.ts";
 import { hyp, makeNet } from "../main.ts";
 
 const MAIN = join(ROOT, "main.ts");
@@ -226,6 +227,163 @@ Deno.test("a diverging run is recorded and the next seed runs; the exit status s
     assert.equal(log.runs.length, 2);
     assert.ok(log.runs.every((run: { error?: string }) => /at step \d+/.test(run.error ?? "")));
     assert.equal(log.status, "failed");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+/** A tiny run's flags on a synthetic dataset in `dir` (no cache, no download: --verify false). */
+async function tinyRun(dir: string): Promise<string[]> {
+  await writeDataset(join(dir, "data"), 40, testRng(5));
+  return [
+    ...["--data", join(dir, "data"), "--verify", "false", "--runs", "1", "--widths", "8,16,16"],
+    ...["--train-n", "200", "--epochs", "1", "--batch-size", "100", "--tta", "0"],
+  ];
+}
+
+function onlyLog(dir: string) {
+  const files = [...Deno.readDirSync(dir)].filter((e) => e.name.endsWith(".json"));
+  assert.equal(files.length, 1, files.map((f) => f.name).join(" "));
+  return JSON.parse(Deno.readTextFileSync(join(dir, files[0].name)));
+}
+
+Deno.test("a malformed tuning cache and a run without --allow-env train to the end", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "airbench-env-" });
+  try {
+    const tiny = await tinyRun(dir);
+    // A tuning cache holding {"version":1,"entries":[null]}: a warning, then the defaults.
+    const cacheDir = join(dir, "cache");
+    Deno.mkdirSync(cacheDir);
+    Deno.writeTextFileSync(join(cacheDir, "tune-cache.json"), '{"version":1,"entries":[null]}');
+    const r = await new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", MAIN, ...tiny, "--log-dir", join(dir, "a"), "--quiet"],
+      env: { AIRBENCH_DATA: cacheDir },
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    const stderr = new TextDecoder().decode(r.stderr);
+    assert.equal(r.code, 0, stderr);
+    assert.match(stderr, /^warning: tune cache .*tune-cache\.json: 1 malformed entry ignored$/m);
+    assert.equal(onlyLog(join(dir, "a")).status, "done");
+    // No --allow-env (nor --allow-net): the tuner reads the project's cache path instead of crashing.
+    const perms = ["--allow-read", "--allow-write", "--allow-run", "--allow-ffi"];
+    const r2 = await runDeno(["run", ...perms, "main.ts", ...tiny, "--log-dir", join(dir, "b"), "--quiet"]);
+    assert.equal(r2.code, 0, r2.stderr);
+    assert.equal(onlyLog(join(dir, "b")).status, "done");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("a full disk after the log exists: status failed, the error in the log, the log so far line", async (t) => {
+  const dir = await Deno.makeTempDir({ prefix: "airbench-full-" });
+  const mnt = join(dir, "logs");
+  Deno.mkdirSync(mnt);
+  // A tmpfs with room for one file: the log is created, and every later temp file + rename fails (ENOSPC).
+  const mount = await new Deno.Command("mount", {
+    args: ["-t", "tmpfs", "-o", "size=1m,nr_inodes=2", "tmpfs", mnt],
+    stdout: "null",
+    stderr: "null",
+  }).output().catch(() => ({ success: false }));
+  try {
+    if (!mount.success) {
+      console.warn("SKIPPED: mounting a tmpfs is not permitted here (run as root to test a full disk)");
+      return;
+    }
+    const r = await runMain([...await tinyRun(dir), "--log-dir", mnt, "--quiet"]);
+    assert.equal(r.code, 1, r.stderr);
+    assert.match(r.stderr, /^error: .*No space left on device/m);
+    assert.match(r.stderr, new RegExp(`^log so far: ${mnt}/\\S+\\.json$`, "m"));
+    const log = onlyLog(mnt);
+    assert.equal(log.status, "failed");
+    assert.match(log.error, /No space left on device/);
+    await t.step("the run's record is whole (written in place)", () => assert.ok(log.config && log.code));
+  } finally {
+    if (mount.success) await new Deno.Command("umount", { args: [mnt] }).output();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("networks too big for the adapter's buffers are named by --widths / --batch-size up front", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "airbench-fits-" });
+  try {
+    assertUsage(
+      await runMain(["--widths", "100000,100000", "--batch-size", "100", "--log-dir", dir]),
+      /^error: --widths 100000,100000 at --batch-size 100: the largest activation takes \d+ bytes .*maxStorageBufferBindingSize/,
+    );
+    assert.deepEqual([...Deno.readDirSync(dir)], [], "no log");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("--variants: ids that parse but cannot run are named with their layer before the data", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "airbench-variants2-" });
+  try {
+    const graph = new Graph(makeNet({ ...hyp, net: { ...hyp.net, widths: [8, 8, 8] } }), INPUT_SHAPE);
+    const record: Record<string, Record<string, { variant: string }>> = {};
+    for (const { label, job } of convJobs(graph, 100, "f32")) {
+      (record[label] ??= {})[job.pass] = { variant: "register-8x8-wg64" };
+    }
+    record["3.conv2"].weight_grad.variant = "register-0x0-wg0";
+    const path = join(dir, "log.json");
+    Deno.writeTextFileSync(path, JSON.stringify({ conv_variants: record }));
+    const args = ["--variants", path, "--widths", "8,8,8", "--batch-size", "100", "--log-dir", dir];
+    assertUsage(
+      await runMain(args),
+      /--variants .*log\.json: layer 3\.conv2, weight_grad: kernel variant register-0x0-wg0 cannot run here: TM=0/,
+    );
+    record["3.conv2"].weight_grad.variant = "tiled-4096x4096x16-8x8";
+    Deno.writeTextFileSync(path, JSON.stringify({ conv_variants: record }));
+    assertUsage(await runMain(args), /layer 3\.conv2, weight_grad: .*tiled-4096x4096x16-8x8 .*invocations >/);
+    assert.deepEqual([...Deno.readDirSync(dir)].map((e) => e.name), ["log.json"], "no log written");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("flags given twice, --scale beyond f32, a bad --data, --save-weights over another file: exit 2", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "airbench-flags-" });
+  try {
+    const logs = ["--log-dir", join(dir, "logs")];
+    assertUsage(await runMain(["--runs", "1", "--runs", "2", ...logs]), /^error: --runs given twice/);
+    assertUsage(
+      await runMain(["--scale", "1e308", ...logs]),
+      /--scale 1e\+308: expected a finite nonzero f32/,
+    );
+    assertUsage(await runMain(["--scale", "1e-50", ...logs]), /--scale 1e-50: expected a finite nonzero f32/);
+    const r = await runMain(["--data", join(dir, "none"), "--quiet", ...logs]);
+    assert.equal(r.code, 2, r.stderr);
+    assert.equal(r.stderr.trim().split("\n").length, 1, r.stderr);
+    assert.match(r.stderr, /^error: --data .*none: cannot read .*none/);
+    const text = join(dir, "notes.txt");
+    Deno.writeTextFileSync(text, "my notes\n");
+    assertUsage(
+      await runMain(["--save-weights", text, "--runs", "1", ...logs]),
+      /--save-weights .*notes\.txt: exists and is not a safetensors file .*refusing to replace it/,
+    );
+    Deno.writeTextFileSync(join(dir, "notes-run1.txt"), "more notes\n");
+    assertUsage(
+      await runMain(["--save-weights", text, "--runs", "2", ...logs]),
+      /--save-weights .*notes-run1\.txt: exists and is not a safetensors file/,
+    );
+    assert.equal(Deno.readTextFileSync(text), "my notes\n");
+    // An earlier run's weights may be replaced: the check passes and the next problem (--data) is named.
+    const old = join(dir, "w.safetensors");
+    writeSafetensors(old, { "0.weight": { dtype: "F32", shape: [2], data: new Float32Array([1, 2]) } });
+    const r2 = await runMain([
+      "--save-weights",
+      old,
+      "--runs",
+      "1",
+      "--data",
+      join(dir, "none"),
+      "--quiet",
+      ...logs,
+    ]);
+    assert.equal(r2.code, 2, r2.stderr);
+    assert.match(r2.stderr, /^error: --data /);
+    assert.deepEqual([...Deno.readDirSync(join(dir, "logs"))], [], "no log");
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
