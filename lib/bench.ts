@@ -15,12 +15,20 @@
 
 import { join, resolve } from "node:path";
 import { pathToFileURL } from "node:url";
-import { parseArgs } from "node:util";
 import { writeFileAtomic } from "./atomic.ts";
+import { convertFlag, parseCommandLine, parseFlags, UsageError } from "./cli.ts";
 import type { BaseHyp } from "./hyp.ts";
-import { type ConvTiles, type ConvVariant, tilesFor } from "./conv.ts";
-import { tuneSession } from "./experiment.ts";
-import { TUNE_MODES, type TuneMode, type VariantRecord } from "./tune.ts";
+import {
+  type ConvTiles,
+  type ConvVariant,
+  defaultVariant,
+  tilesFor,
+  transposedShape,
+  variantProblem,
+} from "./conv.ts";
+import { checkFits, tuneSession } from "./experiment.ts";
+import { convJobs, TUNE_MODES, type TuneMode, type VariantRecord } from "./tune.ts";
+import { checkWritable } from "./runlog.ts";
 import { Evaluator } from "./evaluate.ts";
 import type { Experiment } from "./run.ts";
 import { Gpu, type Op, type Precision, warmUp } from "./gpu.ts";
@@ -73,7 +81,10 @@ const BENCH_OPTIONS = {
   "report-args": { type: "string" },
 } as const;
 
-/** The bench's flags; throws one line naming the flag. Exported for tests. */
+/**
+ * The bench's flags, converted and checked by lib/cli.ts's rules (one UsageError naming the flag: a flag
+ * given twice, a value of the wrong kind). Exported for tests. Undefined for --help.
+ */
 export function parseBenchArgs(args: string[]): BenchArgs | undefined {
   // --report-args takes flags as its value ("--report-args '--epochs 4'"): pass it joined, so that the value
   // is not read as an option.
@@ -82,35 +93,83 @@ export function parseBenchArgs(args: string[]): BenchArgs | undefined {
     if (args[i] === "--report-args" && i + 1 < args.length) joined.push(`--report-args=${args[++i]}`);
     else joined.push(args[i]);
   }
-  let parsed;
-  try {
-    parsed = parseArgs({ args: joined, options: BENCH_OPTIONS });
-  } catch (e) {
-    throw new Error((e as Error).message.split("\n")[0]);
-  }
-  const v = parsed.values;
+  const v = parseFlags(joined, BENCH_OPTIONS);
   if (v.help) return undefined;
-  const nums = (s: unknown) => String(s).split(",").map(Number);
-  if (v.variant !== undefined && v.variant !== "register" && v.variant !== "workgroup") {
-    throw new Error(`--variant ${v.variant}: expected register or workgroup`);
-  }
-  if (v.tune !== undefined && !TUNE_MODES.includes(v.tune as TuneMode)) {
-    throw new Error(`--tune ${v.tune}: expected auto, off or force`);
+  const get = (name: string, kind: "posint" | "widths" | "string" | "choice", choices?: string[]) => {
+    const raw = v[name];
+    return typeof raw === "string" ? convertFlag({ name, kind, choices }, raw) : undefined;
+  };
+  const tiles = v.tiles === undefined ? undefined : String(v.tiles).split(",");
+  if (tiles && (tiles.length < 3 || tiles.length > 4)) {
+    throw new UsageError(`--tiles ${JSON.stringify(v.tiles)}: expected TM,TN4,TMV[,TN4W]`);
   }
   return {
-    tune: (v.tune ?? "auto") as TuneMode,
+    tune: (get("tune", "choice", TUNE_MODES) ?? "auto") as TuneMode,
     report: Boolean(v.report),
     reportArgs: v["report-args"] ? String(v["report-args"]).split(/\s+/).filter(Boolean) : [],
     full: Boolean(v.full) || Boolean(v.report),
     json: Boolean(v.json),
-    batch: Number(v["batch-size"] ?? 384),
-    widths: v.widths ? nums(v.widths) : undefined,
-    repeats: v.repeats ? Number(v.repeats) : undefined,
-    tiles: v.tiles ? nums(v.tiles) : undefined,
-    variant: v.variant as ConvVariant | undefined,
-    logDir: String(v["log-dir"] ?? "logs"),
-    experiment: String(v.experiment ?? "main.ts"),
+    batch: (get("batch-size", "posint") ?? 384) as number,
+    widths: get("widths", "widths") as number[] | undefined,
+    repeats: get("repeats", "posint") as number | undefined,
+    tiles: tiles?.map((t) => convertFlag({ name: "tiles", kind: "posint" }, t) as number),
+    variant: get("variant", "choice", ["register", "workgroup"]) as ConvVariant | undefined,
+    logDir: (get("log-dir", "string") ?? "logs") as string,
+    experiment: (get("experiment", "string") ?? "main.ts") as string,
   };
+}
+
+/**
+ * Everything checkable before the GPU: the log folder, the experiment file, its network at these flags, and
+ * --report-args (as the experiment will parse them). Returns the experiment and the hyperparameters.
+ */
+async function checkBenchArgs(args: BenchArgs): Promise<{ exp: Experiment<BaseHyp>; h: BaseHyp }> {
+  try {
+    checkWritable("--log-dir", args.logDir, "dir");
+  } catch (e) {
+    throw new UsageError((e as Error).message);
+  }
+  let exp: Experiment<BaseHyp>;
+  try {
+    exp = await loadExperiment(args.experiment);
+  } catch (e) {
+    throw new UsageError(`--experiment ${args.experiment}: ${(e as Error).message.split("\n")[0]}`);
+  }
+  const h = exp.hyp.defaults;
+  h.opt.batch_size = args.batch;
+  if (args.widths) h.net.widths = args.widths;
+  try {
+    new Graph(exp.makeNet(h), INPUT_SHAPE);
+  } catch (e) {
+    throw new UsageError(`the network of --widths ${h.net.widths.join(",")}: ${(e as Error).message}`);
+  }
+  if (args.report) {
+    try {
+      parseCommandLine(reportArgv(args).slice(3), exp.hyp, exp.defaults);
+    } catch (e) {
+      throw new UsageError(`--report-args: ${(e as Error).message}`);
+    }
+  }
+  return { exp, h };
+}
+
+/** The tiles of --tiles / --variant on this adapter; each layer's default variant must run here. */
+function benchTiles(gpu: Gpu, args: BenchArgs, graph: Graph): ConvTiles {
+  const tiles: ConvTiles = { ...tilesFor(gpu.adapter), ...(args.variant ? { variant: args.variant } : {}) };
+  if (args.tiles) {
+    const [TM, TN4, TMV, TN4W] = args.tiles;
+    Object.assign(tiles, { TM, TN4, TMV, TN4W: TN4W ?? tiles.TN4W });
+  }
+  const limits = gpu.device.limits as unknown as Record<string, number>;
+  for (const { label, job } of convJobs(graph, args.batch, "f32")) {
+    const s = job.pass === "input_grad" ? transposedShape(job.shape) : job.shape;
+    const why = variantProblem(defaultVariant(tiles, job.pass, s), job.pass, s, limits);
+    if (why) {
+      const flag = args.tiles ? `--tiles ${args.tiles.join(",")}` : `--variant ${tiles.variant}`;
+      throw new UsageError(`${flag}: layer ${label}, ${job.pass}: ${why}`);
+    }
+  }
+  return tiles;
 }
 
 function syntheticSet(n: number, seed: number) {
@@ -294,25 +353,23 @@ async function evalRate(gpu: Gpu, s: Setup, repeats: number): Promise<number> {
 
 async function loadExperiment(path: string): Promise<Experiment<BaseHyp>> {
   const mod = await import(pathToFileURL(resolve(path)).href);
-  if (!mod.experiment) throw new Error(`${path}: exports no \`experiment\` (see main.ts)`);
+  if (!mod.experiment) throw new Error("exports no `experiment` (see main.ts)");
   return mod.experiment as Experiment<BaseHyp>;
 }
 
 /** Everything the bench measures, as one JSON-able object. */
-async function measure(gpu: Gpu, args: BenchArgs, say: (s: string) => void) {
+async function measure(
+  gpu: Gpu,
+  args: BenchArgs,
+  exp: Experiment<BaseHyp>,
+  h: BaseHyp,
+  tiles: ConvTiles,
+  say: (s: string) => void,
+) {
   const a = gpu.adapter;
-  const exp = await loadExperiment(args.experiment);
-  const h = exp.hyp.defaults;
-  h.opt.batch_size = args.batch;
-  if (args.widths) h.net.widths = args.widths;
   // lavapipe runs a batch-384 step in about 15 s: one timed step per precision keeps the default short.
   const repeats = args.repeats ?? (a.isCpu ? (args.full ? 3 : 1) : args.full ? 20 : 5);
   const warmup = a.isCpu && !args.full ? 0 : 2;
-  const tiles: ConvTiles = { ...tilesFor(a), ...(args.variant ? { variant: args.variant } : {}) };
-  if (args.tiles) {
-    const [TM, TN4, TMV, TN4W] = args.tiles;
-    Object.assign(tiles, { TM, TN4, TMV, TN4W: TN4W ?? tiles.TN4W });
-  }
   const timer = new GpuTimer(gpu);
   say(
     `adapter: ${a.name} (vendor ${a.vendor}, ${a.backend}${a.isCpu ? ", CPU adapter" : ""}), f16: ${a.f16}`,
@@ -437,17 +494,33 @@ function printResult(r: BenchResult, path: string) {
   console.log(`\n${path}`);
 }
 
+/** A usage error: one line naming the flag, exit 2; anything else is rethrown. */
+function usageExit(e: unknown): never {
+  if (!(e instanceof UsageError)) throw e;
+  console.error(`error: ${e.message} (deno task bench --help lists the flags)`);
+  Deno.exit(2);
+}
+
 async function main() {
-  let args: BenchArgs | undefined;
+  let args: BenchArgs | undefined, checked: { exp: Experiment<BaseHyp>; h: BaseHyp };
   try {
     args = parseBenchArgs(Deno.args);
+    if (!args) return console.log(USAGE);
+    checked = await checkBenchArgs(args);
   } catch (e) {
-    console.error(`error: ${(e as Error).message} (deno task bench --help lists the flags)`);
-    Deno.exit(2);
+    usageExit(e);
   }
-  if (!args) return console.log(USAGE);
+  const { exp, h } = checked;
   const gpu = await Gpu.create();
-  const result = await measure(gpu, args, (s) => args.json || console.log(s));
+  let tiles: ConvTiles;
+  try {
+    const graph = new Graph(exp.makeNet(h), INPUT_SHAPE);
+    checkFits(gpu, "f32", graph, h);
+    tiles = benchTiles(gpu, args, graph);
+  } catch (e) {
+    usageExit(e);
+  }
+  const result = await measure(gpu, args, exp, h, tiles, (s) => args.json || console.log(s));
   const path = join(args.logDir, `bench-${new Date().toISOString().replace(/[:.]/g, "-")}.json`);
   writeFileAtomic(path, JSON.stringify(result, null, 1));
   if (args.json) console.log(JSON.stringify(result, null, 1));
@@ -460,8 +533,9 @@ async function main() {
  * --report-args), then logs/gpu-report-*.json: the adapter, the chosen variants, the bench's steps, eval and
  * per-layer GFLOP/s, and the run's time, accuracy and training images per second.
  */
-async function report(args: BenchArgs, bench: BenchResult, benchPath: string) {
-  const runArgs = [
+/** The command line of --report's training run: `run -A EXPERIMENT` and the experiment's flags. */
+function reportArgv(args: BenchArgs): string[] {
+  return [
     "run",
     "-A",
     args.experiment,
@@ -473,6 +547,10 @@ async function report(args: BenchArgs, bench: BenchResult, benchPath: string) {
     args.logDir,
     ...args.reportArgs,
   ];
+}
+
+async function report(args: BenchArgs, bench: BenchResult, benchPath: string) {
+  const runArgs = reportArgv(args);
   console.error(`report: deno ${runArgs.join(" ")}`);
   const t0 = performance.now();
   const out = await new Deno.Command(Deno.execPath(), { args: runArgs, stdout: "piped", stderr: "inherit" })
