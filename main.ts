@@ -42,7 +42,7 @@ export const hyp = hyperparameters({
       min: 4,
       multipleOf: 4,
     }),
-    scaling_factor: param(1 / 9, "output scaling factor of the logits", { flag: "scale" }),
+    scaling_factor: param(1 / 9, "output scaling factor of the logits", { flag: "scale", f32: true }),
     tta_level: param(2, "test-time augmentation: 0 none, 1 mirror, 2 mirror + translate", {
       flag: "tta",
       choices: [0, 1, 2],

@@ -17,8 +17,12 @@ export interface Bounds {
   int?: boolean;
   /** value % multipleOf == 0 */
   multipleOf?: number;
+  /** A factor a kernel takes as f32: finite, nonzero and normal in f32 (|value| in [2^-126, 3.4e38]). */
+  f32?: boolean;
   choices?: readonly (number | string)[];
 }
+
+const F32_MIN_NORMAL = 2 ** -126;
 
 export type Leaf = number | boolean | string | number[];
 
@@ -135,6 +139,7 @@ export function accepts(p: Param<Leaf>): string {
     if (p.below !== undefined) conds.push(`< ${p.below}`);
   }
   if (p.multipleOf !== undefined) conds.unshift(`a multiple of ${p.multipleOf}`);
+  if (p.f32) conds.push(`finite and nonzero in f32 (${F32_MIN_NORMAL.toPrecision(2)} <= |x| <= 3.4e38)`);
   const what = p.int ? "integer" : "number";
   if (Array.isArray(p.value)) {
     return `comma-separated ${what}s${conds.length ? `, each ${conds.join(" and ")}` : ""}, e.g. ${
@@ -160,6 +165,8 @@ function check(p: Param<Leaf>, v: Leaf): string | undefined {
     if (p.above !== undefined && !(x > p.above)) return bad();
     if (p.below !== undefined && !(x < p.below)) return bad();
     if (p.multipleOf !== undefined && x % p.multipleOf !== 0) return bad();
+    const f = Math.fround(x);
+    if (p.f32 && !(Number.isFinite(f) && Math.abs(f) >= F32_MIN_NORMAL)) return bad();
   }
   return undefined;
 }
