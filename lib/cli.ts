@@ -133,23 +133,22 @@ export function parseFlags(
   options: Record<string, { type: "string" | "boolean" }>,
   hint?: string,
 ): Record<string, string | boolean | undefined> {
+  const joined = joinNegativeValues(args, options);
   let parsed;
   try {
-    parsed = parseArgs({
-      args: joinNegativeValues(args, options),
-      options,
-      allowPositionals: false,
-      strict: true,
-      tokens: true,
-    });
+    parsed = parseArgs({ args: joined, options, allowPositionals: false, strict: true });
   } catch (e) {
     throw new UsageError(`${(e as Error).message.split("\n")[0]}${hint ? ` (${hint})` : ""}`);
   }
+  // Given twice: read off the arguments themselves (the page's parseArgs has no `tokens`). They parsed
+  // strictly, so every "--name" is a known flag and a string flag without "=" is followed by its value.
   const seen = new Set<string>();
-  for (const t of parsed.tokens) {
-    if (t.kind !== "option") continue;
-    if (seen.has(t.name)) throw new UsageError(`--${t.name} given twice; give each flag once`);
-    seen.add(t.name);
+  for (let i = 0; i < joined.length; i++) {
+    const eq = joined[i].indexOf("=");
+    const name = joined[i].slice(2, eq < 0 ? undefined : eq);
+    if (seen.has(name)) throw new UsageError(`--${name} given twice; give each flag once`);
+    seen.add(name);
+    if (eq < 0 && options[name].type === "string") i++;
   }
   return parsed.values as Record<string, string | boolean | undefined>;
 }
