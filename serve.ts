@@ -60,9 +60,13 @@ export async function bundle(): Promise<string> {
   }
 }
 
-export function kernelNames(): string[] {
-  return [...Deno.readDirSync(KERNELS)].filter((e) => e.isFile && e.name.endsWith(".wgsl")).map((e) => e.name)
-    .sort();
+/** Every .wgsl file under kernels/, by its path there ("conv.wgsl", "shared/grid.wgsl"). */
+export function kernelNames(sub = ""): string[] {
+  return [...Deno.readDirSync(join(KERNELS, sub))].flatMap((e) => {
+    const name = sub ? `${sub}/${e.name}` : e.name;
+    if (e.isDirectory) return kernelNames(name);
+    return e.isFile && e.name.endsWith(".wgsl") ? [name] : [];
+  }).sort();
 }
 
 function loadData(o: ServeOptions): Promise<Cifar10> {
@@ -118,7 +122,7 @@ export function handler(o: ServeOptions, port: () => number): (req: Request) => 
         return bytes(await Deno.readFile(join(WEB, "node_shim.js")), TYPES[".js"]);
       }
       if (path === "/kernels/index.json") return json(kernelNames());
-      const kernel = path.match(/^\/kernels\/([\w.-]+\.wgsl)$/);
+      const kernel = path.match(/^\/kernels\/((?:[\w-]+\/)*[\w.-]+\.wgsl)$/);
       if (kernel && kernelNames().includes(kernel[1])) {
         return bytes(await Deno.readFile(join(KERNELS, kernel[1])), TYPES[".wgsl"]);
       }
@@ -165,7 +169,10 @@ export async function writeStatic(dir: string): Promise<void> {
   await Deno.copyFile(join(WEB, "node_shim.js"), join(dir, "node_shim.js"));
   await Deno.writeTextFile(join(dir, "app.js"), await bundle());
   const names = kernelNames();
-  for (const k of names) await Deno.copyFile(join(KERNELS, k), join(dir, "kernels", k));
+  for (const k of names) {
+    await Deno.mkdir(dirname(join(dir, "kernels", k)), { recursive: true });
+    await Deno.copyFile(join(KERNELS, k), join(dir, "kernels", k));
+  }
   await Deno.writeTextFile(join(dir, "kernels", "index.json"), JSON.stringify(names));
   await Deno.mkdir(join(dir, "src", "experiments"), { recursive: true });
   for (const e of EXPERIMENTS) await Deno.copyFile(join(ROOT, e), join(dir, "src", e));

@@ -3,19 +3,16 @@
 //
 // a, b, y: arrays of act4 (`act` storage, f32 or f16), any layout (elementwise), the sum in f32.
 // Constants injected by lib/ops.ts: COUNT (vec4 elements), WG (workgroup size).
-// 2-D grids (lib/gpu.ts grid2d): linear index from num_workgroups.
+
+// #include "shared/grid.wgsl"
 
 @group(0) @binding(0) var<storage, read> a: array<act4>;
 @group(0) @binding(1) var<storage, read> b: array<act4>;
 @group(0) @binding(2) var<storage, read_write> y: array<act4>;
 
 @compute @workgroup_size(WG)
-fn add(
-  @builtin(workgroup_id) wid: vec3u,
-  @builtin(num_workgroups) nwg: vec3u,
-  @builtin(local_invocation_index) lid: u32,
-) {
-  let i = (wid.y * nwg.x + wid.x) * WG + lid;
+fn add(ids: GridIds) {
+  let i = grid_index(ids, WG);
   if (i >= COUNT) {
     return;
   }

@@ -15,14 +15,11 @@
 //
 // Constants (lib/batchnorm.ts defines all of them for every entry point): M, C4 (= C/4), KSPLIT, KCHUNK, C4B,
 // LANES (LANES * C4B <= WG), LP2 (power of two >= LANES), CBLOCKS (= ceil(C4 / C4B)), WG, EPS, MOMENTUM.
-// Grids wider than the per-dimension limit are 2-D (lib/gpu.ts grid2d): linear index from num_workgroups.
+
+// #include "shared/grid.wgsl"
 
 const COUNT: u32 = M * C4; // vec4 elements of an activation tensor
 const LCHUNK: u32 = (KCHUNK + LANES - 1u) / LANES; // rows per lane
-
-fn group_index(wid: vec3u, nwg: vec3u) -> u32 {
-  return wid.y * nwg.x + wid.x;
-}
 
 // One thread's part of a split reduction: chunk s, channel vec4 c4, row lane, rows [p0, p1) of the chunk.
 struct Slot {
@@ -122,12 +119,8 @@ fn bn_stats(
 @group(0) @binding(4) var<storage, read_write> frvar: array<vec4f>;
 
 @compute @workgroup_size(WG)
-fn bn_finalize(
-  @builtin(workgroup_id) wid: vec3u,
-  @builtin(num_workgroups) nwg: vec3u,
-  @builtin(local_invocation_index) lid: u32,
-) {
-  let c4 = group_index(wid, nwg) * WG + lid;
+fn bn_finalize(ids: GridIds) {
+  let c4 = grid_index(ids, WG);
   if (c4 >= C4) {
     return;
   }
@@ -151,12 +144,8 @@ fn bn_finalize(
 @group(0) @binding(5) var<storage, read> ascale: array<vec4f>;
 
 @compute @workgroup_size(WG)
-fn bn_apply(
-  @builtin(workgroup_id) wid: vec3u,
-  @builtin(num_workgroups) nwg: vec3u,
-  @builtin(local_invocation_index) lid: u32,
-) {
-  let i = group_index(wid, nwg) * WG + lid;
+fn bn_apply(ids: GridIds) {
+  let i = grid_index(ids, WG);
   if (i >= COUNT) {
     return;
   }
@@ -165,12 +154,8 @@ fn bn_apply(
 }
 
 @compute @workgroup_size(WG)
-fn bn_eval(
-  @builtin(workgroup_id) wid: vec3u,
-  @builtin(num_workgroups) nwg: vec3u,
-  @builtin(local_invocation_index) lid: u32,
-) {
-  let i = group_index(wid, nwg) * WG + lid;
+fn bn_eval(ids: GridIds) {
+  let i = grid_index(ids, WG);
   if (i >= COUNT) {
     return;
   }
@@ -246,24 +231,16 @@ fn bwd_reduce(c4: u32) -> vec4f {
 }
 
 @compute @workgroup_size(WG)
-fn bn_bwd_reduce(
-  @builtin(workgroup_id) wid: vec3u,
-  @builtin(num_workgroups) nwg: vec3u,
-  @builtin(local_invocation_index) lid: u32,
-) {
-  let c4 = group_index(wid, nwg) * WG + lid;
+fn bn_bwd_reduce(ids: GridIds) {
+  let c4 = grid_index(ids, WG);
   if (c4 < C4) {
     bwd_reduce(c4);
   }
 }
 
 @compute @workgroup_size(WG)
-fn bn_bwd_reduce_dw(
-  @builtin(workgroup_id) wid: vec3u,
-  @builtin(num_workgroups) nwg: vec3u,
-  @builtin(local_invocation_index) lid: u32,
-) {
-  let c4 = group_index(wid, nwg) * WG + lid;
+fn bn_bwd_reduce_dw(ids: GridIds) {
+  let c4 = grid_index(ids, WG);
   if (c4 < C4) {
     rdweight[c4] = bwd_reduce(c4);
   }
@@ -279,12 +256,8 @@ fn bn_bwd_reduce_dw(
 @group(0) @binding(5) var<storage, read> dxcoef: array<vec4f>;
 
 @compute @workgroup_size(WG)
-fn bn_bwd_dx(
-  @builtin(workgroup_id) wid: vec3u,
-  @builtin(num_workgroups) nwg: vec3u,
-  @builtin(local_invocation_index) lid: u32,
-) {
-  let i = group_index(wid, nwg) * WG + lid;
+fn bn_bwd_dx(ids: GridIds) {
+  let i = grid_index(ids, WG);
   if (i >= COUNT) {
     return;
   }

@@ -6,9 +6,11 @@
 //   bias         [CO]                                        (f32)
 // CI and CO are multiples of 4, so every load and store is a vec4 along channels.
 //
-// Constants injected by lib/conv.ts: N H W CI CO KH KW PAD HO WO (shape), TM TN4 (register block), WG NWX (grid).
+// Constants injected by lib/conv.ts: N H W CI CO KH KW PAD HO WO (shape), TM TN4 (register block), WG (workgroup size).
 // The input gradient of a convolution is this kernel applied to dy with the weights flipped in space and
 // transposed in channels (conv_transpose.wgsl) and padding KH-1-PAD, so it shares the forward's blocking.
+
+// #include "shared/grid.wgsl"
 
 const CI4: u32 = CI / 4u;
 const CO4: u32 = CO / 4u;
@@ -23,10 +25,10 @@ const KTOTAL: u32 = N * HO * WO; // output pixels: the GEMM's M for forward, its
 @group(0) @binding(3) var<storage, read_write> y: array<act4>;  // NHWC [N][HO][WO][CO]
 
 @compute @workgroup_size(WG)
-fn conv_forward(@builtin(global_invocation_id) gid: vec3u) {
+fn conv_forward(ids: GridIds) {
   const CB: u32 = CO4 / TN4; // channel blocks per pixel block
   const MB: u32 = (KTOTAL + TM - 1u) / TM;
-  let tid = gid.x + gid.y * (NWX * WG);
+  let tid = grid_index(ids, WG);
   if (tid >= MB * CB) {
     return;
   }

@@ -1,7 +1,9 @@
 // Bias gradient of a convolution: db[co] = sum over all M output pixels of dy[p][co].
 // Split into KSPLIT fixed chunks of pixels, partial sums to part [KSPLIT][CO] f32, summed afterwards in a fixed
 // order by reduce_splits.wgsl (deterministic, no atomics). One invocation per (chunk, 4 channels).
-// Layouts: dy NHWC flattened to [M][CO] act. Constants: M CO KSPLIT WG NWX.
+// Layouts: dy NHWC flattened to [M][CO] act. Constants: M CO KSPLIT WG.
+
+// #include "shared/grid.wgsl"
 
 const CO4: u32 = CO / 4u;
 const KCHUNK: u32 = (M + KSPLIT - 1u) / KSPLIT;
@@ -10,8 +12,8 @@ const KCHUNK: u32 = (M + KSPLIT - 1u) / KSPLIT;
 @group(0) @binding(1) var<storage, read_write> part: array<vec4<f32>>;
 
 @compute @workgroup_size(WG)
-fn bias_grad(@builtin(global_invocation_id) gid: vec3u) {
-  let tid = gid.x + gid.y * (NWX * WG);
+fn bias_grad(ids: GridIds) {
+  let tid = grid_index(ids, WG);
   if (tid >= CO4 * KSPLIT) {
     return;
   }
@@ -32,8 +34,12 @@ fn bias_grad(@builtin(global_invocation_id) gid: vec3u) {
 var<workgroup> red: array<vec4<f32>, WG>;
 
 @compute @workgroup_size(WG)
-fn bias_grad_wg(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid: u32) {
-  let g = wid.x + wid.y * NWX; // uniform across the workgroup
+fn bias_grad_wg(
+  @builtin(workgroup_id) wid: vec3u,
+  @builtin(num_workgroups) nwg: vec3u,
+  @builtin(local_invocation_index) lid: u32,
+) {
+  let g = group_index(wid, nwg); // uniform across the workgroup
   if (g >= CO4 * KSPLIT) {
     return;
   }

@@ -1,7 +1,9 @@
 // Bias gradient with subgroup sums: bias_grad_wg of conv_bias_grad.wgsl (same bindings, constants and
 // outputs), the workgroup's vec4s summed by subgroupAdd, then the subgroups' sums in workgroup memory in a
 // fixed order. Compiled only where the device has the "subgroups" feature (lib/gpu.ts; the WGSL omits
-// `enable subgroups;`, which Deno's naga rejects). Constants: M CO KSPLIT WG NWX.
+// `enable subgroups;`, which Deno's naga rejects). Constants: M CO KSPLIT WG.
+
+// #include "shared/grid.wgsl"
 
 const CO4: u32 = CO / 4u;
 const KCHUNK: u32 = (M + KSPLIT - 1u) / KSPLIT;
@@ -14,11 +16,12 @@ var<workgroup> red: array<vec4<f32>, WG>; // one slot per subgroup (at most WG o
 @compute @workgroup_size(WG)
 fn bias_grad_sg(
   @builtin(workgroup_id) wid: vec3u,
+  @builtin(num_workgroups) nwg: vec3u,
   @builtin(local_invocation_index) lid: u32,
   @builtin(subgroup_size) sg_size: u32,
   @builtin(subgroup_invocation_id) sg_lane: u32,
 ) {
-  let g = wid.x + wid.y * NWX; // uniform across the workgroup
+  let g = group_index(wid, nwg); // uniform across the workgroup
   if (g >= CO4 * KSPLIT) {
     return;
   }

@@ -21,20 +21,17 @@
 // DB = 2 double-buffers the workgroup tiles: chunk k+1 is loaded into the other buffer while chunk k is
 // multiplied, one barrier per chunk instead of two (DB = 1: load, barrier, multiply, barrier).
 //
-// Constants injected by lib/conv.ts: N H W CI CO KH KW PAD HO WO (shape), BM BN BK TM TN4 DB (tile), NWX (grid).
+// Constants injected by lib/conv.ts: N H W CI CO KH KW PAD HO WO (shape), BM BN BK TM TN4 DB (tile).
 // The input gradient runs this kernel on dy with flipped, transposed weights (see conv.wgsl).
+
+// #include "shared/grid.wgsl"
+// #include "shared/tile_mul.wgsl"
 
 const CI4: u32 = CI / 4u;
 const CO4: u32 = CO / 4u;
 const M: u32 = N * HO * WO;
 const KDIM: u32 = KH * KW * CI;
-const BM4: u32 = BM / 4u;
-const BN4: u32 = BN / 4u;
 const BK4: u32 = BK / 4u;
-const TMV: u32 = TM / 4u;           // vec4 pixel groups per invocation
-const WGX: u32 = BN4 / TN4;         // invocations along channels
-const WGY: u32 = BM4 / TMV;         // invocations along pixels
-const WGS: u32 = WGX * WGY;         // workgroup size
 const NT: u32 = (CO + BN - 1u) / BN; // channel tiles
 const MT: u32 = (M + BM - 1u) / BM;  // pixel tiles
 const KT: u32 = (KDIM + BK - 1u) / BK;
@@ -99,29 +96,13 @@ fn load_tiles(kt: u32, buf: u32, lid: u32, m0: u32, n04: u32) {
   }
 }
 
-// Multiply the staged chunk in buffer `buf` into this invocation's accumulators.
-fn mul_tiles(buf: u32, tx: u32, ty: u32, acc: ptr<function, array<array<vec4<f32>, TN4>, TM>>) {
-  let ao = buf * BK * AS_ROW;
-  let bo = buf * BK * BN4;
-  for (var kk = 0u; kk < BK; kk++) {
-    var av: array<vec4<f32>, TMV>;
-    for (var i = 0u; i < TMV; i++) {
-      av[i] = As[ao + kk * AS_ROW + ty + WGY * i];
-    }
-    for (var t = 0u; t < TN4; t++) {
-      let bv = Bs[bo + kk * BN4 + tx + WGX * t];
-      for (var i = 0u; i < TMV; i++) {
-        for (var j = 0u; j < 4u; j++) {
-          (*acc)[i * 4u + j][t] = fma(vec4<f32>(av[i][j]), bv, (*acc)[i * 4u + j][t]);
-        }
-      }
-    }
-  }
-}
-
 @compute @workgroup_size(WGS)
-fn conv_forward(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid: u32) {
-  let tile = wid.x + wid.y * NWX; // uniform across the workgroup, so the early return keeps barriers uniform
+fn conv_forward(
+  @builtin(workgroup_id) wid: vec3u,
+  @builtin(num_workgroups) nwg: vec3u,
+  @builtin(local_invocation_index) lid: u32,
+) {
+  let tile = group_index(wid, nwg); // uniform across the workgroup, so the early return keeps barriers uniform
   if (tile >= MT * NT) {
     return;
   }

@@ -6,12 +6,9 @@
 //
 // Layouts: x NHWC [N][H][W][CI] act; dy NHWC [N][HO][WO][CO] act;
 //          part [KSPLIT][KH][KW][CI][CO] f32 (with KSPLIT = 1 this is dw itself, HWIO).
-// Constants: N H W CI CO KH KW PAD HO WO TMV TN4 KSPLIT WG NWX, and KSPLITB BOFF for conv_wgrad_bias.
-//
-// conv_wgrad_bias: the same dispatch also computes the bias gradient's split partial sums (one pass less per
-// layer): invocations from BOFF (a multiple of WG, so no workgroup mixes the two jobs) run exactly the
-// arithmetic of conv_bias_grad.wgsl's bias_grad with KSPLITB chunks into `bpart` [KSPLITB][CO] (db itself
-// when KSPLITB = 1). Same bits as the two separate dispatches.
+// Constants: N H W CI CO KH KW PAD HO WO TMV TN4 KSPLIT WG.
+
+// #include "shared/grid.wgsl"
 
 const CI4: u32 = CI / 4u;
 const CO4: u32 = CO / 4u;
@@ -23,38 +20,10 @@ const RB: u32 = KH * KW * (CI4 / TMV); // row blocks
 @group(0) @binding(0) var<storage, read> x: array<act4>;
 @group(0) @binding(1) var<storage, read> dy: array<act4>;
 @group(0) @binding(2) var<storage, read_write> part: array<vec4<f32>>;
-@group(0) @binding(3) var<storage, read_write> bpart: array<vec4<f32>>; // conv_wgrad_bias only
-
-const BCHUNK: u32 = (KTOTAL + KSPLITB - 1u) / max(KSPLITB, 1u);
 
 @compute @workgroup_size(WG)
-fn conv_wgrad(@builtin(global_invocation_id) gid: vec3u) {
-  wgrad_block(gid.x + gid.y * (NWX * WG));
-}
-
-@compute @workgroup_size(WG)
-fn conv_wgrad_bias(@builtin(global_invocation_id) gid: vec3u) {
-  let tid = gid.x + gid.y * (NWX * WG);
-  if (tid >= BOFF) {
-    bias_block(tid - BOFF);
-  } else {
-    wgrad_block(tid);
-  }
-}
-
-// db partial sums: the body of bias_grad in conv_bias_grad.wgsl (M = KTOTAL, KSPLIT = KSPLITB).
-fn bias_block(t: u32) {
-  if (t >= CO4 * KSPLITB) {
-    return;
-  }
-  let c4 = t % CO4;
-  let s = t / CO4;
-  var acc = vec4<f32>(0.0);
-  let p1 = min(KTOTAL, (s + 1u) * BCHUNK);
-  for (var p = s * BCHUNK; p < p1; p++) {
-    acc += vec4<f32>(dy[p * CO4 + c4]);
-  }
-  bpart[s * CO4 + c4] = acc;
+fn conv_wgrad(ids: GridIds) {
+  wgrad_block(grid_index(ids, WG));
 }
 
 fn wgrad_block(tid: u32) {

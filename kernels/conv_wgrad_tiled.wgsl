@@ -21,7 +21,10 @@
 // DB = 2 double-buffers the workgroup tiles (the next pixel step loads while this one multiplies; one barrier
 // per step), DB = 1 loads, barriers, multiplies, barriers.
 //
-// Constants: N H W CI CO KH KW PAD HO WO (shape), BM BN BK TM TN4 DB (tile), KSPLIT, NWX (grid).
+// Constants: N H W CI CO KH KW PAD HO WO (shape), BM BN BK TM TN4 DB (tile), KSPLIT.
+
+// #include "shared/grid.wgsl"
+// #include "shared/tile_mul.wgsl"
 
 const CI4: u32 = CI / 4u;
 const CO4: u32 = CO / 4u;
@@ -29,12 +32,7 @@ const P: u32 = N * HO * WO;
 const R: u32 = KH * KW * CI;
 const R4: u32 = R / 4u;
 const KCHUNK: u32 = (P + KSPLIT - 1u) / KSPLIT;
-const BM4: u32 = BM / 4u;
-const BN4: u32 = BN / 4u;
-const TMV: u32 = TM / 4u;
-const WGX: u32 = BN4 / TN4;
-const WGY: u32 = BM4 / TMV;
-const WGS: u32 = WGX * WGY;
+const AS_ROW: u32 = BM4; // the A tile's rows are unpadded
 const NT: u32 = (CO + BN - 1u) / BN; // channel tiles
 const MT: u32 = (R + BM - 1u) / BM;  // row tiles
 const A_VEC: u32 = BK * BM4;
@@ -46,7 +44,7 @@ const B_LOADS: u32 = (B_VEC + WGS - 1u) / WGS;
 @group(0) @binding(1) var<storage, read> dy: array<act4>;
 @group(0) @binding(2) var<storage, read_write> part: array<vec4<f32>>;
 
-var<workgroup> As: array<vec4<f32>, DB * BK * BM4>; // As[buf][k][r4] = A[p0 + k][r0 + 4*r4 ..]
+var<workgroup> As: array<vec4<f32>, DB * BK * AS_ROW>; // As[buf][k][r4] = A[p0 + k][r0 + 4*r4 ..]
 var<workgroup> Bs: array<vec4<f32>, DB * BK * BN4>; // Bs[buf][k][n4] = dy[p0 + k][n0 + 4*n4 ..]
 
 // Stage the BK pixels from p0 (< pb, the chunk's end) into buffer `buf`.
@@ -90,28 +88,13 @@ fn load_tiles(p0: u32, pb: u32, buf: u32, lid: u32, r04: u32, n04: u32) {
   }
 }
 
-fn mul_tiles(buf: u32, tx: u32, ty: u32, acc: ptr<function, array<array<vec4<f32>, TN4>, TM>>) {
-  let ao = buf * BK * BM4;
-  let bo = buf * BK * BN4;
-  for (var kk = 0u; kk < BK; kk++) {
-    var av: array<vec4<f32>, TMV>;
-    for (var i = 0u; i < TMV; i++) {
-      av[i] = As[ao + kk * BM4 + ty + WGY * i];
-    }
-    for (var t = 0u; t < TN4; t++) {
-      let bv = Bs[bo + kk * BN4 + tx + WGX * t];
-      for (var i = 0u; i < TMV; i++) {
-        for (var j = 0u; j < 4u; j++) {
-          (*acc)[i * 4u + j][t] = fma(vec4<f32>(av[i][j]), bv, (*acc)[i * 4u + j][t]);
-        }
-      }
-    }
-  }
-}
-
 @compute @workgroup_size(WGS)
-fn conv_wgrad(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid: u32) {
-  let g = wid.x + wid.y * NWX; // uniform across the workgroup, so the early return keeps barriers uniform
+fn conv_wgrad(
+  @builtin(workgroup_id) wid: vec3u,
+  @builtin(num_workgroups) nwg: vec3u,
+  @builtin(local_invocation_index) lid: u32,
+) {
+  let g = group_index(wid, nwg); // uniform across the workgroup, so the early return keeps barriers uniform
   if (g >= MT * NT * KSPLIT) {
     return;
   }

@@ -15,6 +15,8 @@
 // and stores, for M % TM == 0 and N % TN == 0 with TM and TN multiples of 4 (no edge handling; any K): the
 // column of op(A) and the row of op(B) at each k are vec4 loads where contiguous, else element loads.
 
+// #include "shared/grid.wgsl"
+
 const RB: u32 = (M + TM - 1u) / TM; // row blocks
 const CB: u32 = (N + TN - 1u) / TN; // column blocks
 
@@ -72,17 +74,9 @@ fn block_product(rb: u32, cb: u32) -> array<array<f32, TN>, TM> {
   return acc;
 }
 
-fn block_index(wid: vec3u, nwg: vec3u, lid: u32) -> u32 {
-  return (wid.y * nwg.x + wid.x) * WG + lid;
-}
-
 @compute @workgroup_size(WG)
-fn gemm(
-  @builtin(workgroup_id) wid: vec3u,
-  @builtin(num_workgroups) nwg: vec3u,
-  @builtin(local_invocation_index) lid: u32,
-) {
-  let tid = block_index(wid, nwg, lid);
+fn gemm(ids: GridIds) {
+  let tid = grid_index(ids, WG);
   if (tid >= RB * CB) {
     return;
   }
@@ -101,12 +95,8 @@ fn gemm(
 }
 
 @compute @workgroup_size(WG)
-fn gemm_add(
-  @builtin(workgroup_id) wid: vec3u,
-  @builtin(num_workgroups) nwg: vec3u,
-  @builtin(local_invocation_index) lid: u32,
-) {
-  let tid = block_index(wid, nwg, lid);
+fn gemm_add(ids: GridIds) {
+  let tid = grid_index(ids, WG);
   if (tid >= RB * CB) {
     return;
   }
@@ -178,12 +168,8 @@ fn block_product_v4(rb: u32, cb: u32) -> array<array<vec4<f32>, TN4>, TM> {
 }
 
 @compute @workgroup_size(WG)
-fn gemm_v4(
-  @builtin(workgroup_id) wid: vec3u,
-  @builtin(num_workgroups) nwg: vec3u,
-  @builtin(local_invocation_index) lid: u32,
-) {
-  let tid = block_index(wid, nwg, lid);
+fn gemm_v4(ids: GridIds) {
+  let tid = grid_index(ids, WG);
   if (tid >= (M / TM) * CB4) {
     return;
   }
@@ -198,12 +184,8 @@ fn gemm_v4(
 }
 
 @compute @workgroup_size(WG)
-fn gemm_v4_add(
-  @builtin(workgroup_id) wid: vec3u,
-  @builtin(num_workgroups) nwg: vec3u,
-  @builtin(local_invocation_index) lid: u32,
-) {
-  let tid = block_index(wid, nwg, lid);
+fn gemm_v4_add(ids: GridIds) {
+  let tid = grid_index(ids, WG);
   if (tid >= (M / TM) * CB4) {
     return;
   }

@@ -6,11 +6,12 @@
 //
 // Layouts (row-major): x, dx [N][C] `act` (the flattened 1x1xC feature map); w, dw [CLASSES][C] f32 (PyTorch
 // nn.Linear layout); logits, dlogits [N][CLASSES] f32. Math in f32; every sum runs in a fixed order.
-// Constants injected by lib/ops.ts: N, C, SCALE (f32), WG (dx workgroup size).
+// Constants injected by lib/ops.ts: N, C, CLASSES, SCALE (f32), WG (dx workgroup size).
 // Each entry point has its own bindings; binding numbers repeat across entry points (only the interface of
-// one entry point has to be collision-free). 2-D grids: linear index from num_workgroups.
+// one entry point has to be collision-free).
 
-const CLASSES: u32 = 10u;
+// #include "shared/grid.wgsl"
+
 const ROW_LANES: u32 = 16u; // forward: invocations per class and row (workgroup ROW_LANES x CLASSES per row)
 const DW_LANES: u32 = 32u; // weight gradient: channels per workgroup
 const DW_SLICES: u32 = 8u; // weight gradient: the batch is split into this many interleaved slices
@@ -30,7 +31,7 @@ fn linear_fwd(
   @builtin(num_workgroups) nwg: vec3u,
   @builtin(local_invocation_id) lid: vec3u,
 ) {
-  let n = wid.y * nwg.x + wid.x; // the row; uniform over the workgroup
+  let n = group_index(wid, nwg); // the row; uniform over the workgroup
   let k = lid.y;
   var acc = 0.0;
   if (n < N) {
@@ -56,12 +57,8 @@ fn linear_fwd(
 @group(0) @binding(2) var<storage, read_write> xdx: array<act>;
 
 @compute @workgroup_size(WG)
-fn linear_bwd_dx(
-  @builtin(workgroup_id) wid: vec3u,
-  @builtin(num_workgroups) nwg: vec3u,
-  @builtin(local_invocation_index) lid: u32,
-) {
-  let i = (wid.y * nwg.x + wid.x) * WG + lid;
+fn linear_bwd_dx(ids: GridIds) {
+  let i = grid_index(ids, WG);
   if (i >= N * C) {
     return;
   }

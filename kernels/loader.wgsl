@@ -13,6 +13,9 @@
 // Every output pixel is one thread: it reads 3 bytes, looks them up in the normalisation table and writes
 // one act4, so the result is an exact copy of host-computed values (bit-identical to the TS reference).
 
+// #include "shared/grid.wgsl"
+// #include "shared/step.wgsl"
+
 const SIDE: u32 = 32u;
 const PLANE: u32 = 1024u;     // 32*32 pixels per channel plane
 const IMG_WORDS: u32 = 768u;  // 3*1024 bytes per image, packed 4 per u32
@@ -68,15 +71,11 @@ fn mirror_index(i: i32) -> u32 {
   return u32(select(a, 62 - a, a > 31));
 }
 
-fn thread_index(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
-  return gid.x + gid.y * nwg.x * WG; // grid2d: rows of nwg.x workgroups
-}
-
 // Training batch: slot j holds image perm[batch_start + j], cropped from its reflect-padded (and, if drawn,
 // first-epoch-mirrored) version at its shift for this epoch, then mirrored when FLIP and the epoch is odd.
 @compute @workgroup_size(WG)
-fn gather(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-  let t = thread_index(gid, nwg);
+fn gather(ids: GridIds) {
+  let t = grid_index(ids, WG);
   if (t >= BATCH * PLANE) {
     return;
   }
@@ -100,8 +99,8 @@ fn gather(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups
 // Test batch view: images start..start+count-1 in order, translated by (dy, dx) with reflect padding,
 // then mirrored when flip is set. Writes only `count` images.
 @compute @workgroup_size(WG)
-fn view(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-  let t = thread_index(gid, nwg);
+fn view(ids: GridIds) {
+  let t = grid_index(ids, WG);
   if (t >= vw.count * PLANE) {
     return;
   }

@@ -10,9 +10,8 @@
 // Each entry point has its own bindings; binding numbers repeat across entry points. Sums have a fixed order
 // (a workgroup tree, then one workgroup over the partials in index order): no atomics.
 
-fn flat_index(wid: vec3u, nwg: vec3u, lid: u32) -> u32 {
-  return (wid.y * nwg.x + wid.x) * WG + lid;
-}
+// #include "shared/grid.wgsl"
+// #include "shared/step.wgsl"
 
 // ---- momentum: binding 0 grads [COUNT], binding 1 momentum buffer [COUNT], binding 2 gp [COUNT] (out).
 // As torch's Muon: buf = MOMENTUM * buf + g; gp = g + MOMENTUM * buf (NESTEROV) or buf. Padded input channels
@@ -22,12 +21,8 @@ fn flat_index(wid: vec3u, nwg: vec3u, lid: u32) -> u32 {
 @group(0) @binding(2) var<storage, read_write> mo_gp: array<f32>;
 
 @compute @workgroup_size(WG)
-fn muon_momentum(
-  @builtin(workgroup_id) wid: vec3u,
-  @builtin(num_workgroups) nwg: vec3u,
-  @builtin(local_invocation_index) lid: u32,
-) {
-  let i = flat_index(wid, nwg, lid);
+fn muon_momentum(ids: GridIds) {
+  let i = grid_index(ids, WG);
   if (i >= COUNT) {
     return;
   }
@@ -69,7 +64,7 @@ fn muon_sumsq(
   @builtin(num_workgroups) nwg: vec3u,
   @builtin(local_invocation_index) lid: u32,
 ) {
-  let w = wid.y * nwg.x + wid.x;
+  let w = group_index(wid, nwg);
   let i = w * WG + lid;
   let inside = i < COUNT;
   let x = select(0.0, sq_x[min(i, COUNT - 1u)], inside);
@@ -115,12 +110,8 @@ fn muon_norms(@builtin(local_invocation_index) lid: u32) {
 @group(0) @binding(2) var<storage, read> sc_stats: array<f32>;
 
 @compute @workgroup_size(WG)
-fn muon_scale(
-  @builtin(workgroup_id) wid: vec3u,
-  @builtin(num_workgroups) nwg: vec3u,
-  @builtin(local_invocation_index) lid: u32,
-) {
-  let i = flat_index(wid, nwg, lid);
+fn muon_scale(ids: GridIds) {
+  let i = grid_index(ids, WG);
   if (i >= COUNT) {
     return;
   }
@@ -135,12 +126,8 @@ fn muon_scale(
 @group(0) @binding(3) var<uniform> up_st: Step;
 
 @compute @workgroup_size(WG)
-fn muon_update(
-  @builtin(workgroup_id) wid: vec3u,
-  @builtin(num_workgroups) nwg: vec3u,
-  @builtin(local_invocation_index) lid: u32,
-) {
-  let i = flat_index(wid, nwg, lid);
+fn muon_update(ids: GridIds) {
+  let i = grid_index(ids, WG);
   if (i >= COUNT) {
     return;
   }

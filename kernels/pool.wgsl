@@ -14,14 +14,13 @@
 // bottom and right edge (outside every pooling window) write 0. So every element of dx is written once.
 //
 // Each entry point has its own bindings; binding numbers repeat across entry points (only the interface of
-// one entry point has to be collision-free). 2-D grids: linear index from num_workgroups.
+// one entry point has to be collision-free).
+
+// #include "shared/grid.wgsl"
+// #include "shared/gelu.wgsl"
 
 const OUT_COUNT: u32 = N * HO * WO * CV; // forward invocations
 const WIN_COUNT: u32 = N * WY * WX * CV; // backward invocations
-
-fn flat_index(wid: vec3u, nwg: vec3u, lid: u32) -> u32 {
-  return (wid.y * nwg.x + wid.x) * WG + lid;
-}
 
 fn x_index(n: u32, yy: u32, xx: u32, cv: u32) -> u32 {
   return ((n * H + yy) * W + xx) * CV + cv;
@@ -111,12 +110,8 @@ fn zero_partial4(w: vec4u) {
 }
 
 @compute @workgroup_size(WG)
-fn pool_fwd(
-  @builtin(workgroup_id) wid: vec3u,
-  @builtin(num_workgroups) nwg: vec3u,
-  @builtin(local_invocation_index) lid: u32,
-) {
-  let o = flat_index(wid, nwg, lid);
+fn pool_fwd(ids: GridIds) {
+  let o = grid_index(ids, WG);
   if (o >= OUT_COUNT) {
     return;
   }
@@ -124,12 +119,8 @@ fn pool_fwd(
 }
 
 @compute @workgroup_size(WG)
-fn pool_gelu_fwd(
-  @builtin(workgroup_id) wid: vec3u,
-  @builtin(num_workgroups) nwg: vec3u,
-  @builtin(local_invocation_index) lid: u32,
-) {
-  let o = flat_index(wid, nwg, lid);
+fn pool_gelu_fwd(ids: GridIds) {
+  let o = grid_index(ids, WG);
   if (o >= OUT_COUNT) {
     return;
   }
@@ -139,12 +130,8 @@ fn pool_gelu_fwd(
 }
 
 @compute @workgroup_size(WG)
-fn pool_bwd(
-  @builtin(workgroup_id) wid: vec3u,
-  @builtin(num_workgroups) nwg: vec3u,
-  @builtin(local_invocation_index) lid: u32,
-) {
-  let o = flat_index(wid, nwg, lid);
+fn pool_bwd(ids: GridIds) {
+  let o = grid_index(ids, WG);
   if (o >= WIN_COUNT) {
     return;
   }
@@ -157,12 +144,8 @@ fn pool_bwd(
 }
 
 @compute @workgroup_size(WG)
-fn pool_gelu_bwd(
-  @builtin(workgroup_id) wid: vec3u,
-  @builtin(num_workgroups) nwg: vec3u,
-  @builtin(local_invocation_index) lid: u32,
-) {
-  let o = flat_index(wid, nwg, lid);
+fn pool_gelu_bwd(ids: GridIds) {
+  let o = grid_index(ids, WG);
   if (o >= WIN_COUNT) {
     return;
   }

@@ -1,10 +1,12 @@
 // Sums KSPLIT partial results in a fixed order: out[i] = sum_s part[s][i]. Used after the split-K weight and
 // bias gradients so their result is deterministic. Layouts: part [KSPLIT][L4] vec4 f32, out [L4] vec4 f32.
-// Constants: L4 KSPLIT WG NWX, and L4B KSPLITB BOFF for reduce_splits2.
+// Constants: L4 KSPLIT WG, and L4B KSPLITB BOFF for reduce_splits2.
 //
 // reduce_splits2 reduces two independent sets in one dispatch (a convolution's weight and bias gradients):
 // invocations below BOFF (a multiple of WG) do exactly reduce_splits on part -> out, the others on
 // part2 [KSPLITB][L4B] -> out2. Same bits as two reduce_splits dispatches.
+
+// #include "shared/grid.wgsl"
 
 @group(0) @binding(0) var<storage, read> part: array<vec4<f32>>;
 @group(0) @binding(1) var<storage, read_write> out: array<vec4<f32>>;
@@ -12,8 +14,8 @@
 @group(0) @binding(3) var<storage, read_write> out2: array<vec4<f32>>; // reduce_splits2 only
 
 @compute @workgroup_size(WG)
-fn reduce_splits(@builtin(global_invocation_id) gid: vec3u) {
-  let i = gid.x + gid.y * (NWX * WG);
+fn reduce_splits(ids: GridIds) {
+  let i = grid_index(ids, WG);
   if (i >= L4) {
     return;
   }
@@ -25,8 +27,8 @@ fn reduce_splits(@builtin(global_invocation_id) gid: vec3u) {
 }
 
 @compute @workgroup_size(WG)
-fn reduce_splits2(@builtin(global_invocation_id) gid: vec3u) {
-  let t = gid.x + gid.y * (NWX * WG);
+fn reduce_splits2(ids: GridIds) {
+  let t = grid_index(ids, WG);
   if (t < BOFF) {
     if (t >= L4) {
       return;

@@ -5,8 +5,10 @@
 //   - `alias act = f16;` / `alias act4 = vec4<f16>;` (or the f32 versions): the storage type of activations
 //     and activation gradients. Parameters, their gradients and optimizer state are always f32.
 //   - one `const NAME: TYPE = VALUE;` line for each compile-time constant the caller passes (shapes, tile sizes).
-// Then kernels/common.wgsl (shared structs and helpers), then the kernel file itself.
-// Compile errors are reported with the kernel file and the line number inside that file.
+// Then the kernel file itself, its `// #include "name.wgsl"` lines replaced by those files (paths relative to
+// kernels/, each file at most once per kernel, nested includes resolved the same way): shared WGSL pieces such
+// as grid.wgsl (the 2-D grid index) or step.wgsl (the Step struct). Compile errors name the file and the line
+// inside it, an included file's own when the error is there.
 
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -47,6 +49,51 @@ const WANTED_LIMITS = [
   "maxUniformBufferBindingSize",
   "maxBindGroups",
 ] as const;
+
+const INCLUDE_LINE = /^\s*\/\/\s*#include\s+"([\w./-]+\.wgsl)"\s*$/;
+
+/** Where one line of a compiled kernel came from: a kernel file (relative to kernels/) and its 1-based line. */
+export interface LineOrigin {
+  file: string;
+  line: number;
+}
+
+/** The files `text` names in its `// #include "name.wgsl"` lines, in order. */
+export function includesOf(text: string): string[] {
+  return text.split("\n").map((l) => l.match(INCLUDE_LINE)?.[1]).filter((f): f is string => f !== undefined);
+}
+
+/**
+ * kernels/`file` with its include lines replaced by the included files' text (each file once: a second include
+ * of the same file, or a cycle, is an empty line), and the origin of every line. `read` gives a file's text.
+ */
+export function expandIncludes(
+  file: string,
+  read: (file: string) => string,
+): { lines: string[]; origins: LineOrigin[] } {
+  const lines: string[] = [];
+  const origins: LineOrigin[] = [];
+  const seen = new Set<string>();
+  const visit = (f: string) => {
+    seen.add(f);
+    read(f).split("\n").forEach((text, i) => {
+      const inc = text.match(INCLUDE_LINE)?.[1];
+      if (inc === undefined || seen.has(inc)) {
+        lines.push(inc === undefined ? text : "");
+        origins.push({ file: f, line: i + 1 });
+        return;
+      }
+      try {
+        read(inc);
+      } catch (e) {
+        throw new Error(`kernels/${f}:${i + 1}: #include "${inc}": ${(e as Error).message}`);
+      }
+      visit(inc);
+    });
+  };
+  visit(file);
+  return { lines, origins };
+}
 
 export type ConstValue = number | boolean | { u32: number } | { i32: number } | { f32: number };
 export type Consts = Record<string, ConstValue>;
@@ -208,10 +255,9 @@ export class Gpu {
       `alias act4 = vec4<${precision}>;`,
       ...keys.map((k) => constLine(k, consts[k])),
     ];
-    // common.wgsl (Step struct, GELU helpers) goes between the header and the kernel's own text.
-    const prefix = header.join("\n") + "\n" + this.source("common.wgsl") + "\n";
-    const prefixLines = prefix.split("\n").length - 1;
-    const code = prefix + this.source(file);
+    const body = expandIncludes(file, (f) => this.source(f));
+    const code = [...header, ...body.lines].join("\n");
+    const origins = [...header.map((_, i) => ({ file: "(generated header)", line: i + 1 })), ...body.origins];
     this.device.pushErrorScope("validation");
     const module = this.device.createShaderModule({ code, label: file });
     const pipe = this.device.createComputePipeline({
@@ -221,7 +267,7 @@ export class Gpu {
     // Errors surface asynchronously; check them in checkCompile() (callers await it once after building).
     this.pendingScopes.push(
       this.device.popErrorScope().then((err) => {
-        if (err) this.compileErrors.push(remapError(file, entry, err.message, prefixLines));
+        if (err) this.compileErrors.push(remapError(file, entry, err.message, origins));
       }),
     );
     this.pipelines.set(key, pipe);
@@ -410,12 +456,17 @@ export function grid2d(groups: number, max = 65535): [number, number] {
   return [Math.ceil(groups / y), y];
 }
 
-function remapError(file: string, entry: string, message: string, headerLines: number): string {
-  // wgpu/naga messages quote locations as ":LINE:COL" or "line LINE"; shift them back into the file.
+function remapError(file: string, entry: string, message: string, origins: LineOrigin[]): string {
+  // wgpu/naga messages quote locations as ":LINE:COL", "line LINE" or a "LINE │" gutter, counted in the compiled
+  // text; name the kernel file (the kernel's own or an included one) and the line inside it instead.
+  const at = (l: string) => {
+    const o = origins[Number(l) - 1];
+    return o ? `${o.file}:${o.line}` : `${file}:?`;
+  };
   const fixed = message
-    .replace(/(wgsl|\w+\.wgsl)?:(\d+):(\d+)/g, (_m, _f, l, c) => `${file}:${Number(l) - headerLines}:${c}`)
-    .replace(/line (\d+)/g, (_m, l) => `line ${Number(l) - headerLines}`)
-    .replace(/^(\s*)(\d+)( │)/gm, (_m, s, l, b) => `${s}${Number(l) - headerLines}${b}`);
+    .replace(/(wgsl|[\w/]+\.wgsl)?:(\d+):(\d+)/g, (_m, _f, l, c) => `${at(l)}:${c}`)
+    .replace(/line (\d+)/g, (_m, l) => `line ${at(l)}`)
+    .replace(/^(\s*)(\d+)( │)/gm, (_m, s, l, b) => `${s}${at(l)}${b}`);
   return `WGSL error in kernels/${file} (entry ${entry}): ${fixed}`;
 }
 

@@ -159,7 +159,7 @@ export function poolGeluBackward(
 function linearConsts(name: string, N: number, C: number, scale: number) {
   checkCount(name, { N, C });
   if (!Number.isFinite(scale)) throw new Error(`${name}: scale=${scale} is not finite`);
-  return { N, C, SCALE: { f32: scale }, WG };
+  return { N, C, SCALE: { f32: scale }, WG, CLASSES };
 }
 
 /** logits[n][k] = scale * sum_c x[n][c] * w[k][c]. x `act` [N][C], w f32 [10][C], logits f32 [N][10]. */
@@ -227,7 +227,11 @@ export function crossEntropy(
 ): Op[] {
   checkCount("crossEntropy", { N: a.N });
   if (!(a.smoothing >= 0 && a.smoothing <= 1)) throw new Error(`crossEntropy: smoothing=${a.smoothing}`);
-  const pipe = gpu.pipeline("loss.wgsl", "cross_entropy", { N: a.N, SMOOTHING: { f32: a.smoothing } });
+  const pipe = gpu.pipeline("loss.wgsl", "cross_entropy", {
+    N: a.N,
+    CLASSES,
+    SMOOTHING: { f32: a.smoothing },
+  });
   return [dispatch(gpu, "cross_entropy", pipe, [a.logits, a.labels, a.dlogits, a.stats, a.stepBuf], [1])];
 }
 
@@ -240,27 +244,14 @@ export function countCorrect(
   if (!Number.isInteger(a.slot) || a.slot < 0 || (a.slot + 1) * 4 > a.out.size) {
     throw new Error(`countCorrect: slot ${a.slot} outside the ${a.out.size}-byte output buffer`);
   }
-  // SMOOTHING is unused by this entry point but every pipeline of loss.wgsl defines it.
-  const pipe = gpu.pipeline("loss.wgsl", "count_correct", { N: a.N, SMOOTHING: { f32: 0 } });
+  const pipe = gpu.pipeline("accuracy.wgsl", "count_correct", { N: a.N, CLASSES });
   const args = gpu.uniform(new Uint32Array([a.slot, 0, 0, 0]), "count_correct.slot");
   return dispatch(gpu, "count_correct", pipe, [a.logits, a.labels, a.out, args], [1]);
 }
 
 // ---------------------------------------------------------------------------------------- flat f32 kernels
 
-/** The constants of every optim.wgsl pipeline, neutral (no gate, slot 0) unless an entry point sets them. */
-const OPTIM_CONSTANTS: Record<string, ConstValue> = {
-  LR_SLOT: 0,
-  MOMENTUM: { f32: 0 },
-  WEIGHT_DECAY: { f32: 0 },
-  NESTEROV: false,
-  GATE_START: 0,
-  GATE_END: 0,
-  GATE_BIT: 0,
-  DECAY_SLOT: 0,
-  EVENT_BIT: 0,
-};
-
+/** The pipeline of kernels/<entry>.wgsl (one entry point, named as its file) over n f32 values, and its grid. */
 function flatPipeline(
   gpu: Gpu,
   name: string,
@@ -269,7 +260,7 @@ function flatPipeline(
   consts: Record<string, ConstValue> = {},
 ) {
   checkCount(name, { n });
-  const pipe = gpu.pipeline("optim.wgsl", entry, { ...OPTIM_CONSTANTS, ...consts, COUNT: n, WG });
+  const pipe = gpu.pipeline(`${entry}.wgsl`, entry, { ...consts, COUNT: n, WG });
   return { pipe, groups: grid(gpu, Math.ceil(n / WG)) };
 }
 
@@ -328,7 +319,7 @@ export function sgdStep(
   }
   if (gate.end > a.n) throw new Error(`sgdStep: gate [${gate.start}, ${gate.end}) outside [0, ${a.n})`);
   checkBit("sgdStep", "gate bit", gate.bit);
-  const { pipe, groups } = flatPipeline(gpu, "sgdStep", "sgd_step", a.n, {
+  const { pipe, groups } = flatPipeline(gpu, "sgdStep", "sgd", a.n, {
     LR_SLOT: a.lrSlot,
     // rounded to f32 here: the constant's decimal text then reads back as exactly that f32
     MOMENTUM: { f32: Math.fround(a.momentum) },
@@ -352,7 +343,7 @@ export function emaUpdate(
 ): Op {
   checkSlot("emaUpdate", "decay slot", a.decaySlot, STEP_SLOTS);
   checkBit("emaUpdate", "event bit", a.eventBit);
-  const { pipe, groups } = flatPipeline(gpu, "emaUpdate", "ema_update", a.n, {
+  const { pipe, groups } = flatPipeline(gpu, "emaUpdate", "lookahead", a.n, {
     DECAY_SLOT: a.decaySlot,
     EVENT_BIT: { u32: a.eventBit },
   });

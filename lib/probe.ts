@@ -31,14 +31,14 @@ export function matmulOp(
   if (M % (4 * TMV) || N % (4 * TN4)) throw new Error(`matmul probe: unsupported shape ${M}x${N}x${K}`);
   const threads = (M / 4 / TMV) * (N / 4 / TN4);
   const grid = grid2d(Math.ceil(threads / PROBE_WG));
-  const pipe = gpu.pipeline("matmul.wgsl", "matmul", { M, N, K, TMV, TN4, WG: PROBE_WG, NWX: grid[0] });
+  const pipe = gpu.pipeline("bench/matmul.wgsl", "matmul", { M, N, K, TMV, TN4, WG: PROBE_WG });
   return dispatch(gpu, "matmul", pipe, [bufs.at, bufs.b, bufs.c], grid);
 }
 
 /** dst = src over `bytes` (a multiple of 16). */
 export function copyOp(gpu: Gpu, src: GPUBuffer, dst: GPUBuffer, bytes: number): Op {
   const grid = grid2d(Math.ceil(bytes / 16 / PROBE_WG));
-  const pipe = gpu.pipeline("copy.wgsl", "copy", { L4: bytes / 16, WG: PROBE_WG, NWX: grid[0] });
+  const pipe = gpu.pipeline("bench/copy.wgsl", "copy", { L4: bytes / 16, WG: PROBE_WG });
   return dispatch(gpu, "copy", pipe, [src, dst], grid);
 }
 

@@ -33,7 +33,7 @@ import {
   variantId,
   variantProblem,
 } from "./conv.ts";
-import { type AdapterReport, type Gpu, type Op, type Precision, warmUp } from "./gpu.ts";
+import { type AdapterReport, type Gpu, includesOf, type Op, type Precision, warmUp } from "./gpu.ts";
 import type { Graph } from "./nn.ts";
 import { median } from "./probe.ts";
 import { GpuTimer } from "./steps.ts";
@@ -84,9 +84,8 @@ export interface TuneResult {
 /** Milliseconds of one variant on one job (the real one: gpuTimeFn). */
 export type TimeFn = (job: TuneJob, v: KernelVariant) => Promise<number>;
 
-/** The kernel files whose text the cache key hashes. */
+/** The kernel files whose text the cache key hashes (with the files they include: kernelsHash). */
 export const KERNEL_FILES = [
-  "common.wgsl",
   "conv.wgsl",
   "conv_bias_grad.wgsl",
   "conv_bias_grad_sg.wgsl",
@@ -99,10 +98,20 @@ export const KERNEL_FILES = [
 
 const HERE = import.meta.url.startsWith("file:") ? dirname(fileURLToPath(import.meta.url)) : "";
 
-/** SHA-256 (hex) over the names and texts of the kernel files, read from `dir` (default kernels/). */
+/**
+ * SHA-256 (hex) over the names and texts of the kernel files and of every file they include (lib/gpu.ts
+ * includesOf), read from `dir` (default kernels/).
+ */
 export function kernelsHash(dir = join(HERE, "..", "kernels"), files = KERNEL_FILES): string {
   const h = createHash("sha256");
-  for (const f of [...files].sort()) {
+  const all = new Set<string>();
+  const visit = (f: string) => {
+    if (all.has(f)) return;
+    all.add(f);
+    for (const inc of includesOf(Deno.readTextFileSync(join(dir, f)))) visit(inc);
+  };
+  files.forEach(visit);
+  for (const f of [...all].sort()) {
     h.update(`${f}\n`);
     h.update(Deno.readFileSync(join(dir, f)));
     h.update("\n");

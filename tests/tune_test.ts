@@ -162,6 +162,19 @@ Deno.test("tune: kernelsHash changes with any kernel file's text", () => {
   Deno.removeSync(dir, { recursive: true });
 });
 
+Deno.test("tune: kernelsHash covers the files a kernel includes, nested ones too", () => {
+  const dir = Deno.makeTempDirSync();
+  Deno.mkdirSync(`${dir}/shared`);
+  Deno.writeTextFileSync(`${dir}/a.wgsl`, '// #include "shared/x.wgsl"\nfn a() {}');
+  Deno.writeTextFileSync(`${dir}/shared/x.wgsl`, '// #include "shared/y.wgsl"\nfn x() {}');
+  Deno.writeTextFileSync(`${dir}/shared/y.wgsl`, "fn y() {}");
+  const h1 = kernelsHash(dir, ["a.wgsl"]);
+  Deno.writeTextFileSync(`${dir}/shared/y.wgsl`, "fn y() { }");
+  const h2 = kernelsHash(dir, ["a.wgsl"]);
+  Deno.removeSync(dir, { recursive: true });
+  if (h1 === h2) throw new Error("hash ignores a change in a nested include");
+});
+
 Deno.test("tune: modes (off never times or reads; auto on a CPU adapter uses the cache or the default; force retunes)", async () => {
   const dir = Deno.makeTempDirSync();
   const path = `${dir}/c.json`;

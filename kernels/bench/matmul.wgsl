@@ -3,7 +3,9 @@
 // vec4s: each invocation keeps a (4*TMV) x (4*TN4) block of C in registers, the same register blocking as the
 // convolution weight gradient (kernels/conv_wgrad.wgsl).
 // Layouts: at [K][M], b [K][N], c [M][N], all f32; M % (4*TMV) == 0, N % (4*TN4) == 0.
-// Constants: M N K TMV TN4 WG NWX.
+// Constants: M N K TMV TN4 WG.
+
+// #include "shared/grid.wgsl"
 
 const M4: u32 = M / 4u;
 const N4: u32 = N / 4u;
@@ -15,8 +17,8 @@ const RB: u32 = M4 / TMV; // row blocks
 @group(0) @binding(2) var<storage, read_write> c: array<vec4<f32>>;
 
 @compute @workgroup_size(WG)
-fn matmul(@builtin(global_invocation_id) gid: vec3u) {
-  let tid = gid.x + gid.y * (NWX * WG);
+fn matmul(ids: GridIds) {
+  let tid = grid_index(ids, WG);
   if (tid >= RB * CB) {
     return;
   }
