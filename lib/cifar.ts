@@ -541,11 +541,6 @@ async function readSplitHashed(
   return { split: { images, labels, n }, shas };
 }
 
-/** Read batch files (whole records, labels 0..9) into one split. */
-export async function readSplitFiles(paths: string[]): Promise<CifarSplit> {
-  return (await readSplitHashed(paths)).split;
-}
-
 type CacheRead =
   | { ok: true; train: CifarSplit; test: CifarSplit }
   | { ok: false; absent: boolean; why: string };

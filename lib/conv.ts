@@ -18,12 +18,6 @@ export function outSize(s: ConvShape): { HO: number; WO: number } {
   return { HO: s.H + 2 * s.PAD - s.KH + 1, WO: s.W + 2 * s.PAD - s.KW + 1 };
 }
 
-/** FLOPs of one forward pass (the input and weight gradients cost the same each). */
-export function convFlops(s: ConvShape): number {
-  const { HO, WO } = outSize(s);
-  return 2 * s.N * HO * WO * s.KH * s.KW * s.CI * s.CO;
-}
-
 /**
  * How the convolutions (forward, so also the input gradient, and the weight gradient) are computed by default:
  *   "register":  conv.wgsl / conv_wgrad.wgsl, register blocking with vec4 global loads and no workgroup memory
@@ -37,7 +31,6 @@ export type ConvVariant = "register" | "workgroup";
 
 /** The three passes of a convolution layer (the keys of a choice). */
 export type ConvPass = "forward" | "input_grad" | "weight_grad";
-export const CONV_PASSES: ConvPass[] = ["forward", "input_grad", "weight_grad"];
 
 /**
  * One kernel variant, a value with a stable id (variantId):
@@ -283,9 +276,9 @@ function largestDivisor(n: number, cands: number[]): number {
   return 1;
 }
 
-function groups(gpu: Gpu, threads: number, wg: number): { grid: [number, number]; NWX: number } {
+function groups(gpu: Gpu, threads: number, wg: number): { grid: [number, number] } {
   const grid = grid2d(Math.ceil(threads / wg), gpu.device.limits.maxComputeWorkgroupsPerDimension);
-  return { grid, NWX: grid[0] };
+  return { grid };
 }
 
 /** y = conv(x, w) + b. x, y NHWC `act`; w HWIO f32; b [CO] f32. */
@@ -316,8 +309,8 @@ export function convForwardWith(
   if (v.kind === "tiled") return convForwardTiled(gpu, p, s, a, v, name);
   const { TM, TN4, WG } = v;
   const threads = Math.ceil((s.N * HO * WO) / TM) * (s.CO / 4 / TN4);
-  const { grid, NWX } = groups(gpu, threads, WG);
-  const pipe = gpu.pipeline("conv.wgsl", "conv_forward", { ...s, HO, WO, TM, TN4, WG, NWX }, p);
+  const { grid } = groups(gpu, threads, WG);
+  const pipe = gpu.pipeline("conv.wgsl", "conv_forward", { ...s, HO, WO, TM, TN4, WG }, p);
   return withVariant(dispatch(gpu, name, pipe, [a.x, a.w, a.b, a.y], grid), v);
 }
 
@@ -347,7 +340,7 @@ function convForwardTiled(
   const tilesM = Math.ceil((s.N * HO * WO) / t.BM), tilesN = Math.ceil(s.CO / t.BN);
   const grid = grid2d(tilesM * tilesN, lim.maxComputeWorkgroupsPerDimension);
   const { BM, BN, BK, TM, TN4, DB } = t;
-  const consts = { ...s, HO, WO, BM, BN, BK, TM, TN4, DB, NWX: grid[0] };
+  const consts = { ...s, HO, WO, BM, BN, BK, TM, TN4, DB };
   const pipe = gpu.pipeline("conv_tiled.wgsl", "conv_forward", consts, p);
   return withVariant(dispatch(gpu, name, pipe, [a.x, a.w, a.b, a.y], grid), t);
 }
@@ -410,7 +403,6 @@ export function convInputGradWith(
     KH: s.KH,
     KW: s.KW,
     WG,
-    NWX: t.NWX,
   });
   return [
     dispatch(gpu, `${name}.transpose`, tpipe, [a.w, wt], t.grid),
@@ -453,9 +445,8 @@ export function convWeightGrad(
 /**
  * convWeightGrad with an explicit variant (the tuner, the tests). Passes: the weight gradient, the bias
  * gradient's partial sums, and one reduce_splits2 for both sets: a layer with a bias takes 3 dispatches (was
- * 4) with the same bits. Register variants: the bias partials of bias_grad (or, with fuseBias, in the weight
- * gradient's own dispatch: 2 dispatches, same bits); tiled variants: the workgroup-summed bias kernel (subgroup
- * sums where `subgroups`).
+ * 4) with the same bits. Register variants: the bias partials of bias_grad; tiled variants: the workgroup-summed
+ * bias kernel (subgroup sums where `subgroups`).
  */
 export function convWeightGradWith(
   gpu: Gpu,
@@ -463,7 +454,7 @@ export function convWeightGradWith(
   s: ConvShape,
   a: { x: Binding; dy: Binding; dw: Binding; db?: Binding },
   v: KernelVariant,
-  o: { WG?: number; splitTarget?: number; subgroups?: boolean; fuseBias?: boolean } = {},
+  o: { WG?: number; splitTarget?: number; subgroups?: boolean } = {},
   name = "conv_weight_grad",
 ): Op[] {
   checkShape(s);
@@ -488,7 +479,7 @@ export function convWeightGradWith(
     KSPLIT = splitCount(K, tileCount * size, splitTarget);
     const grid = grid2d(tileCount * KSPLIT, gpu.device.limits.maxComputeWorkgroupsPerDimension);
     const { BM, BN, BK, TM, TN4, DB } = v;
-    const consts = { ...s, HO, WO, BM, BN, BK, TM, TN4, DB, KSPLIT, NWX: grid[0] };
+    const consts = { ...s, HO, WO, BM, BN, BK, TM, TN4, DB, KSPLIT };
     const pipe = gpu.pipeline("conv_wgrad_tiled.wgsl", "conv_wgrad", consts, p);
     wbuf = wpart(KSPLIT);
     wop = dispatch(gpu, `${name}.w`, pipe, [a.x, a.dy, wbuf], grid);
@@ -502,20 +493,16 @@ export function convWeightGradWith(
     const TMV = v.TM / 4, TN4 = v.TN4;
     const blocks = (s.CO / 4 / TN4) * s.KH * s.KW * (s.CI / 4 / TMV);
     KSPLIT = splitCount(K, blocks, splitTarget);
-    // fuseBias: the bias invocations follow the weight gradient's from the next whole workgroup (BOFF), one
-    // dispatch for both (same bits; measured ~12% slower on lavapipe, so off by default).
-    const fuse = Boolean(a.db && o.fuseBias);
-    const BOFF = fuse ? Math.ceil((blocks * KSPLIT) / v.WG) * v.WG : 0;
-    const g = groups(gpu, fuse ? BOFF + (s.CO / 4) * KSPLITB : blocks * KSPLIT, v.WG);
-    const consts = { ...s, HO, WO, TMV, TN4, KSPLIT, KSPLITB, BOFF, WG: v.WG, NWX: g.NWX };
-    const pipe = gpu.pipeline("conv_wgrad.wgsl", fuse ? "conv_wgrad_bias" : "conv_wgrad", consts, p);
+    const g = groups(gpu, blocks * KSPLIT, v.WG);
+    const consts = { ...s, HO, WO, TMV, TN4, KSPLIT, WG: v.WG };
+    const pipe = gpu.pipeline("conv_wgrad.wgsl", "conv_wgrad", consts, p);
     wbuf = wpart(KSPLIT);
-    wop = dispatch(gpu, `${name}.w`, pipe, fuse ? [a.x, a.dy, wbuf, bpart!] : [a.x, a.dy, wbuf], g.grid);
+    wop = dispatch(gpu, `${name}.w`, pipe, [a.x, a.dy, wbuf], g.grid);
     ops.push(withVariant(wop, v));
-    if (a.db && !fuse) {
+    if (a.db) {
       // conv_bias_grad.wgsl's bias_grad into the partials (the reduce below is shared with the weights)
       const gb = groups(gpu, (s.CO / 4) * KSPLITB, WG);
-      const bconsts = { M: K, CO: s.CO, KSPLIT: KSPLITB, WG, NWX: gb.NWX };
+      const bconsts = { M: K, CO: s.CO, KSPLIT: KSPLITB, WG };
       const bpipe = gpu.pipeline("conv_bias_grad.wgsl", "bias_grad", bconsts, p);
       ops.push(dispatch(gpu, `${name}.b`, bpipe, [a.dy, bpart!], gb.grid));
     }
@@ -545,7 +532,7 @@ export function biasGrad(
   const pipe = gpu.pipeline(
     "conv_bias_grad.wgsl",
     "bias_grad",
-    { M: a.M, CO: a.C, KSPLIT, WG, NWX: g.NWX },
+    { M: a.M, CO: a.C, KSPLIT, WG },
     p,
   );
   if (KSPLIT === 1) return [dispatch(gpu, name, pipe, [a.dy, a.db], g.grid)];
@@ -573,7 +560,7 @@ export function biasGradWg(
 ): Op {
   const WG = BIAS_WG;
   const grid = grid2d((a.C / 4) * a.KSPLIT, gpu.device.limits.maxComputeWorkgroupsPerDimension);
-  const consts = { M: a.M, CO: a.C, KSPLIT: a.KSPLIT, WG, NWX: grid[0] };
+  const consts = { M: a.M, CO: a.C, KSPLIT: a.KSPLIT, WG };
   const pipe = subgroups
     ? gpu.pipeline("conv_bias_grad_sg.wgsl", "bias_grad_sg", consts, p)
     : gpu.pipeline("conv_bias_grad.wgsl", "bias_grad_wg", consts, p);
@@ -590,7 +577,7 @@ function reduceSplits2(
   const L4 = a.count / 4, L4B = b.count / 4;
   const BOFF = Math.ceil(L4 / WG) * WG;
   const g = groups(gpu, BOFF + L4B, WG);
-  const consts = { L4, KSPLIT: a.k, L4B, KSPLITB: b.k, BOFF, WG, NWX: g.NWX };
+  const consts = { L4, KSPLIT: a.k, L4B, KSPLITB: b.k, BOFF, WG };
   const pipe = gpu.pipeline("reduce_splits.wgsl", "reduce_splits2", consts);
   return dispatch(gpu, name, pipe, [a.part, a.out, b.part, b.out], g.grid);
 }
@@ -606,7 +593,7 @@ function reduceSplits(
 ): Op {
   const L4 = count / 4;
   const g = groups(gpu, L4, WG);
-  const consts = { L4, KSPLIT, L4B: 0, KSPLITB: 0, BOFF: 0, WG, NWX: g.NWX };
+  const consts = { L4, KSPLIT, L4B: 0, KSPLITB: 0, BOFF: 0, WG };
   const pipe = gpu.pipeline("reduce_splits.wgsl", "reduce_splits", consts);
   return dispatch(gpu, name, pipe, [part, out], g.grid);
 }
