@@ -1,12 +1,12 @@
 // Per-step values on the GPU, and encoding many training steps into one submit.
 //
-// Every step's `Step` struct (kernels/common.wgsl) is written once into a table; before each step's compute
+// Every step's `Step` struct (kernels/shared/step.wgsl) is written once into a table; before each step's compute
 // pass the encoder copies that entry into the small uniform buffer the kernels bind. The host therefore never
 // waits inside an epoch: it only reads the per-step loss/accuracy stats at the end of a chunk.
 
 import type { Gpu, Op, Pass } from "./gpu.ts";
 
-/** Per-step scalars by slot (Step.vals in kernels/common.wgsl): each optimizer group's lr, ... */
+/** Per-step scalars by slot (Step.vals in kernels/shared/step.wgsl): each optimizer group's lr, ... */
 export const STEP_SLOTS = 16;
 export const STEP_BYTES = 16 + STEP_SLOTS * 4;
 /** Gates and events per step: one bit each of Step.flags. */

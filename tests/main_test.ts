@@ -76,7 +76,13 @@ Deno.test("main.ts trains a tiny net end to end, logs it, and reproduces it bit 
     // Every library and kernel file, by SHA-256 (what ran is in the log, not only main.ts).
     const fp = a.fingerprint;
     for (
-      const f of ["lib/nn.ts", "lib/layers.ts", "lib/model.ts", "kernels/conv.wgsl", "kernels/common.wgsl"]
+      const f of [
+        "lib/nn.ts",
+        "lib/layers.ts",
+        "lib/model.ts",
+        "kernels/conv.wgsl",
+        "kernels/shared/step.wgsl",
+      ]
     ) {
       assert.match(fp.files[f], /^[0-9a-f]{64}$/, f);
     }

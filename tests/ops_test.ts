@@ -62,7 +62,7 @@ interface StepFields {
   values?: number[];
 }
 
-/** The Step uniform of kernels/common.wgsl (lib/steps.ts packSteps), unset fields 0. */
+/** The Step uniform of kernels/shared/step.wgsl (lib/steps.ts packSteps), unset fields 0. */
 function packStep(s: StepFields): Uint8Array {
   return new Uint8Array(packSteps([{
     step: s.step ?? 0,
