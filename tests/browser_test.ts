@@ -2,7 +2,7 @@
 // synthetic dataset (tests/synthetic.ts, verification off), headless Chromium opens the page with a tiny
 // configuration in the URL and autostart, and the test waits for window.airbenchLog.status to be "done" (no
 // timing: an overall limit only). It checks the net learned above chance, the log has main.ts's keys, the
-// page logged no console errors, and saves a screenshot under logs/.
+// page logged no console errors, and saves a screenshot in a temporary folder (printed).
 
 import nodeAssert from "node:assert/strict";
 import { closeBrowser, launch, shouldRun } from "./chromium.ts";
@@ -10,7 +10,6 @@ import { join } from "node:path";
 import { serve } from "../serve.ts";
 import { writeDataset } from "./synthetic.ts";
 import { Rng } from "../lib/rng.ts";
-import { ROOT } from "../lib/runlog.ts";
 
 // The keys of lib/run.ts's ExperimentLog as main.ts writes them.
 const LOG_KEYS = [
@@ -65,12 +64,11 @@ Deno.test({
         argv: string[];
       };
       await page.waitForSelector("#grid canvas", { timeout: 60_000 });
-      await Deno.mkdir(join(ROOT, "logs"), { recursive: true });
-      await page.screenshot({
-        path: join(ROOT, "logs", "browser-test.png") as `${string}.png`,
-        fullPage: true,
-      });
-      await Deno.writeTextFile(join(ROOT, "logs", "browser-test.json"), JSON.stringify(log, null, 1));
+      // For a look afterwards: a temporary folder, never the user's logs/ (`deno task report logs/*.json`).
+      const out = await Deno.makeTempDir({ prefix: "airbench-browser-test-" });
+      await page.screenshot({ path: join(out, "browser-test.png") as `${string}.png`, fullPage: true });
+      await Deno.writeTextFile(join(out, "browser-test.json"), JSON.stringify(log, null, 1));
+      console.log(`page screenshot and log: ${out}`);
 
       nodeAssert.equal(log.status, "done", `the page's run failed: ${log.error}`);
       for (const k of LOG_KEYS) nodeAssert.ok(k in log, `the log has no "${k}"`);

@@ -1,7 +1,7 @@
 // The HTML report (lib/report_html.ts, what `deno task report` writes) rendered by a real browser: two fixture
 // logs (tests/fixtures/logs/) make one page, headless Chromium opens it from a file, and the test checks that
 // every chart has drawn data (series paths with points, dots with a size on screen) and the page raised no
-// errors. A screenshot goes to logs/report-browser-test.png.
+// errors. The page and a screenshot go to a temporary folder (printed).
 
 import nodeAssert from "node:assert/strict";
 import { join } from "node:path";
@@ -23,8 +23,9 @@ Deno.test({
       source: `tests/fixtures/logs/${f}`,
       log: JSON.parse(Deno.readTextFileSync(join(ROOT, "tests", "fixtures", "logs", f))) as TrainingLog,
     }));
-    await Deno.mkdir(join(ROOT, "logs"), { recursive: true });
-    const html = join(ROOT, "logs", "report-browser-test.html");
+    // A temporary folder, never the user's logs/ (which `deno task report logs/*.json` reads).
+    const out = await Deno.makeTempDir({ prefix: "airbench-report-browser-test-" });
+    const html = join(out, "report-browser-test.html");
     await Deno.writeTextFile(html, reportHtml(logs, { generated: "test" }));
     const b = await launch();
     try {
@@ -56,7 +57,7 @@ Deno.test({
         dots: number;
       }[];
       await page.screenshot({
-        path: join(ROOT, "logs", "report-browser-test.png") as `${string}.png`,
+        path: join(out, "report-browser-test.png") as `${string}.png`,
         fullPage: true,
       });
 
@@ -71,6 +72,7 @@ Deno.test({
       const dots = charts.filter((c) => !c.cls.includes("line-chart"));
       nodeAssert.ok(dots.length >= 1 && dots.every((c) => c.dots >= 2), "the TTA / time charts show dots");
       nodeAssert.deepEqual(errors, [], "console errors");
+      console.log(`report page and screenshot: ${out}`);
     } finally {
       await closeBrowser(b);
     }
