@@ -2,7 +2,7 @@
 //
 //   deno task bench [--full] [--json] [--batch-size B] [--repeats R] [--widths a,b,...] [--experiment FILE]
 //                   [--tiles TM,TN4,TMV,TN4W] [--variant register|workgroup] [--log-dir DIR]
-//                   [--tune auto|off|force] [--report [--report-args "..."]]
+//                   [--tune auto|off|force] [--report [--report-args="..."]]
 //
 // The network is the experiment's own declaration (main.ts by default): every layer of it is measured by name.
 // Prints (and writes under logs/) the adapter, a ceiling probe (register-blocked matmul and a buffer copy),
@@ -58,7 +58,7 @@ interface BenchArgs {
 const USAGE =
   "usage: deno task bench [--full] [--json] [--batch-size 384] [--repeats R] [--widths 64,256,256]\n" +
   "                       [--experiment main.ts] [--tiles TM,TN4,TMV,TN4W] [--variant register|workgroup]\n" +
-  '                       [--log-dir logs] [--tune auto|off|force] [--report [--report-args "..."]]\n' +
+  '                       [--log-dir logs] [--tune auto|off|force] [--report [--report-args="..."]]\n' +
   "  --full   more repeats, a larger matmul probe, f16 steps on CPU adapters too\n" +
   "  --json   print only the JSON\n" +
   "  --tune   conv kernel variants as in main.ts: auto (tune on GPUs, cached), off (defaults), force\n" +
