@@ -10,6 +10,7 @@ import { parseArgs } from "node:util";
 import { writeFileAtomic } from "./lib/atomic.ts";
 import {
   checkTrainingLog,
+  describeLogs,
   displayNames,
   type NamedLog,
   reportHtml,
@@ -90,7 +91,7 @@ export function main(args: string[]): number {
     console.error(`error: ${e.message}`);
     return 2;
   }
-  const names = displayNames(positionals);
+  const names = describeLogs(logs, displayNames(positionals));
   const named: NamedLog[] = logs.map((log, i) => ({ name: names[i], source: positionals[i], log }));
   const html = reportHtml(named, { generated: stamp.replace("T", " ").replace(/\.\d+Z$/, " UTC") });
   try {

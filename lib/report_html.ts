@@ -40,7 +40,12 @@ export interface TrainingLog {
   experiment?: string;
   argv?: string[];
   code?: string;
-  fingerprint?: { commit?: string | null; dirty?: boolean | null; [key: string]: unknown };
+  fingerprint?: {
+    commit?: string | null;
+    dirty?: boolean | null;
+    dirty_files?: string[] | null;
+    [key: string]: unknown;
+  };
   adapter?: Record<string, unknown>;
   precision?: string;
   conv_variant?: string;
@@ -193,8 +198,98 @@ export function contextFields(log: TrainingLog): Record<string, string> {
   if (isObject(log.fingerprint)) {
     put("fingerprint.commit", log.fingerprint.commit);
     put("fingerprint.dirty", log.fingerprint.dirty);
+    const files = log.fingerprint.dirty_files;
+    if (Array.isArray(files)) out["fingerprint.dirty_files"] = files.length ? files.join(", ") : "none";
   }
   return out;
+}
+
+/**
+ * What every accuracy of a run that evaluated a subset of the test set carries ("test 1000 of 10000"), so a
+ * subset's figure is never taken for the benchmark's; "" for the whole test set. `config` is a log's config.
+ */
+export function testNote(config: { testN?: unknown; testOf?: unknown } | undefined): string {
+  const n = config?.testN, of = config?.testOf;
+  return typeof n === "number" && typeof of === "number" && n < of ? `test ${n} of ${of}` : "";
+}
+
+/** An argv as its flags: "--k v" or "--k=v" entries (a value that is not a flag joins its flag). */
+export function argvFlags(argv: readonly string[]): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const a = String(argv[i]);
+    const next = argv[i + 1];
+    if (a.startsWith("--") && !a.includes("=") && next !== undefined && !String(next).startsWith("--")) {
+      out.push(`${a} ${next}`);
+      i++;
+    } else out.push(a);
+  }
+  return out;
+}
+
+/**
+ * Names for legends and rows that lead with what ran: the experiment file, then the flags not given alike to
+ * every log (a single log: all its flags), then `names[i]` (the log's file, for telling runs apart): "main.ts --lr 6 · logs/2026-...".
+ */
+export function describeLogs(logs: readonly TrainingLog[], names: readonly string[]): string[] {
+  const flags = logs.map((l) => argvFlags(Array.isArray(l.argv) ? l.argv : []));
+  // one log: all its flags; several: those not given alike to all
+  const common = flags.length > 1 ? flags.reduce((a, f) => a.filter((x) => f.includes(x))) : [];
+  return logs.map((l, i) => {
+    const differ = flags[i].filter((x) => !common.includes(x));
+    const what = [typeof l.experiment === "string" ? l.experiment : "?", ...differ].join(" ");
+    const note = testNote(l.config);
+    return `${what}${note ? ` (${note})` : ""} · ${names[i]}`;
+  });
+}
+
+/**
+ * A small unified diff of two texts by lines (longest common subsequence; `context` lines around each
+ * change), "" when they are equal. Texts over `maxLines` lines are not diffed (one line says so).
+ */
+export function lineDiff(a: string, b: string, context = 2, maxLines = 3000): string {
+  if (a === b) return "";
+  const x = a.split("\n"), y = b.split("\n");
+  if (x.length > maxLines || y.length > maxLines) {
+    return `(${x.length} and ${y.length} lines: too long to diff here)`;
+  }
+  // lcs[i][j]: length of the longest common subsequence of x[i..] and y[j..]
+  const lcs = Array.from({ length: x.length + 1 }, () => new Uint16Array(y.length + 1));
+  for (let i = x.length - 1; i >= 0; i--) {
+    for (let j = y.length - 1; j >= 0; j--) {
+      lcs[i][j] = x[i] === y[j] ? lcs[i + 1][j + 1] + 1 : Math.max(lcs[i + 1][j], lcs[i][j + 1]);
+    }
+  }
+  const ops: { t: " " | "-" | "+"; line: string; ai: number; bi: number }[] = [];
+  let i = 0, j = 0;
+  while (i < x.length || j < y.length) {
+    if (i < x.length && j < y.length && x[i] === y[j]) ops.push({ t: " ", line: x[i], ai: i++, bi: j++ });
+    else if (i < x.length && (j >= y.length || lcs[i + 1][j] >= lcs[i][j + 1])) {
+      ops.push({ t: "-", line: x[i], ai: i++, bi: j });
+    } else ops.push({ t: "+", line: y[j], ai: i, bi: j++ });
+  }
+  return diffHunks(ops, context);
+}
+
+/** The changed ops with `context` unchanged lines around them, as @@ hunks. */
+function diffHunks(ops: { t: string; line: string; ai: number; bi: number }[], context: number): string {
+  const keep = ops.map(() => false);
+  ops.forEach((o, k) => {
+    if (o.t === " ") return;
+    for (let d = Math.max(0, k - context); d <= Math.min(ops.length - 1, k + context); d++) keep[d] = true;
+  });
+  const out: string[] = [];
+  for (let k = 0; k < ops.length; k++) {
+    if (!keep[k]) continue;
+    let end = k;
+    while (end + 1 < ops.length && keep[end + 1]) end++;
+    const hunk = ops.slice(k, end + 1);
+    const na = hunk.filter((o) => o.t !== "+").length, nb = hunk.filter((o) => o.t !== "-").length;
+    out.push(`@@ -${hunk[0].ai + 1},${na} +${hunk[0].bi + 1},${nb} @@`);
+    for (const o of hunk) out.push(`${o.t}${o.line}`);
+    k = end;
+  }
+  return out.join("\n");
 }
 
 export function meanStd(xs: readonly number[]): { mean: number; std: number } {
@@ -287,6 +382,7 @@ tr.group th{background:#fff;color:#666;padding-top:14px;font-size:12px;text-tran
 details{margin:6px 0}
 summary{cursor:pointer;font-weight:600}
 .src{color:#888;font-size:12px;overflow-wrap:anywhere}
+pre.diff{overflow-x:auto;background:#f6f7f9;padding:8px;font-size:12px}
 code{font-family:ui-monospace,"DejaVu Sans Mono",Menlo,Consolas,monospace;font-size:12px}
 `;
 
@@ -409,6 +505,25 @@ function configTable(logs: readonly NamedLog[]): string {
   return `<section><h2>${title}</h2><table class="config"><thead>${head}</thead><tbody>${body}</tbody></table><p class="note">${note}</p></section>`;
 }
 
+/** The experiment code of every log that differs from the first log's, as a unified diff against it. */
+function codeDiffs(logs: readonly NamedLog[]): string {
+  const base = logs[0];
+  if (logs.length < 2 || typeof base.log.code !== "string") return "";
+  const parts: string[] = [];
+  logs.slice(1).forEach((l, k) => {
+    if (typeof l.log.code !== "string" || l.log.code === base.log.code) return;
+    const diff = lineDiff(base.log.code!, l.log.code);
+    const lines = diff.split("\n");
+    const shown = lines.length > 400 ? [...lines.slice(0, 400), `(${lines.length - 400} more lines)`] : lines;
+    parts.push(
+      `<details open><summary>${swatch(PALETTE[(k + 1) % PALETTE.length])}${escapeXml(l.name)} against ${
+        escapeXml(base.name)
+      }</summary><pre class="diff">${escapeXml(shown.join("\n"))}</pre></details>`,
+    );
+  });
+  return parts.length ? `<section><h2>Code differences</h2>${parts.join("")}</section>` : "";
+}
+
 function runsDetails(logs: readonly NamedLog[]): string {
   const parts = logs.map((l, i) => {
     const head = ["run", "seed", "epochs", "last val_acc", "TTA val_acc", "total time", "error"];
@@ -507,6 +622,7 @@ ${summaryTable(logs)}
 <section><figure>${tta}</figure></section>
 <section><figure>${timing}</figure></section>
 ${configTable(logs)}
+${codeDiffs(logs)}
 ${runsDetails(logs)}
 </main></body></html>
 `;

@@ -15,6 +15,11 @@ export const ROOT = import.meta.url.startsWith("file:")
 export interface Fingerprint {
   commit: string | null;
   dirty: boolean | null;
+  /**
+   * Which files of lib/, kernels/ and the experiment file differ from the commit (git status --porcelain
+   * lines: "M lib/run.ts", "?? my_experiment.ts"); null without git. Absent in older logs.
+   */
+  dirty_files?: string[] | null;
   files: Record<string, string>;
 }
 
@@ -54,8 +59,16 @@ function git(args: string[]): string | null {
   }
 }
 
-/** What code ran: every file under lib/ and kernels/ by SHA-256, plus git's commit and dirty flag. */
-export function fingerprint(root = ROOT): Fingerprint {
+/** `git status --porcelain` output as one "XY path" entry per changed file (leading blanks dropped). */
+export function porcelainFiles(status: string): string[] {
+  return status.split("\n").map((l) => l.trim()).filter(Boolean);
+}
+
+/**
+ * What code ran: every file under lib/ and kernels/ by SHA-256, plus git's commit, dirty flag and which of
+ * lib/, kernels/ and `experiment` (a project-relative path) differ from the commit.
+ */
+export function fingerprint(root = ROOT, experiment?: string): Fingerprint {
   const files: Record<string, string> = {};
   for (const dir of ["lib", "kernels"]) {
     for (const path of listFiles(join(root, dir)).sort()) {
@@ -64,7 +77,16 @@ export function fingerprint(root = ROOT): Fingerprint {
   }
   const commit = root === ROOT ? git(["rev-parse", "HEAD"]) : null;
   const status = commit === null ? null : git(["status", "--porcelain", "--untracked-files=no"]);
-  return { commit, dirty: status === null ? null : status.length > 0, files };
+  const paths = ["lib", "kernels", ...(experiment ? [experiment] : [])];
+  const changed = commit === null
+    ? null
+    : git(["status", "--porcelain", "--untracked-files=all", "--", ...paths]);
+  return {
+    commit,
+    dirty: status === null ? null : status.length > 0,
+    dirty_files: changed === null ? null : porcelainFiles(changed),
+    files,
+  };
 }
 
 /**

@@ -19,15 +19,21 @@ import {
   thinPoints,
 } from "../lib/charts.ts";
 import {
+  argvFlags,
   checkTrainingLog,
   configDiff,
+  contextFields,
+  describeLogs,
   displayNames,
   flattenConfig,
+  lineDiff,
   MAX_CONFIG_DEPTH,
   type NamedLog,
   reportHtml,
+  testNote,
   type TrainingLog,
 } from "../lib/report_html.ts";
+import { porcelainFiles } from "../lib/runlog.ts";
 
 const assert = (cond: unknown, msg?: string) => nodeAssert.ok(cond, msg);
 const assertEquals = (a: unknown, b: unknown, msg?: string) => nodeAssert.deepStrictEqual(a, b, msg);
@@ -434,4 +440,60 @@ Deno.test("report.ts: writes the page atomically and prints its path", async () 
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+Deno.test("names lead with the experiment file, the flags that differ and a test subset", () => {
+  assertEquals(argvFlags(["--lr", "6", "--tta=0", "--quiet", "--widths", "8,16"]), [
+    "--lr 6",
+    "--tta=0",
+    "--quiet",
+    "--widths 8,16",
+  ]);
+  const a: TrainingLog = {
+    experiment: "main.ts",
+    argv: ["--epochs", "2", "--lr", "3"],
+    config: {},
+    runs: [],
+  };
+  const b: TrainingLog = {
+    experiment: "my_experiment.ts",
+    argv: ["--epochs", "2", "--lr", "6", "--test-n", "1000"],
+    config: { testN: 1000, testOf: 10000 },
+    runs: [],
+  };
+  assertEquals(describeLogs([a, b], ["logs/t1", "logs/t2"]), [
+    "main.ts --lr 3 · logs/t1",
+    "my_experiment.ts --lr 6 --test-n 1000 (test 1000 of 10000) · logs/t2",
+  ]);
+  assertEquals(describeLogs([a], ["t1"]), ["main.ts --epochs 2 --lr 3 · t1"]);
+  assertEquals(testNote({ testN: 10000, testOf: 10000 }), "");
+  assertEquals(testNote(undefined), "");
+});
+
+Deno.test("a code difference is a unified diff of the changed lines", () => {
+  const base = ["a", "b", "c", "d", "e", "f", "g", "h"].join("\n");
+  const changed = ["a", "b", "c", "D", "e", "f", "g", "h", "i"].join("\n");
+  assertEquals(lineDiff(base, base), "");
+  assertEquals(
+    lineDiff(base, changed, 1),
+    ["@@ -3,3 +3,3 @@", " c", "-d", "+D", " e", "@@ -8,1 +8,2 @@", " h", "+i"].join("\n"),
+  );
+  const mk = (name: string, code: string): NamedLog => ({ name, log: { config: {}, runs: [], code } });
+  const html = reportHtml([mk("one", base), mk("two", changed)], { generated: "t" });
+  assertStringIncludes(html, "Code differences");
+  assertStringIncludes(html, "-d\n+D");
+});
+
+Deno.test("fingerprint.dirty_files: git's porcelain lines, shown in the report's context rows", () => {
+  assertEquals(porcelainFiles("M lib/run.ts\n M kernels/a.wgsl\n?? my_experiment.ts\n"), [
+    "M lib/run.ts",
+    "M kernels/a.wgsl",
+    "?? my_experiment.ts",
+  ]);
+  const log: TrainingLog = {
+    config: {},
+    runs: [],
+    fingerprint: { commit: "abc", dirty: true, dirty_files: ["M lib/run.ts", "?? my_experiment.ts"] },
+  };
+  assertEquals(contextFields(log)["fingerprint.dirty_files"], "M lib/run.ts, ?? my_experiment.ts");
 });
