@@ -115,7 +115,8 @@ export class BrowserTraining {
     try {
       graph = new Graph(exp.makeNet(hyp), INPUT_SHAPE);
     } catch (e) {
-      throw new Error(`the network of widths ${hyp.net.widths.join(",")}: ${(e as Error).message}`);
+      const widths = hyp.net.widths.join(",");
+      throw new Error(`the network of ${o.experimentPath} (widths ${widths}): ${(e as Error).message}`);
     }
     const trainN = Math.min(opts.trainN ?? data.train.n, data.train.n);
     const spe = Math.floor(trainN / hyp.opt.batch_size);
@@ -147,6 +148,7 @@ export class BrowserTraining {
       hyp,
       opts,
       trainN,
+      testOf: data.test.n,
       adapter: a,
       host: { browser: navigator.userAgent },
       precision,
@@ -203,7 +205,7 @@ export class BrowserTraining {
             seed: String(opts.seed + run),
           });
           hooks.say?.(`run ${run}: predictions for the confusion matrix`);
-          predictions = await predict(gpu, precision, s.evaluator.net, data.test, hyp.net.tta_level);
+          predictions = await predict(gpu, precision, s.evaluator.net, s.test, hyp.net.tta_level);
         } catch (e) {
           if (!(e instanceof Divergence)) throw e;
           failed++;
@@ -226,7 +228,7 @@ export class BrowserTraining {
       throw e;
     }
     save();
-    return { log, weights, predictions, test: data.test };
+    return { log, weights, predictions, test: s.test };
   }
 
   /** Live statistics and progress from a Run's own progress line (called after each submitted chunk). */
@@ -309,6 +311,7 @@ export const PAGE_FLAGS: Record<string, string> = {
   widths: "widths",
   epochs: "epochs",
   train_n: "train-n",
+  test_n: "test-n",
   batch_size: "batch-size",
   tta: "tta",
   seed: "seed",

@@ -8,6 +8,8 @@ import { getAt, type Hyperparameters, parseLeaf, setAt } from "./hyp.ts";
 export interface RunOptions {
   runs: number;
   trainN?: number;
+  /** Evaluate on the first N test images only (quick runs); default all. */
+  testN?: number;
   seed: number;
   precision: "auto" | "f16" | "f32";
   data?: string;
@@ -46,6 +48,14 @@ const RUN_FLAGS: Flag[] = [
     help: "train on the first N training images only (quick runs on slow adapters)",
     set: (o, v) => o.trainN = v as number,
     get: (o) => o.trainN ?? "all",
+  },
+  {
+    name: "test-n",
+    kind: "posint",
+    help: "evaluate on the first N test images only (quick runs; every accuracy then says so: not the " +
+      "benchmark's figure)",
+    set: (o, v) => o.testN = v as number,
+    get: (o) => o.testN ?? "all",
   },
   {
     name: "seed",

@@ -37,6 +37,7 @@ import {
   Session,
   startLog,
 } from "./run.ts";
+import { testNote } from "./report_html.ts";
 
 // The experiment files' API: they import it from here.
 export type { Experiment, ExperimentLog, RunLog } from "./run.ts";
@@ -78,7 +79,10 @@ function preflight<H extends BaseHyp>(
   try {
     graph = new Graph(exp.makeNet(h), INPUT_SHAPE);
   } catch (e) {
-    throw new UsageError(`the network of --widths ${h.net.widths.join(",")}: ${(e as Error).message}`);
+    const file = experimentPath(exp.url);
+    throw new UsageError(
+      `the network of ${file} (--widths ${h.net.widths.join(",")}): ${(e as Error).message}`,
+    );
   }
   if (o.variants === undefined) return { graph };
   const pinned = readVariants(o.variants);
@@ -178,7 +182,7 @@ function newLog<H extends BaseHyp>(
   h: H,
   o: RunOptions,
   gpu: Gpu,
-  extra: { precision: Precision; trainN: number; graph: Graph },
+  extra: { precision: Precision; trainN: number; testOf: number; graph: Graph },
 ): LogFile<ExperimentLog> {
   const stamp = new Date().toISOString().replace(/[:.]/g, "-");
   return new LogFile<ExperimentLog>(
@@ -187,7 +191,7 @@ function newLog<H extends BaseHyp>(
       experiment: experimentPath(exp.url),
       argv: args,
       code: Deno.readTextFileSync(new URL(exp.url)),
-      fingerprint: fingerprint(),
+      fingerprint: fingerprint(ROOT, experimentPath(exp.url)),
       hyp: h,
       opts: o,
       adapter: gpu.adapter,
@@ -323,7 +327,11 @@ async function runAll<H extends BaseHyp>(s: Session<H>): Promise<number> {
   }
   log.save();
   if (ok.length) {
-    console.log(`Mean: ${mean.toFixed(4)}  Std: ${std.toFixed(4)}${failed ? ` (${ok.length} runs)` : ""}`);
+    const note = testNote(log.data.config);
+    console.log(
+      `Mean: ${mean.toFixed(4)}  Std: ${std.toFixed(4)}${failed ? ` (${ok.length} runs)` : ""}` +
+        (note ? ` (${note})` : ""),
+    );
   }
   console.log(log.path);
   return failed ? 1 : 0;
@@ -349,7 +357,7 @@ export async function runExperiment<H extends BaseHyp>(
   const data = await loadData(opts);
   const trainN = Math.min(opts.trainN ?? data.train.n, data.train.n);
   checkSteps(hyp, trainN, "the training set of");
-  const log = newLog(exp, args, hyp, opts, gpu, { precision, trainN, graph });
+  const log = newLog(exp, args, hyp, opts, gpu, { precision, trainN, testOf: data.test.n, graph });
   let s: Session<H> | undefined, off = () => {};
   try {
     log.save();
@@ -362,7 +370,7 @@ export async function runExperiment<H extends BaseHyp>(
     s = new Session(exp, hyp, opts, gpu, precision, data, trainN, log, graph, tuned.tiles);
     off = onSignals(s as unknown as Session<BaseHyp>);
     if (!opts.quiet) announce(s);
-    printHeader();
+    printHeader(testNote(log.data.config));
     return await runAll(s);
   } catch (e) {
     s?.progress.clear();

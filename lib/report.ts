@@ -30,8 +30,10 @@ function line(cols: string[]): string {
   return cols.map((c) => `| ${c} `).join("") + "|";
 }
 
-export function printHeader(): void {
+/** The table's header; `note` (lib/run.ts testNote, e.g. "test 1000 of 10000") is said above it. */
+export function printHeader(note = ""): void {
   const head = line(COLUMNS);
+  if (note) console.log(`accuracies on ${note} images (--test-n): a subset, not the benchmark's figure`);
   console.log("-".repeat(head.length));
   console.log(head);
   console.log("-".repeat(head.length));

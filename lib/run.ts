@@ -3,7 +3,7 @@
 // `Run` an experiment's loop is written with (init, loader, plan, train, evaluate, log). lib/experiment.ts
 // adds the command line, the checks, the data, the log file, signals and weights for Deno.
 
-import type { Cifar10 } from "./cifar.ts";
+import type { Cifar10, CifarSplit } from "./cifar.ts";
 import { type RunOptions, UsageError } from "./cli.ts";
 import type { BaseHyp, Hyperparameters } from "./hyp.ts";
 import { type ConvTiles, tilesFor } from "./conv.ts";
@@ -104,9 +104,10 @@ export class Session<H extends BaseHyp> {
     // register blocking on CPU adapters, workgroup-memory tiles on GPUs; per-layer choices from the tuner
     this.tiles = tiles ?? tilesFor(gpu.adapter);
     this.net = new Net(gpu, precision, this.graph, this.state, hyp.opt.batch_size, this.tiles);
-    const evalBatch = Net.maxBatch(gpu, precision, this.graph, Math.min(2000, data.test.n));
+    const test = this.test;
+    const evalBatch = Net.maxBatch(gpu, precision, this.graph, Math.min(2000, test.n));
     const evalNet = new Net(gpu, precision, this.graph, this.state, evalBatch, this.tiles, false);
-    this.evaluator = new Evaluator(gpu, precision, evalNet, data.test);
+    this.evaluator = new Evaluator(gpu, precision, evalNet, test);
     this.maxSteps = totalSteps(Math.floor(trainN / hyp.opt.batch_size), hyp.opt.train_epochs);
     this.table = new StepTable(gpu, this.maxSteps);
     this.step = new TrainStep(gpu, this.net, this.table, {
@@ -114,6 +115,11 @@ export class Session<H extends BaseHyp> {
       optimizers: exp.optimizers(hyp),
     });
     this.progress = new Progress(opts.quiet);
+  }
+
+  /** The test images evaluated: the first --test-n of the test set (all by default). */
+  get test(): CifarSplit {
+    return testSubset(this.data.test, this.opts.testN);
   }
 
   get trainImages(): Uint8Array {
@@ -186,12 +192,14 @@ export class Run<H extends BaseHyp> {
     this.stepOps = s.step.ops(loader.gatherOp(s.table.current, s.net.x, s.step.labels));
     await s.gpu.checkCompile();
     if (this.run === 0) {
+      s.progress.update(`run 0: compiling the kernels and running each once (the first run only)`);
       // Drivers that compile shaders on first use would charge it to the timed steps: compile now.
       await warmUp(s.gpu, this.stepOps);
       await s.evaluator.warm(0);
       await s.evaluator.warm(this.hyp.net.tta_level);
     }
     s.state.load(params); // the warm-up dispatches touched the state
+    s.progress.update(`run ${this.run} epoch 0: first step of ${this.total} (timing it for the estimate)`);
   }
 
   /** Train up to step `end` in chunks of steps per submit; the stats are read once per chunk. */
@@ -227,10 +235,11 @@ export class Run<H extends BaseHyp> {
   /** After the first measured chunk of the invocation: the expected time of every run, from that rate. */
   private reportRate(perStep: number) {
     const { s } = this;
-    if (s.rate !== undefined || this.step < 2) return;
+    if (s.rate !== undefined) return;
     s.rate = this.hyp.opt.batch_size / perStep;
     const perRun = perStep * this.total;
     if (!s.opts.quiet) {
+      s.progress.clear();
       console.error(
         `measured ${s.rate.toFixed(1)} img/s: about ${formatDuration(perRun)} of training per run ` +
           `(${s.opts.runs} run(s): ${formatDuration(perRun * s.opts.runs)}, plus evaluation)`,
@@ -305,6 +314,8 @@ export function startLog(o: {
   hyp: BaseHyp;
   opts: RunOptions;
   trainN: number;
+  /** The size of the test set: config.testN is --test-n (at most this), config.testOf this. */
+  testOf: number;
   adapter: AdapterReport;
   host: Record<string, string>;
   precision: Precision;
@@ -317,7 +328,14 @@ export function startLog(o: {
     argv: o.argv,
     code: o.code,
     fingerprint: o.fingerprint,
-    config: { ...structuredClone(hyp), ...o.opts, trainN: o.trainN, stepsPerRun },
+    config: {
+      ...structuredClone(hyp),
+      ...o.opts,
+      trainN: o.trainN,
+      testN: Math.min(o.opts.testN ?? o.testOf, o.testOf),
+      testOf: o.testOf,
+      stepsPerRun,
+    },
     adapter: { ...o.adapter, ...o.host },
     precision: o.precision,
     conv_variant: tilesFor(o.adapter).variant,
@@ -330,6 +348,12 @@ export function startLog(o: {
     mean: NaN,
     std: NaN,
   };
+}
+
+/** The first `n` images of a split (all when `n` is undefined or at least the split's size). */
+export function testSubset(test: CifarSplit, n?: number): CifarSplit {
+  if (n === undefined || n >= test.n) return test;
+  return { images: test.images.subarray(0, n * 3072), labels: test.labels.subarray(0, n), n };
 }
 
 /** A run whose loss became NaN or infinite: the run stops, the next seed runs. */

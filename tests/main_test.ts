@@ -132,6 +132,38 @@ Deno.test("main.ts trains a tiny net end to end, logs it, and reproduces it bit 
   }
 });
 
+Deno.test("--test-n: the first N test images, said above the table, in the Mean line and the log; feedback before the first chunk", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "airbench-testn-" });
+  try {
+    const rand = testRng(4321);
+    for (let b = 1; b <= 5; b++) await Deno.writeFile(join(dir, `data_batch_${b}.bin`), makeBatch(40, rand));
+    await Deno.writeFile(join(dir, "test_batch.bin"), makeBatch(200, rand));
+    const logDir = join(dir, "logs");
+    const r = await runMain([
+      ...["--data", dir, "--verify", "false", "--runs", "1", "--widths", "8,16,16", "--epochs", "1"],
+      ...["--batch-size", "50", "--tta", "1", "--test-n", "120", "--log-dir", logDir],
+    ]);
+    assert.equal(r.code, 0, `main.ts failed:\n${r.stderr}\n${r.stdout}`);
+    assert.match(r.stdout, /^accuracies on test 120 of 200 images \(--test-n\): a subset/m);
+    assert.match(r.stdout, /Mean: \d\.\d{4} {2}Std: \d\.\d{4} \(test 120 of 200\)/);
+    // What happens before the first chunk returns: the compile, then the estimate from the first step.
+    assert.match(r.stderr, /run 0: compiling the kernels/);
+    assert.match(r.stderr, /measured [\d.]+ img\/s: about/);
+    const [file] = [...Deno.readDirSync(logDir)].map((e) => e.name);
+    const log = JSON.parse(await Deno.readTextFile(join(logDir, file)));
+    assert.equal(log.config.testN, 120);
+    assert.equal(log.config.testOf, 200);
+    // An accuracy over 120 images is a multiple of 1/120.
+    for (const acc of [log.runs[0].epochs[0].val_acc, log.runs[0].tta_val_acc]) {
+      assert.ok(Math.abs(acc * 120 - Math.round(acc * 120)) < 1e-9, `${acc} is not k/120`);
+    }
+    const dirty = log.fingerprint.dirty_files;
+    assert.ok(dirty === null || (Array.isArray(dirty) && dirty.every((f: string) => /^\S+ /.test(f))));
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("main.ts rejects a bad flag with one line naming the accepted values", async () => {
   const r = await runMain(["--tta", "5"]);
   assert.equal(r.code, 2);
@@ -146,7 +178,10 @@ Deno.test("main.ts rejects a bad flag with one line naming the accepted values",
   const r3 = await runMain(["--widths", "8,8,8,8,8"]); // 31 -> 15 -> 7 -> 3 -> 1 -> nothing left to pool
   assert.equal(r3.code, 2);
   assert.equal(r3.stderr.trim().split("\n").length, 1);
-  assert.match(r3.stderr, /the network of --widths 8,8,8,8,8: layer 6\.pool\+activ .*too many blocks/);
+  assert.match(
+    r3.stderr,
+    /the network of main\.ts \(--widths 8,8,8,8,8\): layer 6\.pool\+activ .*too many blocks/,
+  );
 });
 
 Deno.test("a diverging run stops at the step where the loss became NaN and keeps its log", async () => {
