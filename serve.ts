@@ -1,8 +1,9 @@
-// `deno task serve [--port N] [--data PATH] [--verify false]`: the training page on http://127.0.0.1:PORT/
+// `deno task serve [--port N] [--data PATH] [--verify false] [FILE.ts ...]`: the training page on http://127.0.0.1:PORT/
 // (this machine only: every request must name 127.0.0.1:PORT or localhost:PORT as its Host, so a page of
 // another site whose name resolves to 127.0.0.1 (DNS rebinding) can read nothing here and start nothing). It serves web/index.html, the library bundled for the browser (web/app.ts, built with
 // `deno bundle` on each request so an edit shows on reload), the kernels (kernels/*.wgsl, registered in the
-// page with Gpu.defineSource: one copy of each kernel), the experiment files' text (the log's `code`), the
+// page with Gpu.defineSource: one copy of each kernel), the experiment files (main.ts, experiments/*.ts and the
+// files named on the command line, inside the project: bundled into the page, their text the log's `code`), the
 // fingerprint of lib/ and kernels/, and CIFAR-10 loaded exactly as main.ts loads it (lib/cifar.ts's
 // loadCifar10: the verified cache, else the official archive; --data PATH with --verify false for data of
 // your own, e.g. the tests' synthetic set).
@@ -10,8 +11,8 @@
 // `deno task serve --write DIR` writes the same page as static files instead (index.html, app.js, the node
 // shim, kernels/): served from anywhere, the page asks for cifar-10-binary.tar.gz (dropped or picked).
 
-import { dirname, join } from "node:path";
-import { fileURLToPath } from "node:url";
+import { dirname, isAbsolute, join, relative } from "node:path";
+import { fileURLToPath, pathToFileURL } from "node:url";
 import { parseArgs } from "node:util";
 import { type Cifar10, loadCifar10 } from "./lib/cifar.ts";
 import { joinNegativeValues } from "./lib/cli.ts";
@@ -20,8 +21,10 @@ import { checkWritable, fingerprint } from "./lib/runlog.ts";
 const ROOT = dirname(fileURLToPath(import.meta.url));
 const WEB = join(ROOT, "web");
 const KERNELS = join(ROOT, "kernels");
-/** The experiment files a page may train (and whose text goes into its log). */
-export const EXPERIMENTS = ["main.ts", "experiments/airbench94.ts"];
+/** The experiment files every page offers; experiments/ adds its own (experimentFiles). */
+export const EXPERIMENTS = ["main.ts"];
+/** What makes a .ts file an experiment the page can train: it exports `experiment` (as main.ts does). */
+const EXPORTS_EXPERIMENT = /^export const experiment\b/m;
 
 const TYPES: Record<string, string> = {
   ".html": "text/html; charset=utf-8",
@@ -41,22 +44,77 @@ export interface ServeOptions {
   quiet?: boolean;
   /** The data, loaded already (serve's start-up check of --data); else loaded on the first request. */
   loaded?: Cifar10;
+  /** Experiment files named on the command line (project-relative, checked by experimentFile). */
+  experiments?: string[];
 }
 
-/** Bundle web/app.ts (and through it main.ts and lib/) for the browser; node: built-ins stay external. */
-export async function bundle(): Promise<string> {
-  const out = await Deno.makeTempFile({ suffix: ".js" });
+/**
+ * A file named on the command line as an experiment for the page: its path relative to the project root, or
+ * an Error saying why not (not a .ts file, not there, outside the project, or no `export const experiment`).
+ */
+export function experimentFile(arg: string): string {
+  let real: string;
   try {
+    real = Deno.realPathSync(arg);
+  } catch {
+    throw new Error(`${arg}: no such file (name an experiment file, e.g. a copy of main.ts)`);
+  }
+  const rel = relative(Deno.realPathSync(ROOT), real).split("\\").join("/");
+  if (rel.startsWith("..") || isAbsolute(rel)) {
+    throw new Error(`${arg}: outside the project (${ROOT}); the page serves experiment files inside it only`);
+  }
+  if (!rel.endsWith(".ts") || !Deno.statSync(real).isFile) throw new Error(`${arg}: not a .ts file`);
+  if (!EXPORTS_EXPERIMENT.test(Deno.readTextFileSync(real))) {
+    throw new Error(
+      `${arg}: exports no \`experiment\` (copy main.ts and keep its \`export const experiment\`)`,
+    );
+  }
+  return rel;
+}
+
+/** The experiments a page offers: main.ts, experiments/*.ts exporting `experiment`, then `extra` (checked). */
+export function experimentFiles(extra: string[] = []): string[] {
+  const dir = join(ROOT, "experiments");
+  const found = [...Deno.readDirSync(dir)]
+    .filter((e) => e.isFile && e.name.endsWith(".ts"))
+    .map((e) => `experiments/${e.name}`)
+    .filter((f) => EXPORTS_EXPERIMENT.test(Deno.readTextFileSync(join(ROOT, f))))
+    .sort();
+  return [...new Set([...EXPERIMENTS, ...found, ...extra])];
+}
+
+/**
+ * Bundle web/app.ts with the experiment files `experiments` (paths in the project) for the browser: a
+ * generated entry imports each file's `experiment` and starts the page with them; node: built-ins stay
+ * external. Built on each request, so an edit (or a new file in experiments/) shows on reload.
+ */
+export async function bundle(experiments: string[] = experimentFiles()): Promise<string> {
+  const tmp = await Deno.makeTempDir({ prefix: "airbench-bundle-" });
+  const entry = join(tmp, "entry.ts"), out = join(tmp, "app.js");
+  const url = (p: string) => JSON.stringify(pathToFileURL(join(ROOT, p)).href);
+  const lines = [
+    `import { startPage } from ${url("web/app.ts")};`,
+    ...experiments.map((f, i) => `import { experiment as e${i} } from ${url(f)};`),
+    `startPage({ ${experiments.map((f, i) => `${JSON.stringify(f)}: e${i}`).join(", ")} });`,
+  ];
+  try {
+    await Deno.writeTextFile(entry, lines.join("\n") + "\n");
     const r = await new Deno.Command(Deno.execPath(), {
-      args: ["bundle", "--quiet", "--platform", "browser", "-o", out, join(WEB, "app.ts")],
-      cwd: ROOT,
+      args: ["bundle", "--quiet", "--platform", "browser", "-o", out, entry],
+      cwd: ROOT, // the project's deno.json (its imports) applies
       stdout: "piped",
       stderr: "piped",
     }).output();
-    if (!r.success) throw new Error(`deno bundle web/app.ts failed:\n${new TextDecoder().decode(r.stderr)}`);
+    if (!r.success) {
+      throw new Error(
+        `deno bundle of web/app.ts with ${experiments.join(", ")} failed:\n${
+          new TextDecoder().decode(r.stderr)
+        }`,
+      );
+    }
     return await Deno.readTextFile(out);
   } finally {
-    await Deno.remove(out).catch(() => {});
+    await Deno.remove(tmp, { recursive: true }).catch(() => {});
   }
 }
 
@@ -117,7 +175,9 @@ export function handler(o: ServeOptions, port: () => number): (req: Request) => 
       if (path === "/" || path === "/index.html") {
         return bytes(await Deno.readFile(join(WEB, "index.html")), TYPES[".html"]);
       }
-      if (path === "/app.js") return bytes(new TextEncoder().encode(await bundle()), TYPES[".js"]);
+      if (path === "/app.js") {
+        return bytes(new TextEncoder().encode(await bundle(experimentFiles(o.experiments))), TYPES[".js"]);
+      }
       if (path === "/node_shim.js") {
         return bytes(await Deno.readFile(join(WEB, "node_shim.js")), TYPES[".js"]);
       }
@@ -127,7 +187,7 @@ export function handler(o: ServeOptions, port: () => number): (req: Request) => 
         return bytes(await Deno.readFile(join(KERNELS, kernel[1])), TYPES[".wgsl"]);
       }
       const src = path.match(/^\/src\/(.+)$/);
-      if (src && EXPERIMENTS.includes(src[1])) {
+      if (src && experimentFiles(o.experiments).includes(src[1])) {
         return bytes(await Deno.readFile(join(ROOT, src[1])), TYPES[".ts"]);
       }
       if (path === "/fingerprint.json") return json(fingerprint());
@@ -163,23 +223,27 @@ export function serve(o: ServeOptions): { url: string; server: Deno.HttpServer<D
 }
 
 /** The page as static files under `dir` (no data: the page asks for the archive). */
-export async function writeStatic(dir: string): Promise<void> {
+export async function writeStatic(dir: string, extra: string[] = []): Promise<void> {
+  const experiments = experimentFiles(extra);
   await Deno.mkdir(join(dir, "kernels"), { recursive: true });
   await Deno.copyFile(join(WEB, "index.html"), join(dir, "index.html"));
   await Deno.copyFile(join(WEB, "node_shim.js"), join(dir, "node_shim.js"));
-  await Deno.writeTextFile(join(dir, "app.js"), await bundle());
+  await Deno.writeTextFile(join(dir, "app.js"), await bundle(experiments));
   const names = kernelNames();
   for (const k of names) {
     await Deno.mkdir(dirname(join(dir, "kernels", k)), { recursive: true });
     await Deno.copyFile(join(KERNELS, k), join(dir, "kernels", k));
   }
   await Deno.writeTextFile(join(dir, "kernels", "index.json"), JSON.stringify(names));
-  await Deno.mkdir(join(dir, "src", "experiments"), { recursive: true });
-  for (const e of EXPERIMENTS) await Deno.copyFile(join(ROOT, e), join(dir, "src", e));
+  for (const e of experiments) {
+    await Deno.mkdir(dirname(join(dir, "src", e)), { recursive: true });
+    await Deno.copyFile(join(ROOT, e), join(dir, "src", e));
+  }
   await Deno.writeTextFile(join(dir, "fingerprint.json"), JSON.stringify(fingerprint()));
 }
 
-const USAGE = "usage: deno task serve [--port N] [--data PATH] [--verify true|false] [--write DIR]";
+const USAGE =
+  "usage: deno task serve [--port N] [--data PATH] [--verify true|false] [--write DIR] [EXPERIMENT.ts ...]";
 const OPTIONS = {
   port: { type: "string" },
   data: { type: "string" },
@@ -189,9 +253,10 @@ const OPTIONS = {
 } as const;
 
 type Values = { port?: string; data?: string; verify?: string; write?: string; help?: boolean };
+type Parsed = { values: Values; positionals: string[] };
 
 /** The checked serving options (before any work), or the one-line reason they are not valid. */
-async function serveOptions(v: Values): Promise<ServeOptions | string> {
+async function serveOptions(v: Values, experiments: string[]): Promise<ServeOptions | string> {
   const port = v.port === undefined ? 8000 : Number(v.port);
   if (v.port !== undefined && (!/^\d+$/.test(v.port) || port > 65535)) {
     return `--port ${JSON.stringify(v.port)}: expected a port number 0..65535 (0: any free port)`;
@@ -201,7 +266,7 @@ async function serveOptions(v: Values): Promise<ServeOptions | string> {
   }
   const verify = v.verify !== "false";
   if (!verify && !v.data) return "--verify false needs --data PATH (your own data)";
-  const o: ServeOptions = { port, data: v.data, verify };
+  const o: ServeOptions = { port, data: v.data, verify, experiments };
   if (v.data !== undefined) {
     try {
       o.loaded = await loadData(o); // checked and loaded now, not on the page's first request
@@ -213,16 +278,26 @@ async function serveOptions(v: Values): Promise<ServeOptions | string> {
 }
 
 async function main(args: string[]): Promise<number> {
-  let v: Values;
+  let p: Parsed;
+  const experiments: string[] = [];
   try {
-    v = parseArgs({ args: joinNegativeValues(args, OPTIONS), options: OPTIONS, strict: true }).values;
+    p = parseArgs({
+      args: joinNegativeValues(args, OPTIONS),
+      options: OPTIONS,
+      strict: true,
+      allowPositionals: true,
+    });
+    for (const f of p.positionals) experiments.push(experimentFile(f));
   } catch (e) {
     console.error(`error: ${(e as Error).message.split("\n")[0]}; ${USAGE}`);
     return 2;
   }
+  const v = p.values;
   if (v.help) {
     console.log(
-      `${USAGE}\n\nThe training page on http://127.0.0.1:PORT/ (default 8000; 0 picks a free port).`,
+      `${USAGE}\n\nThe training page on http://127.0.0.1:PORT/ (default 8000; 0 picks a free port). It trains ` +
+        "main.ts, every experiments/*.ts that exports `experiment`, and the experiment files named (inside " +
+        "the project, e.g. a copy of main.ts).",
     );
     return 0;
   }
@@ -233,11 +308,11 @@ async function main(args: string[]): Promise<number> {
       console.error(`error: ${(e as Error).message}`);
       return 2;
     }
-    await writeStatic(v.write);
+    await writeStatic(v.write, experiments);
     console.log(`static page written to ${v.write}: serve that folder with any web server`);
     return 0;
   }
-  const o = await serveOptions(v);
+  const o = await serveOptions(v, experiments);
   if (typeof o === "string") {
     console.error(`error: ${o}`);
     return 2;
@@ -250,6 +325,7 @@ async function main(args: string[]): Promise<number> {
     return 1;
   }
   console.log(`airbench page: ${url}  (this machine only; Ctrl-C stops it)`);
+  console.log(`experiments: ${experimentFiles(experiments).join(", ")}`);
   await new Promise(() => {});
   return 0;
 }

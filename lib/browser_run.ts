@@ -26,7 +26,9 @@ import { Gpu, type Precision } from "./gpu.ts";
 import { INPUT_SHAPE, Net } from "./model.ts";
 import { Graph } from "./nn.ts";
 import { scaleAdd } from "./ops.ts";
-import { meanStd } from "./report.ts";
+import { formatDuration, meanStd } from "./report.ts";
+import { type LineChartOptions, PALETTE, percentFormat, type Series } from "./charts.ts";
+import { testNote } from "./report_html.ts";
 import { type Fingerprint, stateDigest } from "./runlog.ts";
 import { encodeSafetensors } from "./safetensors.ts";
 import { totalSteps } from "./schedule.ts";
@@ -320,6 +322,23 @@ export const PAGE_FLAGS: Record<string, string> = {
   precision: "precision",
 };
 
+/**
+ * The page's default settings: a quick run that clearly learns in about two minutes on a CPU adapter (measured
+ * in the README's "quick run"); the form's "recipe" button fills the experiment's own defaults instead.
+ */
+export const QUICK_RUN: Record<string, string> = {
+  widths: "16,32,32",
+  train_n: "5000",
+  test_n: "1000",
+  epochs: "3",
+  batch_size: "64",
+  tta: "0",
+};
+/** What the quick settings reached here (README), shown next to the form. */
+export const QUICK_NOTE = "quick settings: about 40% test accuracy (test 1000 of 10000) in about 2 min of " +
+  "training on a 2-core CPU without a GPU (lavapipe); a GPU takes seconds. The recipe: the benchmark's own " +
+  "settings (hours on a CPU).";
+
 export function pageArgs(config: Record<string, string | undefined>): string[] {
   const args: string[] = [];
   for (const [k, flag] of Object.entries(PAGE_FLAGS)) {
@@ -327,4 +346,48 @@ export function pageArgs(config: Record<string, string | undefined>): string[] {
     if (v !== undefined && v !== "") args.push(`--${flag}`, v);
   }
   return args;
+}
+
+/** The page's "accuracy per epoch" chart: x is the epoch as the table numbers it, y spans 0..100%. */
+export function accuracyChart(log?: Partial<ExperimentLog>): LineChartOptions {
+  const acc: Series[] = [];
+  for (const r of log?.runs ?? []) {
+    if (!r) continue;
+    const color = PALETTE[r.run % PALETTE.length];
+    const pts = (key: string) => r.epochs.map((e) => [Number(e.epoch), Number(e[key])] as [number, number]);
+    acc.push({ name: `run ${r.run} test`, color, points: pts("val_acc") });
+    acc.push({
+      name: `run ${r.run} train batch`,
+      color,
+      points: pts("train_acc"),
+      dash: "5 3",
+      opacity: 0.6,
+    });
+  }
+  const note = testNote(log?.config as { testN?: number; testOf?: number } | undefined);
+  return {
+    title: `Accuracy per epoch${note ? ` (${note})` : ""}`,
+    xLabel: "epoch (as in the table)",
+    yLabel: "accuracy (%)",
+    series: acc,
+    yFormat: percentFormat,
+    xInteger: true,
+    yInclude: [0, 1],
+  };
+}
+
+/**
+ * The page's status line after a chunk: the Run's own words until a step has been timed (compiling, the first
+ * step, evaluating), then the step, img/s and the ETA of the remaining training of every run.
+ */
+export function statusLine(
+  p: { run: number; step: number; total: number; trainSeconds: number; what: string },
+  batchSize: number,
+  runs: number,
+): string {
+  if (!/ step \d/.test(p.what) || p.step === 0 || !(p.trainSeconds > 0)) return p.what;
+  const perStep = p.trainSeconds / p.step;
+  const left = ((p.total - p.step) + (runs - 1 - p.run) * p.total) * perStep;
+  return `run ${p.run} · step ${p.step}/${p.total} · ${(batchSize / perStep).toFixed(1)} img/s · ` +
+    `ETA ${formatDuration(left)} (training)`;
 }

@@ -36,6 +36,8 @@ export interface LineChartOptions {
   yFormat?: TickFormat;
   /** Ticks only at whole numbers on the x axis (epochs). */
   xInteger?: boolean;
+  /** Values the y axis always spans (e.g. [0, 1] for accuracies: a point is not drawn on the edge). */
+  yInclude?: readonly number[];
   /** A dot at every point; default: when there are at most 400 points in all. */
   markers?: boolean;
   /** Default true. */
@@ -323,7 +325,7 @@ export function lineChartLayout(o: LineChartOptions): LineChartLayout {
       }
     }
   }
-  const xr = finiteExtent(xs), yr = finiteExtent(ys);
+  const xr = finiteExtent(xs), yr = finiteExtent(ys.length ? [...ys, ...(o.yInclude ?? [])] : ys);
   const x = xr ? niceAxis(xr[0], xr[1], 6, o.xInteger) : niceAxis(0, 1);
   const y = yr ? niceAxis(yr[0], yr[1], 5) : niceAxis(0, 1);
   const yFormat = o.yFormat ?? fixedFormat;

@@ -1,7 +1,9 @@
 // The training page in a real browser: serve.ts (in this process, a free port on 127.0.0.1) with a small
-// synthetic dataset (tests/synthetic.ts, verification off), headless Chromium opens the page with a tiny
-// configuration in the URL and autostart, and the test waits for window.airbenchLog.status to be "done" (no
+// synthetic dataset (tests/synthetic.ts, verification off) and an experiment file named as on the command line
+// (tests/fixtures/my_experiment.ts), headless Chromium opens the page with that file, a tiny configuration
+// and a test subset (test_n) in the URL and autostart, and the test waits for window.airbenchLog.status to be "done" (no
 // timing: an overall limit only). It checks the net learned above chance, the log has main.ts's keys, the
+// subset is said next to the accuracies, the status never showed a rate before a timed step, the
 // page logged no console errors, and saves a screenshot in a temporary folder (printed).
 
 import nodeAssert from "node:assert/strict";
@@ -40,7 +42,9 @@ Deno.test({
     const dir = await Deno.makeTempDir({ prefix: "airbench-synth-" });
     const rng = new Rng(7);
     await writeDataset(dir, 200, () => rng.float()); // 1000 training and 200 test images
-    const { url, server } = serve({ port: 0, data: dir, verify: false, quiet: true });
+    // An experiment file of one's own, named as `deno task serve tests/fixtures/my_experiment.ts` names it.
+    const mine = "tests/fixtures/my_experiment.ts";
+    const { url, server } = serve({ port: 0, data: dir, verify: false, quiet: true, experiments: [mine] });
     const b = await launch();
     try {
       const page = await b.browser.newPage();
@@ -50,7 +54,15 @@ Deno.test({
         if (m.type() === "error") errors.push(m.text());
       });
       page.on("pageerror", (e) => errors.push(String(e)));
-      const q = "widths=8,16,16&train_n=1000&epochs=3&batch_size=100&tta=0&seed=1&autostart=1";
+      // Every text the status line shows, from the start (the first step must not read "step 0/... ETA 0 s").
+      await page.evaluateOnNewDocument(`window.statuses = [];
+        document.addEventListener("DOMContentLoaded", () => {
+          const el = document.getElementById("status");
+          new MutationObserver(() => window.statuses.push(el.textContent))
+            .observe(el, { childList: true, characterData: true, subtree: true });
+        });`);
+      const q = `experiment=${mine}&widths=8,16,16&train_n=1000&test_n=150&epochs=3&batch_size=100&tta=0` +
+        "&seed=1&autostart=1";
       await page.goto(`${url}?${q}`);
       await page.waitForFunction(
         `["done", "failed"].includes(window.airbenchLog?.status ?? "")`,
@@ -60,7 +72,8 @@ Deno.test({
         status: string;
         error?: string;
         runs: { epochs: Record<string, number>[]; tta_val_acc: number; weights_sha256?: string }[];
-        config: { trainN: number; net: { widths: number[] } };
+        config: { trainN: number; testN: number; testOf: number; net: { widths: number[] } };
+        code: string;
         argv: string[];
       };
       await page.waitForSelector("#grid canvas", { timeout: 60_000 });
@@ -72,7 +85,13 @@ Deno.test({
 
       nodeAssert.equal(log.status, "done", `the page's run failed: ${log.error}`);
       for (const k of LOG_KEYS) nodeAssert.ok(k in log, `the log has no "${k}"`);
-      nodeAssert.equal(log.experiment, "main.ts");
+      nodeAssert.equal(log.experiment, mine);
+      nodeAssert.equal(
+        log.code,
+        await Deno.readTextFile(new URL("./fixtures/my_experiment.ts", import.meta.url)),
+      );
+      nodeAssert.equal(log.config.testN, 150);
+      nodeAssert.equal(log.config.testOf, 200);
       nodeAssert.deepEqual(log.config.net.widths, [8, 16, 16]);
       nodeAssert.equal(log.config.trainN, 1000);
       nodeAssert.ok(log.argv.includes("--widths"), "argv holds main.ts's flags");
@@ -93,7 +112,15 @@ Deno.test({
         cells: document.querySelectorAll("#confusion td").length,
         images: document.querySelectorAll("#grid canvas").length,
         downloads: [...document.querySelectorAll("#downloads a")].map((a) => a.getAttribute("download")),
+        caption: document.querySelector("#table caption")?.textContent ?? "",
+        confusionNote: document.getElementById("confusionNote").textContent,
+        accTitle: document.querySelector("#accChart svg")?.getAttribute("aria-label") ?? "",
+        statuses: window.statuses,
       })`) as {
+        caption: string;
+        confusionNote: string;
+        accTitle: string;
+        statuses: string[];
         lossPaths: number;
         accPaths: number;
         lossD: string;
@@ -107,6 +134,13 @@ Deno.test({
       nodeAssert.ok(page2.images > 0, "test image grid");
       nodeAssert.ok(page2.downloads.some((d) => d?.endsWith(".json")), "JSON log download");
       nodeAssert.ok(page2.downloads.some((d) => d?.endsWith(".safetensors")), "safetensors download");
+      // A subset of the test set is said next to every accuracy.
+      nodeAssert.match(page2.caption, /test 150 of 200/);
+      nodeAssert.match(page2.confusionNote, /150 of 200 test images/);
+      nodeAssert.match(page2.accTitle, /test 150 of 200/);
+      nodeAssert.ok(page2.statuses.some((t) => /compiling/.test(t)), page2.statuses.join(" | "));
+      const early = page2.statuses.filter((t) => /step 0\//.test(t));
+      nodeAssert.deepEqual(early, [], "no rate or ETA before a step is timed");
       nodeAssert.deepEqual(errors, [], "console errors");
     } finally {
       await closeBrowser(b);

@@ -1,16 +1,23 @@
 /// <reference lib="dom" />
 // The training page (web/index.html): the experiment files' own network and loop (main.ts's `experiment`,
-// experiments/airbench94.ts's) trained in this tab by lib/browser_run.ts with the project's kernels; live
+// experiments/*.ts's, the files named to `deno task serve`: serve.ts bundles them with startPage) trained in this tab by lib/browser_run.ts with the project's kernels; live
 // loss, accuracy, img/s and ETA drawn with lib/charts.ts; at the end the airbench table, a confusion matrix,
 // test images with their predictions, and downloads of the JSON log (main.ts's keys) and the safetensors.
 //
 // Configuration in the URL: ?experiment=main.ts&widths=8,16,16&train_n=1000&epochs=1&batch_size=100&tta=0
 // &seed=1&runs=1&autostart=1. The log is `window.airbenchLog` (status "running", "done" or "failed").
 
-import { experiment as mainExperiment } from "../main.ts";
-import { experiment as bnExperiment } from "../experiments/airbench94.ts";
-import { type BrowserResult, BrowserTraining, PAGE_FLAGS, pageArgs } from "../lib/browser_run.ts";
-import { escapeXml, lineChart, PALETTE, percentFormat, type Series } from "../lib/charts.ts";
+import {
+  accuracyChart,
+  type BrowserResult,
+  BrowserTraining,
+  PAGE_FLAGS,
+  pageArgs,
+  QUICK_NOTE,
+  QUICK_RUN,
+  statusLine,
+} from "../lib/browser_run.ts";
+import { escapeXml, lineChart, PALETTE, type Series } from "../lib/charts.ts";
 import {
   BATCH_NAMES,
   BATCH_SHA256,
@@ -21,15 +28,15 @@ import {
 } from "../lib/cifar.ts";
 import type { BaseHyp } from "../lib/hyp.ts";
 import type { Experiment, ExperimentLog } from "../lib/run.ts";
-import { COLUMNS } from "../lib/report.ts";
+import { testNote } from "../lib/report_html.ts";
+import { COLUMNS, formatDuration } from "../lib/report.ts";
 import type { Fingerprint } from "../lib/runlog.ts";
 
-const EXPERIMENTS: Record<string, Experiment<BaseHyp>> = {
-  "main.ts": mainExperiment,
-  "experiments/airbench94.ts": bnExperiment as unknown as Experiment<BaseHyp>,
-};
+/** The experiment files the page trains, by path (serve.ts's bundle entry hands them to startPage). */
+let EXPERIMENTS: Record<string, Experiment<BaseHyp>> = {};
 const CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"];
-const FIELDS = ["widths", "epochs", "train_n", "batch_size", "lr", "tta", "seed", "runs"] as const;
+const FIELDS = ["widths", "epochs", "train_n", "test_n", "batch_size", "lr", "tta", "seed", "runs"] as const;
+type TestConfig = { testN?: number; testOf?: number };
 
 /** The page's log, read by tests and scripts as `window.airbenchLog`. */
 const page = globalThis as unknown as { airbenchLog?: Partial<ExperimentLog> & { status: string } };
@@ -171,29 +178,7 @@ function drawCharts(log?: Partial<ExperimentLog>) {
     series: lossSeries,
     markers: false,
   });
-  const acc: Series[] = [];
-  for (const r of log?.runs ?? []) {
-    if (!r) continue;
-    const color = PALETTE[r.run % PALETTE.length];
-    const pts = (key: string) =>
-      r.epochs.map((e) => [Number(e.epoch) + 1, Number(e[key])] as [number, number]);
-    acc.push({ name: `run ${r.run} test`, color, points: pts("val_acc") });
-    acc.push({
-      name: `run ${r.run} train batch`,
-      color,
-      points: pts("train_acc"),
-      dash: "5 3",
-      opacity: 0.6,
-    });
-  }
-  $("accChart").innerHTML = lineChart({
-    title: "Accuracy per epoch",
-    xLabel: "epoch",
-    yLabel: "accuracy (%)",
-    series: acc,
-    yFormat: percentFormat,
-    xInteger: true,
-  });
+  $("accChart").innerHTML = lineChart(accuracyChart(log));
 }
 
 function cell(v: unknown): string {
@@ -221,16 +206,16 @@ function drawTable(log: Partial<ExperimentLog>) {
     }
   }
   const mean = typeof log.mean === "number" && Number.isFinite(log.mean)
-    ? `<p>Mean: ${log.mean.toFixed(4)}  Std: ${(log.std ?? 0).toFixed(4)}</p>`
+    ? `<p>Mean: ${log.mean.toFixed(4)}  Std: ${(log.std ?? 0).toFixed(4)}` +
+      `${
+        testNote(log.config as TestConfig | undefined) ? ` (${testNote(log.config as TestConfig)})` : ""
+      }</p>`
     : "";
-  $("table").innerHTML = `<table><tr>${head}</tr>${rows.join("")}</table>${mean}`;
-}
-
-function fmtDuration(s: number): string {
-  if (!Number.isFinite(s)) return "?";
-  if (s < 90) return `${s.toFixed(0)} s`;
-  if (s < 5400) return `${(s / 60).toFixed(1)} min`;
-  return `${(s / 3600).toFixed(1)} h`;
+  const note = testNote(log.config as TestConfig | undefined);
+  const caption = note
+    ? `<caption>accuracies on ${note} images (test_n): a subset, not the benchmark's figure</caption>`
+    : "";
+  $("table").innerHTML = `<table>${caption}<tr>${head}</tr>${rows.join("")}</table>${mean}`;
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -304,7 +289,8 @@ function showResults(res: BrowserResult) {
   $("downloads").innerHTML = `Downloads: ${links.join("")}`;
   if (res.predictions) {
     const level = (res.log.config as BaseHyp).net.tta_level;
-    $("confusionNote").textContent = `(last run, ${res.test.n} test images, TTA level ${level})`;
+    const of = (res.log.config as TestConfig).testOf ?? res.test.n;
+    $("confusionNote").textContent = `(last run, ${res.test.n} of ${of} test images, TTA level ${level})`;
     drawConfusion(res.predictions, res.test.labels);
     drawGrid(res.predictions, res.test);
   }
@@ -323,20 +309,27 @@ function readConfig(): Record<string, string> {
   return c;
 }
 
-function fillDefaults(expName: string, params: URLSearchParams) {
+/**
+ * The form from the URL, else the settings of `preset` (URL: preset=recipe): "quick" (QUICK_RUN, the page's
+ * default: a run that learns in minutes on a CPU) or "recipe" (the experiment's own defaults).
+ */
+function fillDefaults(expName: string, params: URLSearchParams, preset = params.get("preset") ?? "quick") {
   const h = EXPERIMENTS[expName].hyp, d = EXPERIMENTS[expName].defaults;
   const defaults: Record<string, string> = {
     widths: h.defaultText("widths") ?? "",
     epochs: h.defaultText("epochs") ?? "",
     train_n: "",
+    test_n: "",
     batch_size: h.defaultText("batch-size") ?? "",
     lr: h.defaultText("lr") ?? "",
     tta: h.defaultText("tta") ?? "",
     seed: String(d.seed),
     runs: "1",
+    ...(preset === "recipe" ? {} : QUICK_RUN),
   };
   for (const f of FIELDS) field(f).value = params.get(f) ?? defaults[f];
   (field("train_n") as HTMLInputElement).placeholder = "all";
+  (field("test_n") as HTMLInputElement).placeholder = "all";
 }
 
 function setButtons(state: "idle" | "running" | "paused") {
@@ -389,16 +382,8 @@ async function start() {
           live.dirty = true;
         },
         onProgress: (p) => {
-          if (!p.what.includes("step")) {
-            $("status").textContent = p.what;
-            return;
-          }
           const bs = Number(config.batch_size) || exp.hyp.defaults.opt.batch_size;
-          const ips = p.trainSeconds > 0 ? (p.step * bs) / p.trainSeconds : NaN;
-          const left = (p.total - p.step) * p.trainSeconds / Math.max(p.step, 1) +
-            (live.totalRuns - 1 - p.run) * p.total * p.trainSeconds / Math.max(p.step, 1);
-          $("status").textContent = `run ${p.run} · step ${p.step}/${p.total} · ` +
-            `${Number.isFinite(ips) ? ips.toFixed(1) : "…"} img/s · ETA ${fmtDuration(left)} (training)` +
+          $("status").textContent = statusLine(p, bs, live.totalRuns) +
             (training?.isPaused ? " · stopped" : "");
         },
         say: (line) => $("status").textContent = line,
@@ -410,7 +395,7 @@ async function start() {
     showResults(res);
     $("status").textContent = res.log.status === "done"
       ? `done: TTA accuracy ${(res.log.mean * 100).toFixed(2)}% ` +
-        `(${fmtDuration((performance.now() - live.t0) / 1000)} in all)`
+        `(${formatDuration((performance.now() - live.t0) / 1000)} in all)`
       : `failed: ${res.log.error}`;
     lastLog = res.log;
     page.airbenchLog = JSON.parse(JSON.stringify(lastLog));
@@ -441,15 +426,19 @@ async function init() {
   // Own keys only: "__proto__" or "toString" in the URL is no experiment.
   const asked = params.get("experiment");
   const unknown = asked !== null && !Object.hasOwn(EXPERIMENTS, asked);
-  sel.value = asked !== null && !unknown ? asked : "main.ts";
+  const first = Object.keys(EXPERIMENTS)[0];
+  sel.value = asked !== null && !unknown ? asked : first;
   fillDefaults(sel.value, params);
   if (unknown) {
     const error = `unknown experiment ${JSON.stringify(asked)} in the URL; expected one of ` +
-      `${Object.keys(EXPERIMENTS).join(", ")} (main.ts is selected; nothing starts by itself)`;
+      `${Object.keys(EXPERIMENTS).join(", ")} (${first} is selected; nothing starts by itself)`;
     page.airbenchLog = { status: "failed", error };
     showError(new Error(error));
   }
   sel.addEventListener("change", () => fillDefaults(sel.value, new URLSearchParams()));
+  $("quick").addEventListener("click", () => fillDefaults(sel.value, new URLSearchParams(), "quick"));
+  $("recipe").addEventListener("click", () => fillDefaults(sel.value, new URLSearchParams(), "recipe"));
+  $("quickNote").textContent = QUICK_NOTE;
   form.addEventListener("submit", (ev) => {
     ev.preventDefault();
     start();
@@ -521,7 +510,11 @@ async function init() {
   if (data && params.get("autostart") === "1" && !unknown) start();
 }
 
-init().catch((e) => {
-  page.airbenchLog = { status: "failed", error: e instanceof Error ? e.message : String(e) };
-  showError(e);
-});
+/** Start the page with these experiment files (path -> its `experiment`; the first is selected by default). */
+export function startPage(experiments: Record<string, unknown>): void {
+  EXPERIMENTS = experiments as Record<string, Experiment<BaseHyp>>;
+  init().catch((e) => {
+    page.airbenchLog = { status: "failed", error: e instanceof Error ? e.message : String(e) };
+    showError(e);
+  });
+}
