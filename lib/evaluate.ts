@@ -30,9 +30,19 @@ export class Evaluator {
   private readonly labels: GPUBuffer;
   private readonly acc: GPUBuffer; // f32 [B][10] weighted sum of the views' logits
   private readonly correct: GPUBuffer; // u32 per batch
-  private readonly batches = new Map<number, Op[][]>();
+  private readonly batches = new Map<number, Op[][][]>(); // per level: per batch, per view: its ops
 
-  constructor(readonly gpu: Gpu, p: Precision, readonly net: Net, test: CifarSplit) {
+  /**
+   * `viewSubmits`: one submit per view of a batch, each awaited (CPU adapters, where a batch's views take
+   * seconds: an interrupt waits for one view only); else one submit per batch.
+   */
+  constructor(
+    readonly gpu: Gpu,
+    p: Precision,
+    readonly net: Net,
+    test: CifarSplit,
+    readonly viewSubmits = false,
+  ) {
     this.loader = new EvalLoader(gpu, test.images, test.labels, { precision: p, batchSize: net.batch });
     this.labels = gpu.buffer(net.batch * 4, "eval.labels");
     this.acc = gpu.buffer(net.batch * 10 * 4, "eval.logits");
@@ -43,25 +53,23 @@ export class Evaluator {
     return this.loader.n;
   }
 
-  private ops(level: number): Op[][] {
+  private ops(level: number): Op[][][] {
     let cached = this.batches.get(level);
     if (cached) return cached;
     const { gpu, net } = this;
     const views = ttaViews(level);
     cached = [];
     for (let b = 0; b < this.loader.numBatches; b++) {
-      const ops: Op[] = [];
-      views.forEach(({ view, weight }, i) => {
-        ops.push(this.loader.viewOp(b, view, net.x, this.labels), ...net.forwardOps);
-        ops.push(
-          scaleAdd(gpu, { acc: this.acc, x: net.output, n: net.batch * 10, a: i === 0 ? 0 : 1, b: weight }),
-        );
-      });
+      const groups: Op[][] = views.map(({ view, weight }, i) => [
+        this.loader.viewOp(b, view, net.x, this.labels),
+        ...net.forwardOps,
+        scaleAdd(gpu, { acc: this.acc, x: net.output, n: net.batch * 10, a: i === 0 ? 0 : 1, b: weight }),
+      ]);
       const count = this.loader.batchCount(b);
-      ops.push(
+      groups[groups.length - 1].push(
         countCorrect(gpu, { logits: this.acc, labels: this.labels, out: this.correct, slot: b, N: count }),
       );
-      cached.push(ops);
+      cached.push(groups);
     }
     this.batches.set(level, cached);
     return cached;
@@ -75,7 +83,12 @@ export class Evaluator {
   ): Promise<number> {
     const all = this.ops(level);
     for (let b = 0; b < all.length; b++) {
-      this.gpu.run(all[b], timer?.writes(true, true));
+      if (this.viewSubmits) {
+        for (const ops of all[b]) {
+          this.gpu.run(ops, timer?.writes(true, true));
+          await this.gpu.sync();
+        }
+      } else this.gpu.run(all[b].flat(), timer?.writes(true, true));
       if (onBatch) {
         await this.gpu.sync();
         onBatch(b + 1, all.length);
@@ -90,7 +103,7 @@ export class Evaluator {
    * pipelines (cached by kernel and constants), so the rest would only cost time. Does not change the parameters.
    */
   warm(level: number): Promise<void> {
-    return warmUp(this.gpu, this.ops(level)[0]);
+    return warmUp(this.gpu, this.ops(level)[0].flat());
   }
 
   destroy(): void {

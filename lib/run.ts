@@ -22,6 +22,8 @@ import { GpuTimer, type PlanStep, StepTable, submitSteps } from "./steps.ts";
 import { type LossOptions, TrainStep } from "./train.ts";
 
 const CHUNK_SECONDS = 1.0; // aim for submits of about this much GPU work (progress granularity)
+/** Test images per evaluation batch on CPU adapters (GPUs: 2000, as the recipe). */
+const CPU_EVAL_BATCH = 500;
 /** Most steps per run: the plan and per-step tables are held in memory and in GPU buffers. */
 export const MAX_STEPS = 1_000_000;
 
@@ -105,9 +107,11 @@ export class Session<H extends BaseHyp> {
     this.tiles = tiles ?? tilesFor(gpu.adapter);
     this.net = new Net(gpu, precision, this.graph, this.state, hyp.opt.batch_size, this.tiles);
     const test = this.test;
-    const evalBatch = Net.maxBatch(gpu, precision, this.graph, Math.min(2000, test.n));
+    // CPU adapters: smaller batches, one submit per view (each takes seconds there; an interrupt waits for one)
+    const cpu = gpu.adapter.isCpu;
+    const evalBatch = Net.maxBatch(gpu, precision, this.graph, Math.min(cpu ? CPU_EVAL_BATCH : 2000, test.n));
     const evalNet = new Net(gpu, precision, this.graph, this.state, evalBatch, this.tiles, false);
-    this.evaluator = new Evaluator(gpu, precision, evalNet, test);
+    this.evaluator = new Evaluator(gpu, precision, evalNet, test, cpu);
     this.maxSteps = totalSteps(Math.floor(trainN / hyp.opt.batch_size), hyp.opt.train_epochs);
     this.table = new StepTable(gpu, this.maxSteps);
     this.step = new TrainStep(gpu, this.net, this.table, {

@@ -1,0 +1,48 @@
+// The evaluator's two ways to submit (lib/evaluate.ts): one submit per batch (GPUs) and one awaited submit per
+// TTA view of a batch (CPU adapters, so an interrupt waits for one view), at different batch sizes, count the
+// same correct images of a random network on random images, at every TTA level.
+
+import nodeAssert from "node:assert/strict";
+import { tilesFor } from "../lib/conv.ts";
+import { Evaluator } from "../lib/evaluate.ts";
+import { initParams, INPUT_SHAPE, Net, NetState, ParamLayout } from "../lib/model.ts";
+import { Graph } from "../lib/nn.ts";
+import { hyp, makeNet } from "../main.ts";
+import { testGpu, testRng } from "./util.ts";
+
+Deno.test("evaluation: per-view submits and smaller batches give the same accuracy at every TTA level", async () => {
+  const gpu = await testGpu();
+  const rand = testRng(11);
+  const graph = new Graph(
+    makeNet({ ...hyp.defaults, net: { ...hyp.defaults.net, widths: [8, 8, 8] } }),
+    INPUT_SHAPE,
+  );
+  const layout = new ParamLayout(graph);
+  const state = new NetState(gpu, layout);
+  const params = initParams(layout, rand);
+  for (const e of layout.entries) {
+    if (e.init === "external") params[e.name] = params[e.name].map(() => (rand() - 0.5) * 2);
+  }
+  state.load(params);
+  const n = 130; // not a multiple of either batch: the last batch is partial
+  const test = {
+    images: Uint8Array.from({ length: n * 3072 }, () => Math.floor(rand() * 256)),
+    labels: Uint8Array.from({ length: n }, () => Math.floor(rand() * 10)),
+    n,
+  };
+  const tiles = tilesFor(gpu.adapter);
+  const make = (batch: number, perView: boolean) =>
+    new Evaluator(gpu, "f32", new Net(gpu, "f32", graph, state, batch, tiles, false), test, perView);
+  const whole = make(n, false), views = make(48, true);
+  try {
+    for (const level of [0, 1, 2]) {
+      const a = await whole.accuracy(level);
+      const b = await views.accuracy(level, undefined, () => {});
+      nodeAssert.ok(a * n === Math.round(a * n), `${a} is a count over ${n}`);
+      nodeAssert.equal(b, a, `TTA level ${level}`);
+    }
+  } finally {
+    whole.destroy();
+    views.destroy();
+  }
+});
