@@ -332,12 +332,13 @@ export const QUICK_RUN: Record<string, string> = {
   test_n: "1000",
   epochs: "3",
   batch_size: "64",
+  lr: "6",
   tta: "0",
 };
 /** What the quick settings reached here (README), shown next to the form. */
-export const QUICK_NOTE = "quick settings: about 40% test accuracy (test 1000 of 10000) in about 2 min of " +
-  "training on a 2-core CPU without a GPU (lavapipe); a GPU takes seconds. The recipe: the benchmark's own " +
-  "settings (hours on a CPU).";
+export const QUICK_NOTE = "quick settings: about 47% test accuracy (test 1000 of 10000; main.ts, seed 0: " +
+  "47.10%) in about 2 minutes on an unshared 2-core CPU without a GPU (lavapipe); a GPU takes seconds. " +
+  "Recipe settings: the experiment's own (the benchmark's figure; hours on a CPU).";
 
 export function pageArgs(config: Record<string, string | undefined>): string[] {
   const args: string[] = [];
