@@ -76,6 +76,7 @@ Deno.test({
         code: string;
         argv: string[];
       };
+      nodeAssert.equal(log.status, "done", `the page's run failed: ${log.error}`);
       await page.waitForSelector("#grid canvas", { timeout: 60_000 });
       // For a look afterwards: a temporary folder, never the user's logs/ (`deno task report logs/*.json`).
       const out = await Deno.makeTempDir({ prefix: "airbench-browser-test-" });
