@@ -84,38 +84,47 @@ export function experimentFiles(extra: string[] = []): string[] {
 }
 
 /**
+ * `deno bundle --platform browser` (the project's deno.json applies) of the project file `entry.path` or of
+ * the generated module `entry.source`: the text of the bundle. `what` names it in the error.
+ */
+async function denoBundle(entry: { path: string } | { source: string }, what: string): Promise<string> {
+  const tmp = await Deno.makeTempDir({ prefix: "airbench-bundle-" });
+  const out = join(tmp, "out.js");
+  try {
+    const file = "path" in entry ? join(ROOT, entry.path) : join(tmp, "entry.ts");
+    if ("source" in entry) await Deno.writeTextFile(file, entry.source);
+    const r = await new Deno.Command(Deno.execPath(), {
+      args: ["bundle", "--quiet", "--platform", "browser", "-o", out, file],
+      cwd: ROOT, // the project's deno.json (its imports) applies
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    if (!r.success) throw new Error(`deno bundle of ${what} failed:\n${new TextDecoder().decode(r.stderr)}`);
+    return await Deno.readTextFile(out);
+  } finally {
+    await Deno.remove(tmp, { recursive: true }).catch(() => {});
+  }
+}
+
+/**
  * Bundle web/app.ts with the experiment files `experiments` (paths in the project) for the browser: a
  * generated entry imports each file's `experiment` and starts the page with them; node: built-ins stay
- * external. Built on each request, so an edit (or a new file in experiments/) shows on reload.
+ * external (the page maps them to the node shim). Built on each request, so an edit (or a new file in
+ * experiments/) shows on reload.
  */
-export async function bundle(experiments: string[] = experimentFiles()): Promise<string> {
-  const tmp = await Deno.makeTempDir({ prefix: "airbench-bundle-" });
-  const entry = join(tmp, "entry.ts"), out = join(tmp, "app.js");
+export function bundle(experiments: string[] = experimentFiles()): Promise<string> {
   const url = (p: string) => JSON.stringify(pathToFileURL(join(ROOT, p)).href);
   const lines = [
     `import { startPage } from ${url("web/app.ts")};`,
     ...experiments.map((f, i) => `import { experiment as e${i} } from ${url(f)};`),
     `startPage({ ${experiments.map((f, i) => `${JSON.stringify(f)}: e${i}`).join(", ")} });`,
   ];
-  try {
-    await Deno.writeTextFile(entry, lines.join("\n") + "\n");
-    const r = await new Deno.Command(Deno.execPath(), {
-      args: ["bundle", "--quiet", "--platform", "browser", "-o", out, entry],
-      cwd: ROOT, // the project's deno.json (its imports) applies
-      stdout: "piped",
-      stderr: "piped",
-    }).output();
-    if (!r.success) {
-      throw new Error(
-        `deno bundle of web/app.ts with ${experiments.join(", ")} failed:\n${
-          new TextDecoder().decode(r.stderr)
-        }`,
-      );
-    }
-    return await Deno.readTextFile(out);
-  } finally {
-    await Deno.remove(tmp, { recursive: true }).catch(() => {});
-  }
+  return denoBundle({ source: lines.join("\n") + "\n" }, `web/app.ts with ${experiments.join(", ")}`);
+}
+
+/** web/node_shim.js and the npm packages it takes node:path, node:crypto and node:util from, for the page. */
+export function bundleNodeShim(): Promise<string> {
+  return denoBundle({ path: "web/node_shim.js" }, "web/node_shim.js");
 }
 
 /** Every .wgsl file under kernels/, by its path there ("conv.wgsl", "shared/grid.wgsl"). */
@@ -179,7 +188,7 @@ export function handler(o: ServeOptions, port: () => number): (req: Request) => 
         return bytes(new TextEncoder().encode(await bundle(experimentFiles(o.experiments))), TYPES[".js"]);
       }
       if (path === "/node_shim.js") {
-        return bytes(await Deno.readFile(join(WEB, "node_shim.js")), TYPES[".js"]);
+        return bytes(new TextEncoder().encode(await bundleNodeShim()), TYPES[".js"]);
       }
       if (path === "/kernels/index.json") return json(kernelNames());
       const kernel = path.match(/^\/kernels\/((?:[\w-]+\/)*[\w.-]+\.wgsl)$/);
@@ -227,7 +236,7 @@ export async function writeStatic(dir: string, extra: string[] = []): Promise<vo
   const experiments = experimentFiles(extra);
   await Deno.mkdir(join(dir, "kernels"), { recursive: true });
   await Deno.copyFile(join(WEB, "index.html"), join(dir, "index.html"));
-  await Deno.copyFile(join(WEB, "node_shim.js"), join(dir, "node_shim.js"));
+  await Deno.writeTextFile(join(dir, "node_shim.js"), await bundleNodeShim());
   await Deno.writeTextFile(join(dir, "app.js"), await bundle(experiments));
   const names = kernelNames();
   for (const k of names) {
