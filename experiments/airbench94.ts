@@ -10,7 +10,7 @@ import { Conv2d, Flatten, GELU, GlobalMaxPool, Linear, MaxPool2d, Mul } from "..
 import { Named, Sequential } from "../lib/nn.ts";
 import { inGroup, Lookahead, type Optimizer, SGD } from "../lib/optim.ts";
 import { Rng } from "../lib/rng.ts";
-import { decoupledHyperparameters, lookaheadDecays, totalSteps, triangleSchedule } from "../lib/schedule.ts";
+import { decoupledHyperparameters, lookaheadDecays, triangleSchedule } from "../lib/schedule.ts";
 import type { PlanStep } from "../lib/steps.ts";
 import { WHITEN_WIDTH, whiteningWeights } from "../lib/whiten.ts";
 
@@ -151,7 +151,7 @@ async function trainRun(r: Run<BnHyp>): Promise<void> {
   const images = r.s.trainImages, n = Math.min(WHITEN_IMAGES, r.s.trainN);
   params["0.weight"] = r.host(() => Float32Array.from(whiteningWeights(images, n, WHITEN_EPS).weight));
   const loader = r.trainLoader(rng.fork("data").u32());
-  const total = totalSteps(loader.stepsPerEpoch, h.opt.train_epochs); // ceil(steps per epoch x 9.9)
+  const total = r.s.stepsPerRun; // ceil(steps per epoch x 9.9)
   await r.start(loader, plan(h, loader.stepsPerEpoch, total), params);
 
   for (let epoch = 0; epoch < Math.ceil(h.opt.train_epochs); epoch++) {

@@ -10,10 +10,7 @@ import type { Cifar10, CifarSplit } from "./cifar.ts";
 import { parseCommandLine } from "./cli.ts";
 import type { BaseHyp } from "./hyp.ts";
 import { tilesFor } from "./conv.ts";
-import { EvalLoader } from "./loader.ts";
-import { ttaViews } from "./evaluate.ts";
 import {
-  Divergence,
   type Experiment,
   type ExperimentLog,
   MAX_STEPS,
@@ -21,17 +18,17 @@ import {
   runPrecision,
   Session,
   startLog,
+  trainRuns,
 } from "./run.ts";
 import { Gpu, type Precision } from "./gpu.ts";
-import { INPUT_SHAPE, Net } from "./model.ts";
+import { INPUT_SHAPE } from "./model.ts";
 import { Graph } from "./nn.ts";
-import { scaleAdd } from "./ops.ts";
-import { formatDuration, meanStd } from "./report.ts";
+import { formatDuration } from "./report.ts";
 import { type LineChartOptions, PALETTE, percentFormat, type Series } from "./charts.ts";
 import { testNote } from "./report_html.ts";
-import { type Fingerprint, stateDigest } from "./runlog.ts";
+import type { Fingerprint } from "./runlog.ts";
 import { encodeSafetensors } from "./safetensors.ts";
-import { totalSteps } from "./schedule.ts";
+import { stepsPerRun } from "./schedule.ts";
 import { fallbackOf, type TuneKey, tuneNetwork, Tuner } from "./tune.ts";
 
 /** What the page sees while training. */
@@ -121,24 +118,13 @@ export class BrowserTraining {
       throw new Error(`the network of ${o.experimentPath} (widths ${widths}): ${(e as Error).message}`);
     }
     const trainN = Math.min(opts.trainN ?? data.train.n, data.train.n);
-    const spe = Math.floor(trainN / hyp.opt.batch_size);
-    if (spe < 1) throw new Error(`train_n ${trainN} is smaller than batch_size ${hyp.opt.batch_size}`);
-    const stepsPerRun = totalSteps(spe, hyp.opt.train_epochs);
-    if (stepsPerRun > MAX_STEPS) throw new Error(`${stepsPerRun} steps per run; at most ${MAX_STEPS}`);
+    if (trainN < hyp.opt.batch_size) {
+      throw new Error(`train_n ${trainN} is smaller than batch_size ${hyp.opt.batch_size}`);
+    }
+    const steps = stepsPerRun(trainN, hyp.opt.batch_size, hyp.opt.train_epochs);
+    if (steps > MAX_STEPS) throw new Error(`${steps} steps per run; at most ${MAX_STEPS}`);
 
-    hooks.say?.("requesting the WebGPU device");
-    const gpu = o.gpu ?? await Gpu.create();
-    for (const [file, text] of Object.entries(o.kernels)) gpu.defineSource(file, text);
-    gpu.device.addEventListener("uncapturederror", (ev) => {
-      const msg = (ev as GPUUncapturedErrorEvent).error.message;
-      const oom = (ev as GPUUncapturedErrorEvent).error instanceof GPUOutOfMemoryError;
-      this.gpuError ||= oom ? `GPU out of memory: ${msg}` : `GPU error: ${msg}`;
-    });
-    // Pauses happen where the Run reads statistics back (between submits), and do not count as training time.
-    const read = gpu.readF32.bind(gpu), rawRead = gpu.read.bind(gpu);
-    gpu.readF32 = async (...a: Parameters<Gpu["readF32"]>) => (await this.gate(), read(...a));
-    gpu.read = async (...a: Parameters<Gpu["read"]>) => (await this.gate(), rawRead(...a));
-
+    const gpu = await this.pageGpu(hooks);
     const a = gpu.adapter;
     const precision = runPrecision(a, opts.precision);
 
@@ -160,26 +146,7 @@ export class BrowserTraining {
     const save = () => hooks.onLog?.(log);
     save();
 
-    // The kernel variants: the defaults (no tuning cache in a page; --tune off).
-    const key: TuneKey = {
-      adapter: a.name,
-      vendor: a.vendor,
-      architecture: a.architecture,
-      driver: a.driver ?? "",
-      deno: "browser",
-      kernels: "",
-    };
-    const base = tilesFor(a);
-    const tuner = new Tuner({
-      key,
-      mode: "off",
-      isCpu: a.isCpu,
-      time: () => Promise.reject(new Error("no tuning in a page")),
-      limits: gpu.device.limits as unknown as Record<string, number>,
-      fallback: fallbackOf(base),
-      path: "(page)",
-    });
-    const tuned = await tuneNetwork(tuner, base, graph, hyp.opt.batch_size, precision);
+    const tuned = await defaultVariants(gpu, graph, hyp.opt.batch_size, precision);
     log.tune = "off";
     log.conv_variants = tuned.record;
 
@@ -189,55 +156,53 @@ export class BrowserTraining {
     const s = new Session(exp, hyp, opts, gpu, precision, data, trainN, saved, graph, tuned.tiles);
     const weights: Uint8Array[] = [];
     let predictions: Uint8Array | undefined;
-    let failed = 0;
     try {
-      for (let run = 0; run < opts.runs; run++) {
-        s.where = { run, epochsCompleted: 0, step: 0 };
-        const r = new Run(s, run, opts.seed + run);
-        this.watch(r, run, s, hooks);
-        log.runs[run] = r.log;
-        try {
-          hooks.say?.(`run ${run}: compiling and training`);
-          await exp.trainRun(r);
-          const tensors = await s.state.read();
-          r.log.weights_sha256 = stateDigest(tensors);
+      await trainRuns(s, {
+        start: (r) => {
+          this.watch(r, r.run, s, hooks);
+          hooks.say?.(`run ${r.run}: compiling and training`);
+        },
+        trained: async (r, tensors) => {
           const entries = Object.entries(tensors).map(([k, t]) => [k, { dtype: "F32" as const, ...t }]);
-          weights[run] = encodeSafetensors(Object.fromEntries(entries), {
+          weights[r.run] = encodeSafetensors(Object.fromEntries(entries), {
             format: "pt",
-            seed: String(opts.seed + run),
+            seed: String(r.seed),
           });
-          hooks.say?.(`run ${run}: predictions for the confusion matrix`);
-          predictions = await predict(gpu, precision, s.evaluator.net, s.test, hyp.net.tta_level);
-        } catch (e) {
-          if (!(e instanceof Divergence)) throw e;
-          failed++;
-          r.log.error = e.message;
-        } finally {
-          r.destroy();
-        }
-        save();
-      }
-      const ok = log.runs.filter((r) => r.error === undefined);
-      const { mean, std } = meanStd(ok.map((r) => r.tta_val_acc!));
-      [log.mean, log.std] = [ok.length ? mean : NaN, ok.length ? std : NaN];
-      log.status = failed ? "failed" : "done";
-      if (failed) {
-        log.error = log.runs.map((r) => r.error && `run ${r.run}: ${r.error}`).filter(Boolean).join("; ");
-      }
+          hooks.say?.(`run ${r.run}: predictions for the confusion matrix`);
+          predictions = await s.evaluator.predictions(hyp.net.tta_level);
+        },
+      });
     } catch (e) {
       [log.status, log.error] = ["failed", (e as Error).message];
       save();
       throw e;
     }
-    save();
     return { log, weights, predictions, test: s.test };
+  }
+
+  /** The device (o.gpu or a new one) with the kernels, GPU errors caught, and reads that wait while paused. */
+  private async pageGpu(hooks: BrowserHooks): Promise<Gpu> {
+    hooks.say?.("requesting the WebGPU device");
+    const gpu = this.o.gpu ?? await Gpu.create();
+    for (const [file, text] of Object.entries(this.o.kernels)) gpu.defineSource(file, text);
+    gpu.device.addEventListener("uncapturederror", (ev) => {
+      const msg = (ev as GPUUncapturedErrorEvent).error.message;
+      const oom = (ev as GPUUncapturedErrorEvent).error instanceof GPUOutOfMemoryError;
+      this.gpuError ||= oom ? `GPU out of memory: ${msg}` : `GPU error: ${msg}`;
+    });
+    // Pauses happen where the Run reads statistics back (between submits), and do not count as training time.
+    const read = gpu.readF32.bind(gpu), rawRead = gpu.read.bind(gpu);
+    gpu.readF32 = async (...a: Parameters<Gpu["readF32"]>) => (await this.gate(), read(...a));
+    gpu.read = async (...a: Parameters<Gpu["read"]>) => (await this.gate(), rawRead(...a));
+
+    return gpu;
   }
 
   /** Live statistics and progress from a Run's own progress line (called after each submitted chunk). */
   private watch(r: Run<BaseHyp>, run: number, s: Session<BaseHyp>, hooks: BrowserHooks) {
     let readTo = 0;
     const bs = s.hyp.opt.batch_size;
-    const total = totalSteps(Math.floor(s.trainN / bs), s.hyp.opt.train_epochs);
+    const total = s.stepsPerRun;
     let trainMs = 0, last = -1, pausedAt = this.pausedMs;
     // The run's time counts without pauses when the adapter has no timestamp queries (wall-clock spans).
     const wall = r.timer.wall.bind(r.timer);
@@ -273,39 +238,28 @@ export class BrowserTraining {
   }
 }
 
-/** The predicted class of every test image: the logits summed over the TTA views, as Evaluator does. */
-async function predict(
-  gpu: Gpu,
-  precision: Precision,
-  net: Net,
-  test: CifarSplit,
-  level: number,
-): Promise<Uint8Array> {
-  const loader = new EvalLoader(gpu, test.images, test.labels, { precision, batchSize: net.batch });
-  const labels = gpu.buffer(net.batch * 4, "predict.labels");
-  const acc = gpu.buffer(net.batch * 10 * 4, "predict.logits");
-  const out = new Uint8Array(test.n);
-  try {
-    for (let b = 0; b < loader.numBatches; b++) {
-      const ops = ttaViews(level).flatMap(({ view, weight }, i) => [
-        loader.viewOp(b, view, net.x, labels),
-        ...net.forwardOps,
-        scaleAdd(gpu, { acc, x: net.output, n: net.batch * 10, a: i === 0 ? 0 : 1, b: weight }),
-      ]);
-      gpu.run(ops);
-      const count = loader.batchCount(b), logits = await gpu.readF32(acc, 0, count * 10);
-      for (let j = 0; j < count; j++) {
-        let best = 0;
-        for (let c = 1; c < 10; c++) if (logits[j * 10 + c] > logits[j * 10 + best]) best = c;
-        out[loader.batchStart(b) + j] = best;
-      }
-    }
-  } finally {
-    loader.destroy();
-    labels.destroy();
-    acc.destroy();
-  }
-  return out;
+/** The kernel variants of a page: the defaults (no tuning cache in a page; --tune off). */
+function defaultVariants(gpu: Gpu, graph: Graph, batch: number, precision: Precision) {
+  const a = gpu.adapter;
+  const key: TuneKey = {
+    adapter: a.name,
+    vendor: a.vendor,
+    architecture: a.architecture,
+    driver: a.driver ?? "",
+    deno: "browser",
+    kernels: "",
+  };
+  const base = tilesFor(a);
+  const tuner = new Tuner({
+    key,
+    mode: "off",
+    isCpu: a.isCpu,
+    time: () => Promise.reject(new Error("no tuning in a page")),
+    limits: gpu.device.limits as unknown as Record<string, number>,
+    fallback: fallbackOf(base),
+    path: "(page)",
+  });
+  return tuneNetwork(tuner, base, graph, batch, precision);
 }
 
 /** main.ts flags from the page's configuration (URL parameters or the form), in the CLI's spelling. */

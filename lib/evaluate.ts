@@ -83,12 +83,7 @@ export class Evaluator {
   ): Promise<number> {
     const all = this.ops(level);
     for (let b = 0; b < all.length; b++) {
-      if (this.viewSubmits) {
-        for (const ops of all[b]) {
-          this.gpu.run(ops, timer?.writes(true, true));
-          await this.gpu.sync();
-        }
-      } else this.gpu.run(all[b].flat(), timer?.writes(true, true));
+      await this.submit(all[b], timer);
       if (onBatch) {
         await this.gpu.sync();
         onBatch(b + 1, all.length);
@@ -96,6 +91,36 @@ export class Evaluator {
     }
     const counts = new Uint32Array(await this.gpu.read(this.correct));
     return counts.reduce((a, c) => a + c, 0) / this.loader.n;
+  }
+
+  /**
+   * The predicted class of every test image (its index in the split): the argmax of the views' weighted
+   * logits, the sum `accuracy` scores. Reads each batch's logits back (the page's confusion matrix).
+   */
+  async predictions(level: number): Promise<Uint8Array> {
+    const all = this.ops(level), out = new Uint8Array(this.loader.n);
+    for (let b = 0; b < all.length; b++) {
+      await this.submit(all[b]);
+      const count = this.loader.batchCount(b), logits = await this.gpu.readF32(this.acc, 0, count * 10);
+      for (let j = 0; j < count; j++) {
+        let best = 0;
+        for (let c = 1; c < 10; c++) if (logits[j * 10 + c] > logits[j * 10 + best]) best = c;
+        out[this.loader.batchStart(b) + j] = best;
+      }
+    }
+    return out;
+  }
+
+  /** One batch's views: one submit, or one awaited submit per view (viewSubmits). */
+  private async submit(views: Op[][], timer?: GpuTimer): Promise<void> {
+    if (!this.viewSubmits) {
+      this.gpu.run(views.flat(), timer?.writes(true, true));
+      return;
+    }
+    for (const ops of views) {
+      this.gpu.run(ops, timer?.writes(true, true));
+      await this.gpu.sync();
+    }
   }
 
   /**

@@ -23,19 +23,18 @@ import {
 import { ACT_BYTES, Gpu, type Precision } from "./gpu.ts";
 import { INPUT_SHAPE, NetState, ParamLayout } from "./model.ts";
 import { Graph } from "./nn.ts";
-import { meanStd, printHeader } from "./report.ts";
-import { checkWritable, createLogPath, fingerprint, LogFile, ROOT, stateDigest } from "./runlog.ts";
+import { printHeader } from "./report.ts";
+import { checkWritable, createLogPath, fingerprint, LogFile, ROOT } from "./runlog.ts";
 import { safetensorsProblem, writeSafetensors } from "./safetensors.ts";
-import { totalSteps } from "./schedule.ts";
+import { stepsPerRun } from "./schedule.ts";
 import {
-  Divergence,
   type Experiment,
   type ExperimentLog,
   MAX_STEPS,
-  Run,
   runPrecision,
   Session,
   startLog,
+  trainRuns,
 } from "./run.ts";
 import { testNote } from "./report_html.ts";
 
@@ -50,9 +49,10 @@ export function experimentPath(url: string): string {
 
 /** Steps per run must stay within what the plan, the step table and the stats buffer hold. */
 function checkSteps(h: BaseHyp, trainN: number, flag: string) {
-  const spe = Math.floor(trainN / h.opt.batch_size);
-  if (spe < 1) throw new UsageError(`${flag} ${trainN} is smaller than --batch-size ${h.opt.batch_size}`);
-  const total = totalSteps(spe, h.opt.train_epochs);
+  if (trainN < h.opt.batch_size) {
+    throw new UsageError(`${flag} ${trainN} is smaller than --batch-size ${h.opt.batch_size}`);
+  }
+  const total = stepsPerRun(trainN, h.opt.batch_size, h.opt.train_epochs);
   if (total > MAX_STEPS) {
     throw new UsageError(
       `--epochs ${h.opt.train_epochs} at --batch-size ${h.opt.batch_size} on ${trainN} images is ${total} ` +
@@ -289,51 +289,21 @@ function saveWeights(s: Session<BaseHyp>, run: number, tensors: Awaited<ReturnTy
   if (!o.quiet) console.error(`weights: ${path}`);
 }
 
-/** The runs of a session; a diverging run is recorded and the next seed runs. Returns the exit code. */
+/** The runs of a session (lib/run.ts trainRuns) with weights files and messages. Returns the exit code. */
 async function runAll<H extends BaseHyp>(s: Session<H>): Promise<number> {
-  const { opts, log } = s;
-  let failed = 0;
-  for (let run = 0; run < opts.runs; run++) {
-    s.where = { run, epochsCompleted: 0, step: 0 };
-    const r = new Run(s, run, opts.seed + run);
-    log.data.runs[run] = r.log;
-    try {
-      await s.exp.trainRun(r);
-      const tensors = await s.state.read();
-      r.log.weights_sha256 = stateDigest(tensors);
-      saveWeights(s as unknown as Session<BaseHyp>, run, tensors);
-    } catch (e) {
-      if (!(e instanceof Divergence)) throw e;
-      s.progress.clear();
-      failed++;
-      r.log.error = e.message;
-      const next = run + 1 < opts.runs
-        ? `; continuing with run ${run + 1} (seed ${opts.seed + run + 1})`
-        : "";
-      console.error(`error: run ${run} diverged: ${e.message}${next}`);
-    } finally {
-      r.destroy();
-    }
-    log.save();
-  }
-  const ok = log.data.runs.filter((r) => r.error === undefined);
-  const { mean, std } = meanStd(ok.map((r) => r.tta_val_acc!));
-  [log.data.mean, log.data.std] = [ok.length ? mean : NaN, ok.length ? std : NaN];
-  log.data.status = failed ? "failed" : "done";
-  if (failed) {
-    log.data.error = log.data.runs.map((r) => r.error && `run ${r.run}: ${r.error}`).filter(Boolean).join(
-      "; ",
-    );
-  }
-  log.save();
-  if (ok.length) {
-    const note = testNote(log.data.config);
+  const { finished, failed, mean, std } = await trainRuns(s, {
+    trained: (r, tensors) => saveWeights(s as unknown as Session<BaseHyp>, r.run, tensors),
+    diverged: (r, message, next) =>
+      console.error(`error: run ${r.run} diverged: ${message}${next ? `; continuing with ${next}` : ""}`),
+  });
+  if (finished) {
+    const note = testNote(s.log.data.config);
     console.log(
-      `Mean: ${mean.toFixed(4)}  Std: ${std.toFixed(4)}${failed ? ` (${ok.length} runs)` : ""}` +
+      `Mean: ${mean.toFixed(4)}  Std: ${std.toFixed(4)}${failed ? ` (${finished} runs)` : ""}` +
         (note ? ` (${note})` : ""),
     );
   }
-  console.log(log.path);
+  console.log(s.log.path);
   return failed ? 1 : 0;
 }
 

@@ -12,6 +12,7 @@
 
 import { dispatch, type Gpu, grid2d, type Op, type Precision } from "./gpu.ts";
 import { Rng } from "./rng.ts";
+import { stepsPerEpoch } from "./schedule.ts";
 
 export const CIFAR_MEAN = [0.4914, 0.4822, 0.4465];
 export const CIFAR_STD = [0.2470, 0.2435, 0.2616];
@@ -152,7 +153,7 @@ export class TrainLoader {
     this.n = n;
     this.split = this.set.split;
     this.batchSize = batchSize;
-    this.stepsPerEpoch = Math.floor(n / batchSize);
+    this.stepsPerEpoch = stepsPerEpoch(n, batchSize);
     this.epochs = Math.ceil(opts.epochs);
     this.precision = opts.precision;
     this.translate = translate;

@@ -13,10 +13,10 @@ import { type AdapterReport, Gpu, type Op, type Precision, warmUp } from "./gpu.
 import { TrainLoader } from "./loader.ts";
 import { initParams, Net, NetState, ParamLayout } from "./model.ts";
 import { Graph, type Module } from "./nn.ts";
-import { formatDuration, printRow, Progress } from "./report.ts";
+import { formatDuration, meanStd, printRow, Progress } from "./report.ts";
 import type { Rng } from "./rng.ts";
-import type { Fingerprint, SavedLog } from "./runlog.ts";
-import { totalSteps } from "./schedule.ts";
+import { type Fingerprint, type SavedLog, stateDigest } from "./runlog.ts";
+import { stepsPerRun } from "./schedule.ts";
 import type { Optimizer } from "./optim.ts";
 import { GpuTimer, type PlanStep, StepTable, submitSteps } from "./steps.ts";
 import { type LossOptions, TrainStep } from "./train.ts";
@@ -83,7 +83,8 @@ export class Session<H extends BaseHyp> {
   readonly evaluator: Evaluator;
   readonly table: StepTable;
   readonly step: TrainStep;
-  readonly maxSteps: number;
+  /** Optimizer steps of each run (lib/schedule.ts stepsPerRun: trainN, the batch size, the epochs). */
+  readonly stepsPerRun: number;
   readonly progress: Progress;
   /** Where the current run is (for an interruption's report). */
   where = { run: 0, epochsCompleted: 0, step: 0 };
@@ -112,8 +113,8 @@ export class Session<H extends BaseHyp> {
     const evalBatch = Net.maxBatch(gpu, precision, this.graph, Math.min(cpu ? CPU_EVAL_BATCH : 2000, test.n));
     const evalNet = new Net(gpu, precision, this.graph, this.state, evalBatch, this.tiles, false);
     this.evaluator = new Evaluator(gpu, precision, evalNet, test, cpu);
-    this.maxSteps = totalSteps(Math.floor(trainN / hyp.opt.batch_size), hyp.opt.train_epochs);
-    this.table = new StepTable(gpu, this.maxSteps);
+    this.stepsPerRun = stepsPerRun(trainN, hyp.opt.batch_size, hyp.opt.train_epochs);
+    this.table = new StepTable(gpu, this.stepsPerRun);
     this.step = new TrainStep(gpu, this.net, this.table, {
       loss: exp.loss(hyp),
       optimizers: exp.optimizers(hyp),
@@ -326,7 +327,6 @@ export function startLog(o: {
   graph: Graph;
 }): ExperimentLog {
   const { hyp, graph } = o;
-  const stepsPerRun = totalSteps(Math.floor(o.trainN / hyp.opt.batch_size), hyp.opt.train_epochs);
   return {
     experiment: o.experiment,
     argv: o.argv,
@@ -338,7 +338,7 @@ export function startLog(o: {
       trainN: o.trainN,
       testN: Math.min(o.opts.testN ?? o.testOf, o.testOf),
       testOf: o.testOf,
-      stepsPerRun,
+      stepsPerRun: stepsPerRun(o.trainN, hyp.opt.batch_size, hyp.opt.train_epochs),
     },
     adapter: { ...o.adapter, ...o.host },
     precision: o.precision,
@@ -362,3 +362,60 @@ export function testSubset(test: CifarSplit, n?: number): CifarSplit {
 
 /** A run whose loss became NaN or infinite: the run stops, the next seed runs. */
 export class Divergence extends Error {}
+
+/** What a caller of `trainRuns` adds around each run (main.ts: weights files and messages; the page: its UI). */
+export interface RunHooks<H extends BaseHyp> {
+  /** Before run `r.run` trains. */
+  start?(r: Run<H>): void;
+  /** After a run trained: its parameters as read back (r.log.weights_sha256 is their digest). */
+  trained?(r: Run<H>, tensors: Awaited<ReturnType<NetState["read"]>>): Promise<void> | void;
+  /** A run diverged (recorded in its log); `next` says which seed runs next ("" after the last run). */
+  diverged?(r: Run<H>, message: string, next: string): void;
+}
+
+/**
+ * The runs of a session, for Deno and the page alike: each run trains with the experiment's loop (seed
+ * opts.seed + run); a diverging run is recorded and the next seed runs; then the log's mean and std over the
+ * finished runs and its status ("failed" when any run diverged, naming them). The log is saved after each
+ * run and at the end. Any other error propagates (the caller records it).
+ */
+export async function trainRuns<H extends BaseHyp>(
+  s: Session<H>,
+  hooks: RunHooks<H> = {},
+): Promise<{ finished: number; failed: number; mean: number; std: number }> {
+  const { opts, log } = s;
+  let failed = 0;
+  for (let run = 0; run < opts.runs; run++) {
+    s.where = { run, epochsCompleted: 0, step: 0 };
+    const r = new Run(s, run, opts.seed + run);
+    log.data.runs[run] = r.log;
+    try {
+      hooks.start?.(r);
+      await s.exp.trainRun(r);
+      const tensors = await s.state.read();
+      r.log.weights_sha256 = stateDigest(tensors);
+      await hooks.trained?.(r, tensors);
+    } catch (e) {
+      if (!(e instanceof Divergence)) throw e;
+      s.progress.clear();
+      failed++;
+      r.log.error = e.message;
+      const next = run + 1 < opts.runs ? `run ${run + 1} (seed ${opts.seed + run + 1})` : "";
+      hooks.diverged?.(r, e.message, next);
+    } finally {
+      r.destroy();
+    }
+    log.save();
+  }
+  const ok = log.data.runs.filter((r) => r.error === undefined);
+  const { mean, std } = meanStd(ok.map((r) => r.tta_val_acc!));
+  [log.data.mean, log.data.std] = [ok.length ? mean : NaN, ok.length ? std : NaN];
+  log.data.status = failed ? "failed" : "done";
+  if (failed) {
+    log.data.error = log.data.runs.map((r) => r.error && `run ${r.run}: ${r.error}`).filter(Boolean).join(
+      "; ",
+    );
+  }
+  log.save();
+  return { finished: ok.length, failed, mean: log.data.mean, std: log.data.std };
+}

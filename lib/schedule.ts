@@ -112,6 +112,15 @@ export function stepsPerEpoch(n: number, batchSize: number): number {
   return Math.floor(n / batchSize);
 }
 
+/**
+ * A run's optimizer steps: `n` training images in batches of `batchSize` (the last partial batch dropped) for
+ * `epochs` epochs (fractional, as in 9.9: ceil). The one place a run's step count is computed (the session's
+ * step table, the log's stepsPerRun, the checks before training, the page's progress).
+ */
+export function stepsPerRun(n: number, batchSize: number, epochs: number): number {
+  return totalSteps(stepsPerEpoch(n, batchSize), epochs);
+}
+
 /** Total optimizer steps: ceil(stepsPerEpoch * epochs) (epochs may be fractional, as in 9.9). */
 export function totalSteps(stepsPerEpoch: number, epochs: number): number {
   return Math.ceil(stepsPerEpoch * epochs);

@@ -1,6 +1,7 @@
 // The evaluator's two ways to submit (lib/evaluate.ts): one submit per batch (GPUs) and one awaited submit per
 // TTA view of a batch (CPU adapters, so an interrupt waits for one view), at different batch sizes, count the
-// same correct images of a random network on random images, at every TTA level.
+// same correct images of a random network on random images, at every TTA level; the predicted classes (the
+// page's confusion matrix) are the same either way and are what the accuracy counts.
 
 import nodeAssert from "node:assert/strict";
 import { tilesFor } from "../lib/conv.ts";
@@ -40,6 +41,14 @@ Deno.test("evaluation: per-view submits and smaller batches give the same accura
       const b = await views.accuracy(level, undefined, () => {});
       nodeAssert.ok(a * n === Math.round(a * n), `${a} is a count over ${n}`);
       nodeAssert.equal(b, a, `TTA level ${level}`);
+      // The page's predictions (its confusion matrix) are the classes this accuracy counted, either way.
+      const p = await whole.predictions(level);
+      nodeAssert.deepEqual(await views.predictions(level), p, `predictions, TTA level ${level}`);
+      nodeAssert.equal(
+        p.filter((c, i) => c === test.labels[i]).length,
+        a * n,
+        `predictions, TTA level ${level}`,
+      );
     }
   } finally {
     whole.destroy();

@@ -7,6 +7,7 @@ import {
   alphaSchedule,
   decoupledHyperparameters,
   stepsPerEpoch,
+  stepsPerRun,
   totalSteps,
   triangleSchedule,
 } from "../lib/schedule.ts";
@@ -105,10 +106,12 @@ Deno.test("schedule: steps per epoch and total steps", () => {
     const spe = stepsPerEpoch(s.n, s.batch_size);
     assert.equal(spe, s.steps_per_epoch);
     assert.equal(totalSteps(spe, s.epochs), s.total_steps);
+    assert.equal(stepsPerRun(s.n, s.batch_size, s.epochs), s.total_steps);
   }
   assert.equal(stepsPerEpoch(50000, 384), 130);
   assert.equal(totalSteps(130, 11), 1430);
   assert.throws(() => stepsPerEpoch(10, 0), /bad arguments/);
+  assert.throws(() => stepsPerRun(10, 0, 1), /bad arguments/);
   assert.throws(() => triangleSchedule(0), /totalSteps/);
   assert.throws(() => alphaSchedule(1.5), /totalSteps/);
 });
