@@ -14,6 +14,8 @@
 
 import { dispatch, type Gpu, grid2d, type Op } from "./gpu.ts";
 import { gemm, GEMM_BLOCK, type GemmBlock, gemmFlops } from "./gemm.ts";
+import type { Slot } from "./model.ts";
+import type { Optimizer, ParamGroup } from "./optim.ts";
 import { STEP_SLOTS } from "./steps.ts";
 
 type Binding = GPUBuffer | GPUBufferBinding;
@@ -91,6 +93,8 @@ interface StepConsts {
   momentum: number;
   nesterov: boolean;
   lrSlot: number;
+  /** The weight's norm after the rescale: sqrt(len(p)), torch's first dimension (default sqrt(O)). */
+  targetNorm?: number;
 }
 
 function kernel(gpu: Gpu, s: ConvWeightShape, p: MuonPlan, c: StepConsts) {
@@ -105,7 +109,7 @@ function kernel(gpu: Gpu, s: ConvWeightShape, p: MuonPlan, c: StepConsts) {
     MOMENTUM: { f32: c.momentum },
     NESTEROV: c.nesterov,
     NS_EPS: { f32: MUON_NS.eps },
-    TARGET_NORM: { f32: Math.sqrt(s.O) },
+    TARGET_NORM: { f32: c.targetNorm ?? Math.sqrt(s.O) },
   };
   const flat = grid2d(Math.ceil(p.count / WG), gpu.device.limits.maxComputeWorkgroupsPerDimension);
   return {
@@ -205,6 +209,8 @@ export function muonOps(
     lrSlot: number;
     momentum: number;
     nesterov: boolean;
+    /** sqrt(len(p)) when torch's first dimension is not shape.O (a Linear weight: see muonTensor). */
+    targetNorm?: number;
     label?: string;
   },
   block: GemmBlock = GEMM_BLOCK,
@@ -228,4 +234,71 @@ export function muonOps(
     k.flat("muon_update", `${label}.update`, [a.params, t.x1, t.stats, a.stepBuf]),
   ];
   return { ops, stats: t.stats };
+}
+
+// ------------------------------------------------------------------------------------- the optimizer seam
+
+/**
+ * How muonOps sees a trained parameter. A convolution filter (rank 4, stored HWIO) is itself. A Linear weight
+ * (rank 2, stored "plain" as torch's [out][in] row-major) is the same memory as the HWIO store of a 1x1
+ * convolution with O = in, I = ciPad = out, whose torch view is G^T: Newton-Schulz of G^T is that of G
+ * transposed (torch transposes the wider side either way), and the rescale keeps torch's len(p) = out.
+ */
+export function muonTensor(e: Slot): { shape: ConvWeightShape; targetNorm: number } {
+  const t = e.torchShape;
+  if (t.length === 4 && e.storage === "hwio") {
+    return { shape: { O: t[0], I: t[1], KH: t[2], KW: t[3], ciPad: e.ciPad }, targetNorm: Math.sqrt(t[0]) };
+  }
+  if (t.length === 2 && e.storage === "plain") {
+    return { shape: { O: t[1], I: t[0], KH: 1, KW: 1, ciPad: t[0] }, targetNorm: Math.sqrt(t[0]) };
+  }
+  throw new Error(
+    `muon: ${e.name} of shape [${t}] is neither a convolution filter nor a Linear weight; give it to ` +
+      `another optimizer (Muon takes matrices: e.g. params ofRank(4))`,
+  );
+}
+
+/** Muon's settings (airbench94_muon.py's Muon(params, lr, momentum, nesterov)); a group may override them. */
+export interface MuonOptions {
+  momentum: number;
+  nesterov: boolean;
+}
+
+export interface MuonGroup extends ParamGroup, Partial<MuonOptions> {
+  /** The name of the per-step value that is this group's lr. */
+  lr: string;
+}
+
+/**
+ * The Muon optimizer over parameter groups: `Muon([{ params: ofRank(4), lr: "lr_muon" }], { momentum: 0.6,
+ * nesterov: true })`. Per claimed tensor, in storage order, its muonOps (momentum, rescale, Newton-Schulz,
+ * step); the momentum buffer is the tensor's range of the shared `mom` store. No weight decay, as the recipe's.
+ */
+export function Muon(groups: MuonGroup[], defaults: MuonOptions): Optimizer {
+  return {
+    name: "muon",
+    groups,
+    values: groups.map((g) => g.lr),
+    gates: [],
+    ops(ctx, params) {
+      const s = ctx.state;
+      return params.flatMap((entries, i) => {
+        const g = groups[i];
+        return entries.flatMap((e) => {
+          const range = (buffer: GPUBuffer) => ({ buffer, offset: e.offset * 4, size: e.count * 4 });
+          return muonOps(ctx.gpu, {
+            params: range(s.params),
+            grads: range(s.grads),
+            mom: range(s.mom),
+            ...muonTensor(e),
+            stepBuf: ctx.stepBuf,
+            lrSlot: ctx.slots.value(g.lr),
+            momentum: g.momentum ?? defaults.momentum,
+            nesterov: g.nesterov ?? defaults.nesterov,
+            label: `muon.${e.name}`,
+          }).ops;
+        });
+      });
+    },
+  };
 }

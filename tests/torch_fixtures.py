@@ -7,7 +7,8 @@
   schedule.json          triangle lr schedule, alpha (lookahead) schedule and decoupled hyperparameters
 
 and, through tests/torch_bn.py's fixture(), net_bn.safetensors (the BatchNorm net), and through
-tests/torch_muon_fixtures.py's, muon.safetensors (the Muon optimizer).
+tests/torch_muon_fixtures.py's, muon.safetensors (the Muon optimizer), and through tests/torch_muon_train.py's
+write_fixture(), net_muon.safetensors (two training steps of the airbench94_muon net and optimizers).
 
 safetensors files are written by hand (struct + json); no safetensors package is needed. Every random draw is
 seeded and made in a fixed order, so on one machine a regeneration is byte-for-byte the committed file:
@@ -296,6 +297,12 @@ def muon_fixture(out_dir):
     fixture(out_dir)
 
 
+def net_muon_fixture(out_dir):
+    from torch_muon_train import FIXTURE_NAME, write_fixture  # imports this module: imported when needed
+
+    write_fixture(os.path.join(out_dir, FIXTURE_NAME))
+
+
 FIXTURE_FILES = {
     "net_small": (lambda d: net_fixture(d), "net_small.safetensors"),
     "net_deep": (lambda d: net_fixture(d, (8, 8, 12, 16), "net_deep.safetensors"), "net_deep.safetensors"),
@@ -303,6 +310,7 @@ FIXTURE_FILES = {
     "eigh": (eigh_fixture, "eigh.safetensors"),
     "schedule": (schedule_fixture, "schedule.json"),
     "muon": (muon_fixture, "muon.safetensors"),
+    "net_muon": (net_muon_fixture, "net_muon.safetensors"),
 }
 
 

@@ -6,6 +6,9 @@
               /usr/bin/python3 tests/torch_muon_train.py train --widths 32,64,64 --train-n 10000 \\
                   --batch-size 500 --epochs 8 --tta 0 --runs 3 --threads 1 --out /tmp/torch_muon.json
             (measured on the project's 2-core CPU box, torch 1.13: 82.94%, 82.58%, 82.70%; mean 82.74%, std 0.18)
+  fixture   write tests/fixtures/net_muon.safetensors (also tests/torch_fixtures.py net_muon): a tiny CifarNet, two
+            training steps of the recipe's optimizers in float64 (see write_fixture):
+              /usr/bin/python3 tests/torch_muon_train.py fixture [--out PATH]
   score     load weights written by the port (safetensors with CifarNet's names: whiten.weight, whiten.bias,
             layers.1.conv1.weight, layers.1.norm1.{weight,bias,running_mean,running_var}, ..., head.weight) into
             CifarNet (load_state_dict strict, apart from num_batches_tracked), eval mode, print the test accuracy:
@@ -43,7 +46,7 @@ from torch import nn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from torch_bn import DATA_DIR, ConvGroup  # noqa: E402
-from torch_fixtures import write_safetensors  # noqa: E402
+from torch_fixtures import FIXTURES, write_safetensors  # noqa: E402
 from torch_muon_fixtures import muon_step  # noqa: E402
 from torch_reference_train import (  # noqa: E402
     CifarLoader,
@@ -322,6 +325,98 @@ def train(argv):
 
 
 # ----------------------------------------------------------------------------------------------------------
+# fixture
+
+FIXTURE_NAME = "net_muon.safetensors"
+
+
+def write_fixture(path):
+    """Two training steps of a tiny CifarNet (widths 8,16,16, 10 images) with the recipe's optimizers and plan,
+    computed in float64 (Newton-Schulz too) from float32 inputs and parameters; results stored as float32. The
+    plan: total_steps 4, whiten_bias_steps 1, so step 0 trains every group at its initial lr and step 1 has the
+    whitening bias detached (no update) and every other lr x 0.75. weight_decay is raised (5e-3 per example) so
+    that the coupled decay shows in the parameters."""
+    widths, n, seed = (8, 16, 16), 10, 4321
+    args = argparse.Namespace(**{**HYP, "weight_decay": 5e-3, "batch_size": n})
+    total_steps, whiten_bias_steps = 4, 1
+    torch.manual_seed(seed)
+    net = CifarNet(widths, args.batchnorm_momentum)
+    with torch.no_grad():
+        # Every path exercised: whitening weight, the biases and running statistics random, the (frozen)
+        # BatchNorm weights away from 1, small noise on the dirac-initialised 3x3 filters.
+        net.whiten.weight.copy_(torch.randn_like(net.whiten.weight) * 0.5)
+        for name, p in net.named_parameters():
+            if name.endswith(".bias"):
+                p.copy_(torch.randn_like(p) * 0.1)
+            elif "norm" in name:
+                p.copy_(1 + 0.2 * torch.randn_like(p))
+            elif p.dim() == 4 and p.requires_grad:
+                p.add_(torch.randn_like(p) * (0.1 / (p.shape[1] * 9) ** 0.5))
+        for m in net.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.copy_(torch.randn_like(m.running_mean) * 0.1)
+                m.running_var.copy_(0.5 + torch.rand_like(m.running_var))
+    x32 = torch.randn(n, 3, 32, 32, dtype=torch.float32)
+    labels = torch.randint(0, 10, (n,))
+    state32 = {k: v.clone() for k, v in net.state_dict().items() if not k.endswith("num_batches_tracked")}
+
+    net = net.double()
+    x = x32.double()
+    sgd, muon = make_optimizers(net, args)
+    trainable = [k for k, p in net.named_parameters() if p.requires_grad]
+    out = {"input": x32, "labels": labels.to(torch.int32), **{"param." + k: v for k, v in state32.items()}}
+    for step in range(2):
+        net.train()
+        logits = net(x, whiten_bias_grad=step < whiten_bias_steps)
+        loss = F.cross_entropy(logits, labels, label_smoothing=args.label_smoothing, reduction="sum")
+        loss.backward()
+        suffix = "" if step == 0 else str(step + 1)
+        out["logits" + suffix] = logits.detach().float()
+        out["loss" + suffix] = loss.detach().float().view(1)
+        if step == 0:
+            for k, p in net.named_parameters():
+                if p.requires_grad:
+                    out["grad." + k] = p.grad.detach().float()
+        set_learning_rates(sgd, muon, step, whiten_bias_steps, total_steps)
+        sgd.step()
+        muon.step()
+        net.zero_grad(set_to_none=True)
+        sd = net.state_dict()
+        for k in trainable + [k for k in state32 if "running" in k]:
+            out[f"step{step + 1}.{k}"] = sd[k].detach().float()
+    net.eval()
+    with torch.no_grad():
+        out["eval_logits"] = net(x).float()
+    meta = {
+        "description": "airbench94_muon CifarNet, two training steps of tests/torch_muon_train.py's optimizers "
+        "(SGD for whiten.bias, norm biases, head; Muon for the 3x3 filters) in float64 from float32 inputs and "
+        "params, results float32. param.<k>: every state-dict entry (no num_batches_tracked); grad.<k>: the "
+        "gradients of step 1; step1./step2.<k>: trained parameters and running statistics after each step; "
+        "logits/loss, logits2/loss2: the training forwards of steps 1 and 2; eval_logits: eval mode after step 2.",
+        "widths": json.dumps(list(widths)),
+        "state_dict": json.dumps(list(state32)),
+        "batch": str(n),
+        "total_steps": str(total_steps),
+        "whiten_bias_steps": str(whiten_bias_steps),
+        "hyp": json.dumps({k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(args).items()}),
+        "seed": str(seed),
+        "torch": torch.__version__,
+    }
+    write_safetensors(path, out, meta)
+    print(f"wrote {path}: loss {loss.item():.6f} after step 1")
+
+
+def fixture(argv):
+    p = argparse.ArgumentParser(prog="torch_muon_train.py fixture")
+    p.add_argument("--out", default=os.path.join(FIXTURES, FIXTURE_NAME))
+    args = p.parse_args(argv)
+    if not os.path.isdir(os.path.dirname(os.path.abspath(args.out))):
+        fail(f"--out {args.out}: its folder does not exist")
+    torch.set_num_threads(1)
+    write_fixture(args.out)
+
+
+# ----------------------------------------------------------------------------------------------------------
 # score
 
 
@@ -348,7 +443,7 @@ def score(argv):
 
 
 if __name__ == "__main__":
-    modes = {"train": train, "score": score}
+    modes = {"train": train, "fixture": fixture, "score": score}
     if len(sys.argv) < 2 or sys.argv[1] not in modes:
-        fail("give a mode: train [...] | score WEIGHTS --widths W [--tta L]")
+        fail("give a mode: train [...] | fixture [--out PATH] | score WEIGHTS --widths W [--tta L]")
     modes[sys.argv[1]](sys.argv[2:])
