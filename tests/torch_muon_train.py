@@ -403,7 +403,7 @@ def write_fixture(path):
         "torch": torch.__version__,
     }
     write_safetensors(path, out, meta)
-    print(f"wrote {path}: loss {loss.item():.6f} after step 1")
+    print(f"  loss {out['loss'].item():.6f} loss2 {out['loss2'].item():.6f}")
 
 
 def fixture(argv):
