@@ -15,7 +15,6 @@ import { Muon } from "../lib/muon.ts";
 import { Named, Sequential } from "../lib/nn.ts";
 import { inGroup, named, ofRank, type Optimizer, SGD } from "../lib/optim.ts";
 import { Rng } from "../lib/rng.ts";
-import { totalSteps } from "../lib/schedule.ts";
 import type { PlanStep } from "../lib/steps.ts";
 import { WHITEN_WIDTH, whiteningWeights } from "../lib/whiten.ts";
 
@@ -181,7 +180,7 @@ async function trainRun(r: Run<MuonHyp>): Promise<void> {
   const images = r.s.trainImages, n = Math.min(WHITEN_IMAGES, r.s.trainN);
   params["whiten.weight"] = r.host(() => Float32Array.from(whiteningWeights(images, n, WHITEN_EPS).weight));
   const loader = r.trainLoader(rng.fork("data").u32());
-  const total = totalSteps(loader.stepsPerEpoch, h.opt.train_epochs); // ceil(8 x steps per epoch)
+  const total = r.s.stepsPerRun; // ceil(8 x steps per epoch)
   await r.start(loader, plan(h, loader.stepsPerEpoch, total), params);
 
   for (let epoch = 0; epoch < Math.ceil(total / loader.stepsPerEpoch); epoch++) {
