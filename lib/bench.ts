@@ -19,6 +19,8 @@ import { writeFileAtomic } from "./atomic.ts";
 import { convertFlag, parseCommandLine, parseFlags, UsageError } from "./cli.ts";
 import type { BaseHyp } from "./hyp.ts";
 import {
+  convMultiplies,
+  type ConvPass,
   type ConvTiles,
   type ConvVariant,
   defaultVariant,
@@ -304,6 +306,7 @@ function attribute(
     byKey.set(key, g);
   });
   const kernels: Record<string, unknown>[] = [], other: Record<string, unknown>[] = [];
+  const convShapes = new Map(convJobs(s.graph, B, p).map(({ label, job }) => [label, job.shape]));
   for (const g of byKey.values()) {
     const node = s.graph.nodes.find((n) => n.label === g.layer);
     const f = node && nodeFlops(s.graph, node, true);
@@ -323,6 +326,14 @@ function attribute(
         gflops,
         pct_of_ceiling: gflops === null ? null : (gflops / probeGflops) * 100,
         variant: variants[g.layer]?.[g.pass]?.variant ?? null,
+        // multiplies done (Winograd: fewer than the direct convolution's, which GFLOP/s counts)
+        gmul: convShapes.has(g.layer)
+          ? convMultiplies(
+            convShapes.get(g.layer)!,
+            g.pass as ConvPass,
+            variants[g.layer]?.[g.pass]?.variant ?? null,
+          ) / 1e9
+          : null,
         candidates: (variants[g.layer]?.[g.pass]?.candidates ?? []).map((c) => ({
           variant: c.variant,
           ms: Number.isFinite(c.ms) ? c.ms : null,
@@ -446,14 +457,15 @@ function printResult(r: BenchResult, path: string) {
   const num = (v: unknown, d = 2, w = 8) => (typeof v === "number" ? v.toFixed(d) : "-").padStart(w);
   console.log("\nlayers (profiled training step, each op in its own pass):");
   console.log(
-    "prec | layer        | pass        | input              |       ms |  GFLOP/s | % ceiling | module",
+    "prec | layer        | pass        | input              |       ms |  GFLOP/s | % ceiling |   GMul | variant" +
+      "                  | module",
   );
   for (const k of r.kernels as Record<string, unknown>[]) {
     console.log(
       `${String(k.precision).padEnd(4)} | ${String(k.layer).padEnd(12)} | ${String(k.pass).padEnd(11)} | ` +
-        `${String(k.shape).padEnd(18)} | ${num(k.ms)} | ${num(k.gflops)} | ${
-          num(k.pct_of_ceiling, 1)
-        }% | ${k.torch}`,
+        `${String(k.shape).padEnd(18)} | ${num(k.ms)} | ${num(k.gflops)} | ${num(k.pct_of_ceiling, 1)}% | ${
+          num(k.gmul, 2, 6)
+        } | ${String(k.variant ?? "-").padEnd(24)} | ${k.torch}`,
     );
   }
   console.log("\nconv kernel variants (candidates' ms per pass as timed by the tuner; * = chosen):");

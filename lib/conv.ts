@@ -2,6 +2,7 @@
 // HWIO f32 weights. See kernels/conv.wgsl for the layouts.
 
 import { type AdapterReport, dispatch, type Gpu, grid2d, type Op, type Precision } from "./gpu.ts";
+import { winogradConv, winogradMultiplies, type WinogradVariant, winogradWeightGrad } from "./winograd.ts";
 
 export interface ConvShape {
   N: number; // batch
@@ -55,11 +56,14 @@ export interface TiledVariant {
   TN4: number;
   DB: 1 | 2;
 }
-export type KernelVariant = RegisterVariant | TiledVariant;
+/** winograd: lib/winograd.ts, F(MT x MT, 3 x 3) for 3x3 "same" forward and input gradient (MT = 2 or 4). */
+export type KernelVariant = RegisterVariant | TiledVariant | WinogradVariant;
+export type { WinogradVariant };
 
 /** Stable string id of a variant, e.g. "register-8x8-wg64", "tiled-128x128x8-8x8-db2". */
 export function variantId(v: KernelVariant): string {
   if (v.kind === "register") return `register-${v.TM}x${4 * v.TN4}-wg${v.WG}`;
+  if (v.kind === "winograd") return `winograd-f${v.MT}-${v.TM}x${4 * v.TN4}`;
   return `tiled-${v.BM}x${v.BN}x${v.BK}-${v.TM}x${4 * v.TN4}${v.DB === 2 ? "-db2" : ""}`;
 }
 
@@ -71,6 +75,8 @@ export function parseVariantId(id: string): KernelVariant {
   if (m) {
     return { kind: "tiled", BM: +m[1], BN: +m[2], BK: +m[3], TM: +m[4], TN4: +m[5] / 4, DB: m[6] ? 2 : 1 };
   }
+  m = /^winograd-f([24])-(\d+)x(\d+)$/.exec(id);
+  if (m) return { kind: "winograd", MT: +m[1] as 2 | 4, TM: +m[2], TN4: +m[3] / 4 };
   throw new Error(`conv: unknown kernel variant id ${JSON.stringify(id)}`);
 }
 
@@ -166,9 +172,26 @@ export function resolveVariant(tiles: ConvTiles, name: string, pass: ConvPass, s
   );
 }
 
-/** A register variant's blocks shrunk to what the shape's channel counts divide (tiled variants: as given). */
+/** Whether a shape is a stride-1 "same" 3x3 convolution (what the Winograd variants compute). */
+export function winogradShape(s: ConvShape): boolean {
+  return s.KH === 3 && s.KW === 3 && s.PAD === 1;
+}
+
+/** The register variant a Winograd variant stands for where it does not apply (other shapes, weight grads). */
+const DIRECT_OF_WINOGRAD: RegisterVariant = { kind: "register", TM: 8, TN4: 2, WG: 64 };
+
+/**
+ * A register variant's blocks shrunk to what the shape's channel counts divide (tiled variants: as given);
+ * a Winograd variant on a shape it does not compute (not a 3x3 "same" convolution) becomes the default register one.
+ */
 export function fitVariant(v: KernelVariant, pass: ConvPass, s: ConvShape): KernelVariant {
   if (v.kind === "tiled") return v;
+  if (v.kind === "winograd") {
+    if (!winogradShape(s)) return fitVariant(DIRECT_OF_WINOGRAD, pass, s);
+    const TN4 = largestDivisor(s.CO / 4, [v.TN4, 2, 1]);
+    if (pass !== "weight_grad") return { ...v, TN4 };
+    return { ...v, TM: 4 * largestDivisor(s.CI / 4, [Math.max(1, v.TM / 4), 2, 1]), TN4 };
+  }
   if (pass === "weight_grad") {
     const TMV = largestDivisor(s.CI / 4, [Math.max(1, v.TM / 4), 2, 1]);
     return { ...v, TM: 4 * TMV, TN4: largestDivisor(s.CO / 4, [v.TN4, 2, 1]) };
@@ -183,6 +206,7 @@ export function variantUnfit(v: KernelVariant, limits: Record<string, number>): 
     limits.maxComputeWorkgroupSizeX ?? 256,
   );
   if (v.kind === "register") return v.WG > maxInv ? `${v.WG} invocations > ${maxInv}` : undefined;
+  if (v.kind === "winograd") return v.MT !== 2 && v.MT !== 4 ? `tile ${v.MT} is not 2 or 4` : undefined;
   if (v.TM % 4 || v.BM % v.TM || (v.BN / 4) % v.TN4 || v.BK % 4) return "inconsistent tile";
   const size = tiledWorkgroupSize(v), bytes = tiledWorkgroupBytes(v);
   if (size > maxInv) return `${size} invocations > ${maxInv}`;
@@ -205,20 +229,24 @@ export function variantProblem(
   s: ConvShape,
   limits: Record<string, number>,
 ): string | undefined {
-  const sizes = v.kind === "register" ? { TM: v.TM, TN: 4 * v.TN4, WG: v.WG } : {
-    BM: v.BM,
-    BN: v.BN,
-    BK: v.BK,
-    TM: v.TM,
-    TN: 4 * v.TN4,
-  };
+  const sizes = v.kind === "register"
+    ? { TM: v.TM, TN: 4 * v.TN4, WG: v.WG }
+    : v.kind === "winograd"
+    ? { MT: v.MT, TM: v.TM, TN: 4 * v.TN4 }
+    : {
+      BM: v.BM,
+      BN: v.BN,
+      BK: v.BK,
+      TM: v.TM,
+      TN: 4 * v.TN4,
+    };
   const bad = Object.entries(sizes).filter(([, x]) => !Number.isSafeInteger(x) || x < 1);
   if (bad.length) return `${bad.map(([k, x]) => `${k}=${x}`).join(", ")}: sizes must be positive integers`;
-  if (v.kind === "register" && (v.TM > MAX_REGISTER_BLOCK || 4 * v.TN4 > MAX_REGISTER_BLOCK)) {
+  if (v.kind !== "tiled" && (v.TM > MAX_REGISTER_BLOCK || 4 * v.TN4 > MAX_REGISTER_BLOCK)) {
     return `a ${v.TM}x${4 * v.TN4} register block is larger than the register kernels hold ` +
       `(at most ${MAX_REGISTER_BLOCK}x${MAX_REGISTER_BLOCK})`;
   }
-  if (v.kind === "register" && pass === "weight_grad" && v.TM % 4) {
+  if (v.kind !== "tiled" && pass === "weight_grad" && v.TM % 4) {
     return `TM=${v.TM}: the weight gradient's register block takes a multiple of 4 input channels`;
   }
   if (v.kind === "tiled" && (v.BM % 4 || v.BN % 4)) return "inconsistent tile (BM and BN are multiples of 4)";
@@ -258,7 +286,14 @@ export function candidateVariants(pass: ConvPass, limits: Record<string, number>
     tl(128, 128, 8, 8, 2, 2),
     tl(128, 128, 16, 8, 2, 1),
   ];
-  return [...regs, ...tiled].filter((v) => variantUnfit(v, limits) === undefined);
+  const wino: KernelVariant[] = pass === "weight_grad"
+    ? [{ kind: "winograd", MT: 2, TM: 8, TN4: 4 }, { kind: "winograd", MT: 4, TM: 8, TN4: 4 }]
+    : [
+      { kind: "winograd", MT: 2, TM: 8, TN4: 2 },
+      { kind: "winograd", MT: 4, TM: 8, TN4: 2 },
+      { kind: "winograd", MT: 4, TM: 4, TN4: 4 },
+    ];
+  return [...regs, ...tiled, ...wino].filter((v) => variantUnfit(v, limits) === undefined);
 }
 
 type Binding = GPUBuffer | GPUBufferBinding;
@@ -306,6 +341,9 @@ export function convForwardWith(
   checkShape(s);
   const { HO, WO } = outSize(s);
   v = fitVariant(v, "forward", s);
+  if (v.kind === "winograd") {
+    return withVariant(sequence(name, winogradConv(gpu, p, s, a, v, false, name)), v);
+  }
   if (v.kind === "tiled") return convForwardTiled(gpu, p, s, a, v, name);
   const { TM, TN4, WG } = v;
   const threads = Math.ceil((s.N * HO * WO) / TM) * (s.CO / 4 / TN4);
@@ -319,6 +357,28 @@ export type VariantOp = Op & { variant?: string };
 
 function withVariant(op: Op, v: KernelVariant): VariantOp {
   return Object.assign(op, { variant: variantId(v) });
+}
+
+/** Ops run back to back as one (dispatches in a pass are ordered: each sees the writes of the ones before). */
+function sequence(name: string, ops: Op[]): Op {
+  return {
+    name,
+    encode: (pass) => ops.forEach((o) => o.encode(pass)),
+    warm: (pass) => ops.forEach((o) => o.warm(pass)),
+  };
+}
+
+/**
+ * Multiplies a pass of a layer does with the variant `id` (the bench): T^2 per tile and channel pair for a
+ * Winograd variant that ran, else the direct convolution's KH*KW per output and channel pair.
+ */
+export function convMultiplies(s: ConvShape, pass: ConvPass, id: string | null): number {
+  const v = id ? parseVariantId(id) : undefined;
+  if (v?.kind === "winograd") {
+    const ws = pass === "input_grad" ? transposedShape(s) : s;
+    return winogradMultiplies(ws, v.MT);
+  }
+  return convFlops(s) / 2;
 }
 
 function checkTiled(gpu: Gpu, t: TiledVariant, name: string) {
@@ -394,8 +454,14 @@ export function convInputGradWith(
   checkShape(s);
   const ts = transposedShape(s);
   const count = s.KH * s.KW * s.CI * s.CO;
-  const wt = gpu.buffer(count * 4, `${name}.wt`);
   const zero = gpu.buffer(s.CI * 4, `${name}.zero_bias`); // buffers start zeroed
+  v = fitVariant(v, "input_grad", ts);
+  if (v.kind === "winograd") {
+    // the filter transform reads w flipped and transposed (no conv_transpose pass)
+    const ops = winogradConv(gpu, p, ts, { x: a.dy, w: a.w, b: zero, y: a.dx }, v, true, name);
+    return [withVariant(sequence(name, ops), v)];
+  }
+  const wt = gpu.buffer(count * 4, `${name}.wt`);
   const t = groups(gpu, count, WG);
   const tpipe = gpu.pipeline("conv_transpose.wgsl", "conv_transpose", {
     CI: s.CI,
@@ -459,6 +525,14 @@ export function convWeightGradWith(
 ): Op[] {
   checkShape(s);
   v = fitVariant(v, "weight_grad", s);
+  if (v.kind === "winograd") {
+    const ops = winogradWeightGrad(gpu, p, s, { x: a.x, dy: a.dy, dw: a.dw }, v, name);
+    const { HO, WO } = outSize(s);
+    const bias = a.db
+      ? biasGrad(gpu, p, { dy: a.dy, db: a.db, M: s.N * HO * WO, C: s.CO }, o.WG, `${name}.b`)
+      : [];
+    return [withVariant(sequence(`${name}.w`, ops), v), ...bias];
+  }
   const WG = o.WG ?? DEFAULT_TILES.WG, splitTarget = o.splitTarget ?? DEFAULT_TILES.splitTarget;
   const { HO, WO } = outSize(s);
   const ops: Op[] = [];

@@ -10,6 +10,7 @@ import { parseCommandLine, type RunOptions, UsageError } from "./cli.ts";
 import type { BaseHyp } from "./hyp.ts";
 import { type ConvTiles, DEFAULT_TILES, tilesFor } from "./conv.ts";
 import {
+  cpuDefaultOf,
   fallbackOf,
   gpuTimeFn,
   kernelsHash,
@@ -246,7 +247,8 @@ export async function tuneSession(
     isCpu: gpu.adapter.isCpu,
     time: gpuTimeFn(gpu, { tiles }),
     limits,
-    fallback: fallbackOf(tiles),
+    // CPU adapters without a cached choice: the measured defaults (Winograd), except --tune off (direct)
+    fallback: gpu.adapter.isCpu && mode !== "off" ? cpuDefaultOf(tiles) : fallbackOf(tiles),
     say: quiet ? undefined : (l) => console.error(l),
     warn: (l) => console.error(`warning: ${l}`),
   });

@@ -32,6 +32,7 @@ import {
   transposedShape,
   variantId,
   variantProblem,
+  winogradShape,
 } from "./conv.ts";
 import { type AdapterReport, type Gpu, includesOf, type Op, type Precision, warmUp } from "./gpu.ts";
 import type { Graph } from "./nn.ts";
@@ -94,6 +95,7 @@ export const KERNEL_FILES = [
   "conv_wgrad.wgsl",
   "conv_wgrad_tiled.wgsl",
   "reduce_splits.wgsl",
+  "winograd.wgsl",
 ];
 
 const HERE = import.meta.url.startsWith("file:") ? dirname(fileURLToPath(import.meta.url)) : "";
@@ -364,12 +366,13 @@ export async function tuneNetwork(
       r = await tuner.choose(job);
       memo.set(k, r);
     }
-    const fitted = fitVariant(
-      r.variant,
-      job.pass,
-      job.pass === "input_grad" ? transposedShape(job.shape) : job.shape,
-    );
-    if (r.source !== "default") choices[`${label}|${job.pass}`] = r.variant;
+    const s = job.pass === "input_grad" ? transposedShape(job.shape) : job.shape;
+    const fitted = fitVariant(r.variant, job.pass, s);
+    // a default that is not the tiles' own (cpuDefaultOf) is a choice too
+    const plain = fitVariant(defaultVariant(tiles, job.pass, s), job.pass, s);
+    if (r.source !== "default" || variantId(fitted) !== variantId(plain)) {
+      choices[`${label}|${job.pass}`] = r.variant;
+    }
     (record[label] ??= {})[job.pass] = {
       variant: variantId(fitted),
       source: r.source,
@@ -421,6 +424,29 @@ export function fallbackOf(tiles: ConvTiles): (job: TuneJob) => KernelVariant {
   return (job) => {
     const s = job.pass === "input_grad" ? transposedShape(job.shape) : job.shape;
     return fitVariant(defaultVariant(tiles, job.pass, s), job.pass, s);
+  };
+}
+
+/**
+ * What lavapipe measured fastest for the 3x3 "same" convolutions (README, "Winograd"): F(4x4,3x3) in every pass.
+ */
+const CPU_WINOGRAD: Record<ConvPass, KernelVariant> = {
+  forward: { kind: "winograd", MT: 4, TM: 8, TN4: 2 },
+  input_grad: { kind: "winograd", MT: 4, TM: 8, TN4: 2 },
+  weight_grad: { kind: "winograd", MT: 4, TM: 8, TN4: 4 },
+};
+
+/**
+ * The default of a job without tuning on a CPU adapter under --tune auto: CPU_WINOGRAD for the 3x3 "same"
+ * convolutions, the tiles' default (fallbackOf) for the others. --tune off keeps fallbackOf everywhere (the
+ * direct kernels, and their bits).
+ */
+export function cpuDefaultOf(tiles: ConvTiles): (job: TuneJob) => KernelVariant {
+  const direct = fallbackOf(tiles);
+  return (job) => {
+    if (!winogradShape(job.shape)) return direct(job);
+    const s = job.pass === "input_grad" ? transposedShape(job.shape) : job.shape;
+    return fitVariant(CPU_WINOGRAD[job.pass], job.pass, s);
   };
 }
 

@@ -218,7 +218,10 @@ function checkVariants(
 // memory, so even the 128x128 tiles run here), each pass's list walked in step, on each odd shape.
 {
   const limits = { maxComputeWorkgroupStorageSize: 32768, maxComputeInvocationsPerWorkgroup: 1024 };
-  const fwd = candidateVariants("forward", limits), igr = candidateVariants("input_grad", limits);
+  // (the Winograd candidates: tests/winograd_test.ts, with their own shapes and tolerance)
+  const direct = (v: KernelVariant) => v.kind !== "winograd";
+  const fwd = candidateVariants("forward", limits).filter(direct);
+  const igr = candidateVariants("input_grad", limits).filter(direct);
   const wgr = candidateVariants("weight_grad", limits);
   const n = Math.max(fwd.length, igr.length, wgr.length);
   const workgroupBytes = (await testGpu()).device.limits.maxComputeWorkgroupStorageSize;
