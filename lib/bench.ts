@@ -63,7 +63,8 @@ const USAGE =
   '                       [--log-dir logs] [--tune auto|off|force] [--report [--report-args="..."]]\n' +
   "  --full   more repeats, a larger matmul probe, f16 steps on CPU adapters too\n" +
   "  --json   print only the JSON\n" +
-  "  --tune   conv kernel variants as in main.ts: auto (tune on GPUs, cached), off (defaults), force\n" +
+  "  --tune   conv kernel variants as in main.ts: auto (tune on GPUs, cached; CPU adapters: Winograd for 3x3),\n" +
+  "           off (the direct kernels), force (time every candidate now)\n" +
   "  --report --full, then one timed training run of the experiment (--runs 1 and --report-args), and\n" +
   "           logs/gpu-report-*.json: adapter, variants, bench, run times, accuracy, img/s, GFLOP/s per layer";
 
