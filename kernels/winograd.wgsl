@@ -16,9 +16,12 @@
 // chunk, rows past P hold the previous chunk's values: computed, never stored. The transformed tensors stay
 // f32 whatever `act` is. Every sum has a fixed order: deterministic.
 // Constants injected by lib/winograd.ts: N H W CI CO (shape of the convolution computed), MT (2 or 4), T, TH TW
-// (tiles per column and row), P, PC (tiles per chunk), FLIP (wino_filter: 1 reads w as the forward layer's HWIO [3][3][CO][CI] and
-// computes with it flipped in space and transposed in channels: the input gradient), TM TN4 (GEMM block), WG
-// NWX (grid). The transforms are written out for both tile sizes; arrays have room for T = 6.
+// (tiles per column and row), P, PC (tiles per chunk), FLIP (wino_filter: 1 reads w as the forward layer's
+// HWIO [3][3][CO][CI], flipped in space and transposed in channels: the input gradient), TM TN4 (GEMM block),
+// TMV TMV4 (wino_wgemm's block of input channels), WG (workgroup size). The transforms are written out for both
+// tile sizes; arrays have room for T = 6.
+
+// #include "shared/grid.wgsl"
 
 const CI4: u32 = CI / 4u;
 const CO4: u32 = CO / 4u;
@@ -77,9 +80,6 @@ fn at(a: array<vec4f, 6>) -> array<vec4f, 4> {
   return r;
 }
 
-fn tid_of(gid: vec3u) -> u32 {
-  return gid.x + gid.y * (NWX * WG);
-}
 
 // ---------------------------------------------------------------------------------------------------------
 // Filter transform: one invocation per (input channel, 4 output channels).
@@ -97,8 +97,8 @@ fn filter_tap(tap: u32, ci: u32, co4: u32) -> vec4f {
 }
 
 @compute @workgroup_size(WG)
-fn wino_filter(@builtin(global_invocation_id) gid: vec3u) {
-  let tid = tid_of(gid);
+fn wino_filter(ids: GridIds) {
+  let tid = grid_index(ids, WG);
   if (tid >= CI * CO4) {
     return;
   }
@@ -124,8 +124,8 @@ fn wino_filter(@builtin(global_invocation_id) gid: vec3u) {
 @group(0) @binding(2) var<uniform> ichunk: vec4u;                    // x: the chunk's first tile
 
 @compute @workgroup_size(WG)
-fn wino_input(@builtin(global_invocation_id) gid: vec3u) {
-  let tid = tid_of(gid);
+fn wino_input(ids: GridIds) {
+  let tid = grid_index(ids, WG);
   let pl = tid / CI4;
   let p = ichunk.x + pl;
   if (tid >= PC * CI4 || p >= P) {
@@ -169,10 +169,10 @@ fn wino_input(@builtin(global_invocation_id) gid: vec3u) {
 @group(0) @binding(2) var<storage, read_write> gm: array<vec4f>;    // [T*T][PC][CO]
 
 @compute @workgroup_size(WG)
-fn wino_gemm(@builtin(global_invocation_id) gid: vec3u) {
+fn wino_gemm(ids: GridIds) {
   const CB: u32 = CO4 / TN4;
   const MB: u32 = (PC + TM - 1u) / TM;
-  let tid = tid_of(gid);
+  let tid = grid_index(ids, WG);
   if (tid >= TT * MB * CB) {
     return;
   }
@@ -219,8 +219,8 @@ fn wino_gemm(@builtin(global_invocation_id) gid: vec3u) {
 @group(0) @binding(3) var<uniform> ochunk: vec4u;                    // x: the chunk's first tile
 
 @compute @workgroup_size(WG)
-fn wino_output(@builtin(global_invocation_id) gid: vec3u) {
-  let tid = tid_of(gid);
+fn wino_output(ids: GridIds) {
+  let tid = grid_index(ids, WG);
   let pl = tid / CO4;
   let p = ochunk.x + pl;
   if (tid >= PC * CO4 || p >= P) {
@@ -300,8 +300,8 @@ fn gtt(a: array<vec4f, 6>) -> array<vec4f, 3> {
 
 // One invocation per (tile, 4 output channels).
 @compute @workgroup_size(WG)
-fn wino_dy(@builtin(global_invocation_id) gid: vec3u) {
-  let tid = tid_of(gid);
+fn wino_dy(ids: GridIds) {
+  let tid = grid_index(ids, WG);
   let pl = tid / CO4;
   let p = dchunk.x + pl;
   if (tid >= PC * CO4 || p >= P) {
@@ -342,10 +342,10 @@ fn wino_dy(@builtin(global_invocation_id) gid: vec3u) {
 
 // dU[t] (+)= V[t]^T dMo[t] over the chunk's tiles; each invocation 4*TMV input x 4*TN4 output channels of one t.
 @compute @workgroup_size(WG)
-fn wino_wgemm(@builtin(global_invocation_id) gid: vec3u) {
+fn wino_wgemm(ids: GridIds) {
   const CB: u32 = CO4 / TN4;
   const RB: u32 = CI4 / TMV;
-  let tid = tid_of(gid);
+  let tid = grid_index(ids, WG);
   if (tid >= TT * RB * CB) {
     return;
   }
@@ -387,8 +387,8 @@ fn wino_wgemm(@builtin(global_invocation_id) gid: vec3u) {
 
 // dw = G^T dU G; one invocation per (input channel, 4 output channels).
 @compute @workgroup_size(WG)
-fn wino_dfilter(@builtin(global_invocation_id) gid: vec3u) {
-  let tid = tid_of(gid);
+fn wino_dfilter(ids: GridIds) {
+  let tid = grid_index(ids, WG);
   if (tid >= CI * CO4) {
     return;
   }

@@ -378,7 +378,8 @@ export function convMultiplies(s: ConvShape, pass: ConvPass, id: string | null):
     const ws = pass === "input_grad" ? transposedShape(s) : s;
     return winogradMultiplies(ws, v.MT);
   }
-  return convFlops(s) / 2;
+  const { HO, WO } = outSize(s);
+  return s.N * HO * WO * s.KH * s.KW * s.CI * s.CO;
 }
 
 function checkTiled(gpu: Gpu, t: TiledVariant, name: string) {

@@ -67,9 +67,8 @@ function baseConsts(s: WinogradShape, MT: WinogradTile, PC: number) {
   return { ...shape, MT, T: MT + 2, TH, TW, P, PC, WG, FLIP: 0, TM: 1, TN4: 1, TMV: 1, TMV4: 4 };
 }
 
-function grid(gpu: Gpu, threads: number): { grid: [number, number]; NWX: number } {
-  const g = grid2d(Math.ceil(threads / WG), gpu.device.limits.maxComputeWorkgroupsPerDimension);
-  return { grid: g, NWX: g[0] };
+function grid(gpu: Gpu, threads: number): { grid: [number, number] } {
+  return { grid: grid2d(Math.ceil(threads / WG), gpu.device.limits.maxComputeWorkgroupsPerDimension) };
 }
 
 /**
@@ -102,10 +101,10 @@ export function winogradConv(
   const gi = grid(gpu, PC * (s.CI / 4));
   const gg = grid(gpu, T * T * Math.ceil(PC / v.TM) * (s.CO / 4 / TN4));
   const go = grid(gpu, PC * (s.CO / 4));
-  const pf = gpu.pipeline("winograd.wgsl", "wino_filter", { ...base, FLIP: flip ? 1 : 0, NWX: gf.NWX });
-  const pi = gpu.pipeline("winograd.wgsl", "wino_input", { ...base, NWX: gi.NWX }, p);
-  const pg = gpu.pipeline("winograd.wgsl", "wino_gemm", { ...base, NWX: gg.NWX, TM: v.TM, TN4 });
-  const po = gpu.pipeline("winograd.wgsl", "wino_output", { ...base, NWX: go.NWX }, p);
+  const pf = gpu.pipeline("winograd.wgsl", "wino_filter", { ...base, FLIP: flip ? 1 : 0 });
+  const pi = gpu.pipeline("winograd.wgsl", "wino_input", { ...base }, p);
+  const pg = gpu.pipeline("winograd.wgsl", "wino_gemm", { ...base, TM: v.TM, TN4 });
+  const po = gpu.pipeline("winograd.wgsl", "wino_output", { ...base }, p);
   const ops = [dispatch(gpu, `${name}.wino_filter`, pf, [a.w, u], gf.grid)];
   for (let c = 0; c < chunks; c++) {
     const first = gpu.uniform(Uint32Array.of(c * PC, 0, 0, 0), `${name}.wino_chunk${c}`);
@@ -146,16 +145,15 @@ export function winogradWeightGrad(
   const du = gpu.buffer(T * T * s.CI * s.CO * 4, `${name}.wino_du`);
   const gi = grid(gpu, PC * (s.CI / 4)), gd = grid(gpu, PC * (s.CO / 4));
   const gw = grid(gpu, T * T * (s.CI / 4 / TMV) * (s.CO / 4 / TN4)), gf = grid(gpu, s.CI * (s.CO / 4));
-  const pi = gpu.pipeline("winograd.wgsl", "wino_input", { ...base, NWX: gi.NWX }, p);
-  const pd = gpu.pipeline("winograd.wgsl", "wino_dy", { ...base, NWX: gd.NWX }, p);
+  const pi = gpu.pipeline("winograd.wgsl", "wino_input", { ...base }, p);
+  const pd = gpu.pipeline("winograd.wgsl", "wino_dy", { ...base }, p);
   const pw = gpu.pipeline("winograd.wgsl", "wino_wgemm", {
     ...base,
-    NWX: gw.NWX,
     TN4,
     TMV,
     TMV4: 4 * TMV,
   });
-  const pf = gpu.pipeline("winograd.wgsl", "wino_dfilter", { ...base, NWX: gf.NWX });
+  const pf = gpu.pipeline("winograd.wgsl", "wino_dfilter", { ...base });
   const ops: Op[] = [];
   for (let c = 0; c < chunks; c++) {
     const chunk = gpu.uniform(Uint32Array.of(c * PC, c === 0 ? 1 : 0, 0, 0), `${name}.wino_chunk${c}`);
