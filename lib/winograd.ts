@@ -71,6 +71,14 @@ function grid(gpu: Gpu, threads: number): { grid: [number, number] } {
   return { grid: grid2d(Math.ceil(threads / WG), gpu.device.limits.maxComputeWorkgroupsPerDimension) };
 }
 
+/** The tile size (MT outputs, T = MT + 2 inputs) and the chunking of a layer; channels must be vec4s. */
+function tiling(s: WinogradShape, v: WinogradVariant, chunkBytes: number, name: string) {
+  if (s.CI % 4 || s.CO % 4) {
+    throw new Error(`${name}: channels must be multiples of 4 (CI=${s.CI}, CO=${s.CO})`);
+  }
+  return { MT: v.MT, T: v.MT + 2, ...winogradChunks(s, v.MT, chunkBytes) };
+}
+
 /**
  * The ops of y = conv3x3_same(x, w) + b with F(MT x MT, 3 x 3): the filter transform, then per chunk of tiles
  * the input transform, the GEMMs and the output transform. `flip`: w is the forward layer's HWIO
@@ -87,11 +95,7 @@ export function winogradConv(
   name: string,
   chunkBytes = WINOGRAD_CHUNK_BYTES,
 ): Op[] {
-  if (s.CI % 4 || s.CO % 4) {
-    throw new Error(`${name}: channels must be multiples of 4 (CI=${s.CI}, CO=${s.CO})`);
-  }
-  const MT = v.MT, T = MT + 2;
-  const { PC, chunks } = winogradChunks(s, MT, chunkBytes);
+  const { MT, T, PC, chunks } = tiling(s, v, chunkBytes, name);
   const TN4 = [v.TN4, 2, 1].find((c) => (s.CO / 4) % c === 0)!;
   const base = baseConsts(s, MT, PC);
   const u = gpu.buffer(T * T * s.CI * s.CO * 4, `${name}.wino_u`);
@@ -132,11 +136,7 @@ export function winogradWeightGrad(
   name: string,
   chunkBytes = WINOGRAD_CHUNK_BYTES,
 ): Op[] {
-  if (s.CI % 4 || s.CO % 4) {
-    throw new Error(`${name}: channels must be multiples of 4 (CI=${s.CI}, CO=${s.CO})`);
-  }
-  const MT = v.MT, T = MT + 2;
-  const { PC, chunks } = winogradChunks(s, MT, chunkBytes);
+  const { MT, T, PC, chunks } = tiling(s, v, chunkBytes, name);
   const TMV = [v.TM / 4, 2, 1].find((c) => (s.CI / 4) % c === 0)!;
   const TN4 = [v.TN4, 2, 1].find((c) => (s.CO / 4) % c === 0)!;
   const base = baseConsts(s, MT, PC);

@@ -17,7 +17,7 @@ import { StepSlots, StepTable, submitSteps } from "../lib/steps.ts";
 import { TrainStep } from "../lib/train.ts";
 import { Flatten, GlobalMaxPool, Linear } from "../lib/layers.ts";
 import { hyp, makeNet, optimizers, plan } from "../experiments/airbench94_muon.ts";
-import { runDeno, writeDataset } from "./synthetic.ts";
+import { trainTinyEndToEnd } from "./synthetic.ts";
 import { assertClose, freshSeed, randn, testGpu, testRng, toInput } from "./util.ts";
 
 const FIXTURES = join(fileURLToPath(new URL(".", import.meta.url)), "fixtures");
@@ -142,20 +142,7 @@ Deno.test("Muon through the seam: a Linear weight ([out][in] storage) matches th
 Deno.test("experiments/airbench94_muon.ts trains a tiny net end to end and saves CifarNet-named weights", async () => {
   const dir = await Deno.makeTempDir({ prefix: "airbench94-muon-e2e-" });
   try {
-    const data = join(dir, "data"), weights = join(dir, "w.safetensors"), logDir = join(dir, "logs");
-    await writeDataset(data, 200, testRng(99));
-    const r = await runDeno([
-      "run",
-      "-A",
-      "experiments/airbench94_muon.ts",
-      ...["--data", data, "--verify", "false", "--runs", "1", "--widths", "8,8,8", "--epochs", "1.5"],
-      ...["--batch-size", "50", "--tta", "0", "--seed", "3", "--quiet", "--log-dir", logDir],
-      ...["--save-weights", weights],
-    ]);
-    assert.equal(r.code, 0, `airbench94_muon.ts failed:\n${r.stderr}\n${r.stdout}`);
-    const files = [...Deno.readDirSync(logDir)].map((e) => e.name).filter((n) => n.endsWith(".json"));
-    assert.equal(files.length, 1);
-    const log = JSON.parse(Deno.readTextFileSync(join(logDir, files[0])));
+    const { log, weights } = await trainTinyEndToEnd("experiments/airbench94_muon.ts", dir);
     assert.equal(log.status, "done");
     assert.equal(log.experiment, "experiments/airbench94_muon.ts");
     assert.equal(log.config.opt.muon_lr, 0.24);

@@ -12,8 +12,8 @@ import { getF32, loadSafetensors } from "../lib/safetensors.ts";
 import { StepTable, submitSteps } from "../lib/steps.ts";
 import { TrainStep } from "../lib/train.ts";
 import { hyp, makeNet } from "../experiments/airbench94.ts";
-import { runDeno, writeDataset } from "./synthetic.ts";
-import { assertClose, fixtureSgd, sgdSteps, testGpu, testRng, toInput } from "./util.ts";
+import { trainTinyEndToEnd } from "./synthetic.ts";
+import { assertClose, fixtureSgd, sgdSteps, testGpu, toInput } from "./util.ts";
 import { inGroup } from "../lib/optim.ts";
 
 const FIXTURES = join(fileURLToPath(new URL(".", import.meta.url)), "fixtures");
@@ -98,20 +98,7 @@ Deno.test("airbench94 (BatchNorm) net matches PyTorch: train/eval logits, loss, 
 Deno.test("experiments/airbench94.ts trains a tiny BatchNorm net end to end and saves PyTorch-named weights", async () => {
   const dir = await Deno.makeTempDir({ prefix: "airbench94-e2e-" });
   try {
-    const data = join(dir, "data"), weights = join(dir, "w.safetensors"), logDir = join(dir, "logs");
-    await writeDataset(data, 200, testRng(99));
-    const r = await runDeno([
-      "run",
-      "-A",
-      "experiments/airbench94.ts",
-      ...["--data", data, "--verify", "false", "--runs", "1", "--widths", "8,8,8", "--epochs", "1.5"],
-      ...["--batch-size", "50", "--tta", "0", "--seed", "3", "--quiet", "--log-dir", logDir],
-      ...["--save-weights", weights],
-    ]);
-    assert.equal(r.code, 0, `airbench94.ts failed:\n${r.stderr}\n${r.stdout}`);
-    const files = [...Deno.readDirSync(logDir)].map((e) => e.name).filter((n) => n.endsWith(".json"));
-    assert.equal(files.length, 1);
-    const log = JSON.parse(Deno.readTextFileSync(join(logDir, files[0])));
+    const { log, weights } = await trainTinyEndToEnd("experiments/airbench94.ts", dir);
     assert.equal(log.status, "done");
     assert.equal(log.experiment, "experiments/airbench94.ts");
     assert.equal(log.config.opt.bias_scaler, 64);

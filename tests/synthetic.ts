@@ -3,6 +3,7 @@
 
 import { join } from "node:path";
 import { ROOT } from "../lib/runlog.ts";
+import { testRng } from "./util.ts";
 
 /** `deno ARGS` in the project root; stdout and stderr collected. */
 export async function runDeno(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
@@ -40,4 +41,29 @@ export async function writeDataset(dir: string, perBatch: number, rand: () => nu
     await Deno.writeFile(join(dir, `data_batch_${b}.bin`), makeBatch(perBatch, rand));
   }
   await Deno.writeFile(join(dir, "test_batch.bin"), makeBatch(perBatch, rand));
+}
+
+/**
+ * Train an experiment file end to end on a synthetic set (widths 8,8,8, 200 images a batch, 1.5 epochs of
+ * batch 50: 30 steps, TTA off, seed 3) in `dir`; returns its one log and the path of its weights.
+ */
+export async function trainTinyEndToEnd(
+  file: string,
+  dir: string,
+  // deno-lint-ignore no-explicit-any
+): Promise<{ log: any; weights: string }> {
+  const data = join(dir, "data"), weights = join(dir, "w.safetensors"), logDir = join(dir, "logs");
+  await writeDataset(data, 200, testRng(99));
+  const r = await runDeno([
+    "run",
+    "-A",
+    file,
+    ...["--data", data, "--verify", "false", "--runs", "1", "--widths", "8,8,8", "--epochs", "1.5"],
+    ...["--batch-size", "50", "--tta", "0", "--seed", "3", "--quiet", "--log-dir", logDir],
+    ...["--save-weights", weights],
+  ]);
+  if (r.code !== 0) throw new Error(`${file} failed:\n${r.stderr}\n${r.stdout}`);
+  const files = [...Deno.readDirSync(logDir)].map((e) => e.name).filter((n) => n.endsWith(".json"));
+  if (files.length !== 1) throw new Error(`${file}: ${files.length} logs, expected 1`);
+  return { log: JSON.parse(Deno.readTextFileSync(join(logDir, files[0]))), weights };
 }
