@@ -43,10 +43,10 @@ from torch_reference_train import (  # noqa: E402
     evaluate,
     init_whitening_conv,
     load_cifar,
-    logging_columns_list,
+    load_train_data,
     normalize,
-    print_columns,
     print_training_details,
+    run_trials,
     triangle,
     write_json,
 )
@@ -330,21 +330,12 @@ def train(argv):
     args = p.parse_args(argv)
     args.widths = tuple(int(w) for w in args.widths.split(","))
     torch.set_num_threads(args.threads)
-    train_images, train_labels, test_images, test_labels = load_cifar(args.data_dir)
-    if args.train_n is not None:
-        train_images, train_labels = train_images[: args.train_n], train_labels[: args.train_n]
-    data = (train_images, train_labels, test_images, test_labels)
+    data = load_train_data(args.data_dir, args.train_n)
+    train_images = data[0]
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, train {len(train_images)}, "
           f"widths {args.widths}, epochs {args.epochs}, batch {args.batch_size}, lr {args.lr}, "
           f"wd {args.weight_decay}, bias_scaler {args.bias_scaler}, bn momentum {args.batchnorm_momentum}, tta {args.tta}")
-    print_columns(logging_columns_list, is_head=True)
-    results, wall = [], []
-    for run in range(args.runs):
-        t0 = time.perf_counter()
-        results.append(train_run(run, args, data))
-        wall.append(time.perf_counter() - t0)
-    accs = torch.tensor([r["tta_val_acc"] for r in results], dtype=torch.float64)
-    mean, std = accs.mean().item(), (accs.std().item() if len(accs) > 1 else 0.0)
+    results, accs, mean, std, wall = run_trials(args, data, train_run)
     print("Mean: %.4f Std: %.4f  (tta level %d, %d runs)" % (mean, std, args.tta, len(accs)))
     out = {
         "command": "/usr/bin/python3 tests/torch_bn.py train " + " ".join(argv),

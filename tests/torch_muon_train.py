@@ -53,10 +53,10 @@ from torch_reference_train import (  # noqa: E402
     evaluate,
     init_whitening_conv,
     load_cifar,
-    logging_columns_list,
+    load_train_data,
     normalize,
-    print_columns,
     print_training_details,
+    run_trials,
     write_json,
 )
 from torch_score import load_state_dict_file  # noqa: E402
@@ -287,22 +287,14 @@ def parse_train_args(argv):
 def train(argv):
     args = parse_train_args(argv)
     torch.set_num_threads(args.threads)
-    train_images, train_labels, test_images, test_labels = load_cifar(args.data_dir)
-    if args.train_n is not None:
-        train_images, train_labels = train_images[: args.train_n], train_labels[: args.train_n]
-    data = (train_images, train_labels, test_images, test_labels)
+    data = load_train_data(args.data_dir, args.train_n)
+    train_images = data[0]
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, train {len(train_images)}, "
           f"widths {args.widths}, epochs {args.epochs}, batch {args.batch_size}, lrs bias {args.bias_lr} head "
           f"{args.head_lr} muon {args.muon_lr}, wd {args.weight_decay}, tta {args.tta}")
-    print_columns(logging_columns_list, is_head=True)
-    results, wall = [], []
-    for run in range(args.runs):
-        t0 = time.perf_counter()
-        results.append(train_run(run, args, data))
-        wall.append(time.perf_counter() - t0)
-        results[-1]["wall_time_s"] = wall[-1]
-    accs = torch.tensor([r["tta_val_acc"] for r in results], dtype=torch.float64)
-    mean, std = accs.mean().item(), (accs.std().item() if len(accs) > 1 else 0.0)
+    results, accs, mean, std, wall = run_trials(args, data, train_run)
+    for r, w in zip(results, wall):
+        r["wall_time_s"] = w
     print("Mean: %.4f Std: %.4f  (tta level %d, %d runs, %.1f s wall per run)" % (
         mean, std, args.tta, len(accs), sum(wall) / len(wall)))
     out = {

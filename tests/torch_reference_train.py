@@ -377,6 +377,28 @@ def write_json(path, obj):
 # Training
 
 
+def load_train_data(data_dir, train_n):
+    """CIFAR-10 as (train images, train labels, test images, test labels), the training set cut to train_n."""
+    train_images, train_labels, test_images, test_labels = load_cifar(data_dir)
+    if train_n is not None:
+        train_images, train_labels = train_images[:train_n], train_labels[:train_n]
+    return train_images, train_labels, test_images, test_labels
+
+
+def run_trials(args, data, train_run):
+    """The table header, then args.runs calls of train_run(run, args, data). Returns the results, their TTA
+    accuracies (float64), the mean, the std (0 for one run) and each run's wall seconds."""
+    print_columns(logging_columns_list, is_head=True)
+    results, wall = [], []
+    for run in range(args.runs):
+        t0 = time.perf_counter()
+        results.append(train_run(run, args, data))
+        wall.append(time.perf_counter() - t0)
+    accs = torch.tensor([r["tta_val_acc"] for r in results], dtype=torch.float64)
+    mean, std = accs.mean().item(), (accs.std().item() if len(accs) > 1 else 0.0)
+    return results, accs, mean, std, wall
+
+
 def train_run(run, args, data):
     train_images_u8, train_labels, test_images_u8, test_labels = data
     torch.manual_seed(args.seed + run)
@@ -509,25 +531,14 @@ def main(argv=None):
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     data_dir = args.data_dir or os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "data", "cifar-10-batches-bin")
-    train_images, train_labels, test_images, test_labels = load_cifar(data_dir)
-    if args.train_n is not None:
-        train_images, train_labels = train_images[: args.train_n], train_labels[: args.train_n]
-    data = (train_images, train_labels, test_images, test_labels)
+    data = load_train_data(data_dir, args.train_n)
+    train_images, test_images = data[0], data[2]
     print(
         f"torch {torch.__version__}, threads {torch.get_num_threads()}, train {len(train_images)}, "
         f"test {len(test_images)}, widths {args.widths}, epochs {args.epochs}, batch {args.batch_size}, "
         f"lr {args.lr}, momentum {args.momentum}, wd {args.weight_decay}, tta {args.tta}"
     )
-    print_columns(logging_columns_list, is_head=True)
-    results = []
-    wall = []
-    for run in range(args.runs):
-        t0 = time.perf_counter()
-        results.append(train_run(run, args, data))
-        wall.append(time.perf_counter() - t0)
-    accs = torch.tensor([r["tta_val_acc"] for r in results], dtype=torch.float64)
-    mean = accs.mean().item()
-    std = accs.std().item() if len(accs) > 1 else 0.0
+    results, accs, mean, std, wall = run_trials(args, data, train_run)
     print("Mean: %.4f Std: %.4f  (tta level %d, %d runs)" % (mean, std, args.tta, len(accs)))
     print("Seconds per run: train %.1f, wall %.1f" % (
         sum(r["train_time_s"] for r in results) / len(results), sum(wall) / len(wall)))
