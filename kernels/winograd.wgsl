@@ -116,6 +116,24 @@ fn wino_filter(ids: GridIds) {
   }
 }
 
+// The lane of invocation `tid` of a per-(tile, 4 channels) transform over the chunk that starts at tile `first`,
+// `c4s` vec4 channels per tile: the tile in the chunk (`pl`), its image and tile coordinates,
+// the channel vec4, and whether the lane has a tile (`ok`).
+struct TileLane {
+  pl: u32,
+  c4: u32,
+  tx: u32,
+  ty: u32,
+  n: u32,
+  ok: bool,
+}
+
+fn tile_lane(tid: u32, first: u32, c4s: u32) -> TileLane {
+  let pl = tid / c4s;
+  let p = first + pl;
+  return TileLane(pl, tid % c4s, p % TW, (p / TW) % TH, p / (TW * TH), tid < PC * c4s && p < P);
+}
+
 // ---------------------------------------------------------------------------------------------------------
 // Input transform: one invocation per (tile, 4 input channels).
 
@@ -125,16 +143,15 @@ fn wino_filter(ids: GridIds) {
 
 @compute @workgroup_size(WG)
 fn wino_input(ids: GridIds) {
-  let tid = grid_index(ids, WG);
-  let pl = tid / CI4;
-  let p = ichunk.x + pl;
-  if (tid >= PC * CI4 || p >= P) {
+  let lane = tile_lane(grid_index(ids, WG), ichunk.x, CI4);
+  if (!lane.ok) {
     return;
   }
-  let c4 = tid % CI4;
-  let tx = p % TW;
-  let ty = (p / TW) % TH;
-  let n = p / (TW * TH);
+  let pl = lane.pl;
+  let c4 = lane.c4;
+  let tx = lane.tx;
+  let ty = lane.ty;
+  let n = lane.n;
   let y0 = i32(ty * MT) - 1;
   let x0 = i32(tx * MT) - 1;
   var cols: array<array<vec4f, 6>, 6>; // cols[j]: B^T applied down column j of the tile
@@ -220,16 +237,15 @@ fn wino_gemm(ids: GridIds) {
 
 @compute @workgroup_size(WG)
 fn wino_output(ids: GridIds) {
-  let tid = grid_index(ids, WG);
-  let pl = tid / CO4;
-  let p = ochunk.x + pl;
-  if (tid >= PC * CO4 || p >= P) {
+  let lane = tile_lane(grid_index(ids, WG), ochunk.x, CO4);
+  if (!lane.ok) {
     return;
   }
-  let c4 = tid % CO4;
-  let tx = p % TW;
-  let ty = (p / TW) % TH;
-  let n = p / (TW * TH);
+  let pl = lane.pl;
+  let c4 = lane.c4;
+  let tx = lane.tx;
+  let ty = lane.ty;
+  let n = lane.n;
   var cols: array<array<vec4f, 4>, 6>; // cols[j]: A^T applied down column j
   for (var j = 0u; j < T; j++) {
     var col: array<vec4f, 6>;
@@ -301,16 +317,15 @@ fn gtt(a: array<vec4f, 6>) -> array<vec4f, 3> {
 // One invocation per (tile, 4 output channels).
 @compute @workgroup_size(WG)
 fn wino_dy(ids: GridIds) {
-  let tid = grid_index(ids, WG);
-  let pl = tid / CO4;
-  let p = dchunk.x + pl;
-  if (tid >= PC * CO4 || p >= P) {
+  let lane = tile_lane(grid_index(ids, WG), dchunk.x, CO4);
+  if (!lane.ok) {
     return;
   }
-  let c4 = tid % CO4;
-  let tx = p % TW;
-  let ty = (p / TW) % TH;
-  let n = p / (TW * TH);
+  let pl = lane.pl;
+  let c4 = lane.c4;
+  let tx = lane.tx;
+  let ty = lane.ty;
+  let n = lane.n;
   var cols: array<array<vec4f, 6>, 4>; // cols[j]: A applied down column j of the MT x MT tile of dy
   for (var j = 0u; j < MT; j++) {
     var col: array<vec4f, 4>;
