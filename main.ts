@@ -4,15 +4,15 @@
 // writes one JSON log under logs/ that holds this file's text, the command line and the fingerprint of every
 // library and kernel file.
 
-import { type Experiment, main, type Run } from "./lib/experiment.ts";
-import { hyperparameters, param } from "./lib/hyp.ts";
-import { Conv2d, Flatten, GELU, GlobalMaxPool, Linear, MaxPool2d, Mul } from "./lib/layers.ts";
-import { Named, Sequential } from "./lib/nn.ts";
-import { inGroup, Lookahead, type Optimizer, SGD } from "./lib/optim.ts";
-import { Rng } from "./lib/rng.ts";
-import { decoupledHyperparameters, lookaheadDecays, triangleSchedule } from "./lib/schedule.ts";
-import type { PlanStep } from "./lib/steps.ts";
-import { WHITEN_WIDTH, whiteningWeights } from "./lib/whiten.ts";
+import { type Experiment, main, type Run } from "./lib/cli/experiment.ts";
+import { hyperparameters, param } from "./lib/train/hyp.ts";
+import { Conv2d, Flatten, GELU, GlobalMaxPool, Linear, MaxPool2d, Mul } from "./lib/nn/layers.ts";
+import { Named, Sequential } from "./lib/nn/module.ts";
+import { inGroup, Lookahead, type Optimizer, SGD } from "./lib/train/optim.ts";
+import { Rng } from "./lib/data/rng.ts";
+import { decoupledHyperparameters, lookaheadDecays, triangleSchedule } from "./lib/train/schedule.ts";
+import type { PlanStep } from "./lib/gpu/steps.ts";
+import { WHITEN_WIDTH, whiteningWeights } from "./lib/data/whiten.ts";
 
 // ---------------------------------------------------------------------------------------------------------
 // Hyperparameters (the reference's defaults): each key is a flag (--key-name, or its `flag`), with its help and

@@ -7,16 +7,16 @@
 // Deviation from the recipe: Newton-Schulz runs in f32 (WGSL has no bfloat16), as the whole run does on CPU
 // adapters (f16 activations on GPUs with shader-f16, as the other experiments).
 
-import { BatchNorm2d } from "../lib/batchnorm.ts";
-import { type Experiment, main, type Run } from "../lib/experiment.ts";
-import { hyperparameters, param } from "../lib/hyp.ts";
-import { Conv2d, Flatten, GELU, GlobalMaxPool, Linear, MaxPool2d, Mul } from "../lib/layers.ts";
-import { Muon } from "../lib/muon.ts";
-import { Named, Sequential } from "../lib/nn.ts";
-import { inGroup, named, ofRank, type Optimizer, SGD } from "../lib/optim.ts";
-import { Rng } from "../lib/rng.ts";
-import type { PlanStep } from "../lib/steps.ts";
-import { WHITEN_WIDTH, whiteningWeights } from "../lib/whiten.ts";
+import { BatchNorm2d } from "../lib/nn/batchnorm.ts";
+import { type Experiment, main, type Run } from "../lib/cli/experiment.ts";
+import { hyperparameters, param } from "../lib/train/hyp.ts";
+import { Conv2d, Flatten, GELU, GlobalMaxPool, Linear, MaxPool2d, Mul } from "../lib/nn/layers.ts";
+import { Muon } from "../lib/train/muon.ts";
+import { Named, Sequential } from "../lib/nn/module.ts";
+import { inGroup, named, ofRank, type Optimizer, SGD } from "../lib/train/optim.ts";
+import { Rng } from "../lib/data/rng.ts";
+import type { PlanStep } from "../lib/gpu/steps.ts";
+import { WHITEN_WIDTH, whiteningWeights } from "../lib/data/whiten.ts";
 
 // ---------------------------------------------------------------------------------------------------------
 // Hyperparameters (the reference's defaults): each key is a flag (--key-name, or its `flag`), with its help and

@@ -1,4 +1,4 @@
-// experiments/airbench94_muon.ts: its network, optimizers (SGD + Muon through lib/optim.ts's seam) and plan
+// experiments/airbench94_muon.ts: its network, optimizers (SGD + Muon through lib/train/optim.ts's seam) and plan
 // against the PyTorch fixture tests/fixtures/net_muon.safetensors (made by `tests/torch_muon_train.py fixture`):
 // training-mode logits, loss, every gradient, parameters and running statistics after two steps (the second
 // with the whitening bias detached), eval-mode logits; Muon on a Linear weight against the float64 reference;
@@ -7,15 +7,15 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { INPUT_SHAPE, Net, NetState, ParamLayout } from "../lib/model.ts";
-import { Muon } from "../lib/muon.ts";
-import { Graph, Named } from "../lib/nn.ts";
-import { named } from "../lib/optim.ts";
+import { INPUT_SHAPE, Net, NetState, ParamLayout } from "../lib/nn/model.ts";
+import { Muon } from "../lib/train/muon.ts";
+import { Graph, Named } from "../lib/nn/module.ts";
+import { named } from "../lib/train/optim.ts";
 import { muonStepRef } from "../lib/reference/muon.ts";
-import { getF32, loadSafetensors } from "../lib/safetensors.ts";
-import { StepSlots, StepTable, submitSteps } from "../lib/steps.ts";
-import { TrainStep } from "../lib/train.ts";
-import { Flatten, GlobalMaxPool, Linear } from "../lib/layers.ts";
+import { getF32, loadSafetensors } from "../lib/io/safetensors.ts";
+import { StepSlots, StepTable, submitSteps } from "../lib/gpu/steps.ts";
+import { TrainStep } from "../lib/train/train_step.ts";
+import { Flatten, GlobalMaxPool, Linear } from "../lib/nn/layers.ts";
 import { hyp, makeNet, optimizers, plan } from "../experiments/airbench94_muon.ts";
 import { trainTinyEndToEnd } from "./synthetic.ts";
 import { assertClose, freshSeed, randn, testGpu, testRng, toInput } from "./util.ts";

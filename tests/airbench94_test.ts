@@ -6,15 +6,15 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { INPUT_SHAPE, Net, NetState, ParamLayout } from "../lib/model.ts";
-import { Graph } from "../lib/nn.ts";
-import { getF32, loadSafetensors } from "../lib/safetensors.ts";
-import { StepTable, submitSteps } from "../lib/steps.ts";
-import { TrainStep } from "../lib/train.ts";
+import { INPUT_SHAPE, Net, NetState, ParamLayout } from "../lib/nn/model.ts";
+import { Graph } from "../lib/nn/module.ts";
+import { getF32, loadSafetensors } from "../lib/io/safetensors.ts";
+import { StepTable, submitSteps } from "../lib/gpu/steps.ts";
+import { TrainStep } from "../lib/train/train_step.ts";
 import { hyp, makeNet } from "../experiments/airbench94.ts";
 import { trainTinyEndToEnd } from "./synthetic.ts";
 import { assertClose, fixtureSgd, sgdSteps, testGpu, toInput } from "./util.ts";
-import { inGroup } from "../lib/optim.ts";
+import { inGroup } from "../lib/train/optim.ts";
 
 const FIXTURES = join(fileURLToPath(new URL(".", import.meta.url)), "fixtures");
 

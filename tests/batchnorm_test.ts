@@ -1,4 +1,4 @@
-// BatchNorm2d kernels (lib/batchnorm.ts) against the float64 references, on fresh random inputs, with every
+// BatchNorm2d kernels (lib/nn/batchnorm.ts) against the float64 references, on fresh random inputs, with every
 // output poisoned with NaN first; per-channel parameters bound as 256-byte aligned sub-ranges of flat buffers
 // (and checked to stay inside them); both precisions; bit-for-bit determinism; and the backward reference
 // checked against the forward's directional derivative (no finite differences).
@@ -10,10 +10,10 @@ import {
   batchNormEvalForward,
   batchNormLimits,
   batchNormTrainForward,
-} from "../lib/batchnorm.ts";
-import { DEFAULT_TILES } from "../lib/conv.ts";
-import type { Gpu, Op, Precision } from "../lib/gpu.ts";
-import type { LayerCtx } from "../lib/nn.ts";
+} from "../lib/nn/batchnorm.ts";
+import { DEFAULT_TILES } from "../lib/nn/conv.ts";
+import type { Gpu, Op, Precision } from "../lib/gpu/gpu.ts";
+import type { LayerCtx } from "../lib/nn/module.ts";
 import {
   batchNormBackwardRef,
   batchNormEvalForwardRef,

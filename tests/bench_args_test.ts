@@ -1,10 +1,10 @@
 // deno task bench's flags: --report-args takes flags as its value (with or without "="), and a bad flag is one
-// line naming it, exit 2, before any GPU work (the same converters and checks as main.ts, lib/cli.ts).
+// line naming it, exit 2, before any GPU work (the same converters and checks as main.ts, lib/io/flags.ts).
 
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { parseBenchArgs } from "../lib/bench.ts";
-import { UsageError } from "../lib/cli.ts";
+import { parseBenchArgs } from "../lib/cli/bench.ts";
+import { UsageError } from "../lib/io/flags.ts";
 import { runDeno } from "./synthetic.ts";
 
 Deno.test("bench flags: --report-args holds flags; bad flags throw one line naming them", () => {
@@ -64,7 +64,7 @@ Deno.test("deno task bench with a bad flag, experiment, log folder or tiles: one
       ],
     ];
     for (const [args, why] of cases) {
-      const r = await runDeno(["run", "-A", "lib/bench.ts", ...args]);
+      const r = await runDeno(["run", "-A", "lib/cli/bench.ts", ...args]);
       assert.equal(r.code, 2, `${args.join(" ")}: ${r.stderr}`);
       assert.equal(r.stderr.trim().split("\n").length, 1, r.stderr);
       assert.match(r.stderr, why);

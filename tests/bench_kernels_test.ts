@@ -1,6 +1,6 @@
 // The bench's ceiling probes are kernels too: the matmul and the copy against plain references.
 
-import { copyOp, matmulOp } from "../lib/probe.ts";
+import { copyOp, matmulOp } from "../lib/gpu/probe.ts";
 import { assertClose, download, freshSeed, poisoned, randn, testGpu, testRng, upload } from "./util.ts";
 
 Deno.test("bench probes: register-blocked matmul and vec4 copy match their references", async () => {

@@ -1,4 +1,4 @@
-// The training page in a real browser: serve.ts (in this process, a free port on 127.0.0.1) with a small
+// The training page in a real browser: lib/cli/serve.ts (in this process, a free port on 127.0.0.1) with a small
 // synthetic dataset (tests/synthetic.ts, verification off) and an experiment file named as on the command line
 // (tests/fixtures/my_experiment.ts), headless Chromium opens the page with that file, a tiny configuration
 // and a test subset (test_n) in the URL and autostart, and the test waits for window.airbenchLog.status to be "done" (no
@@ -9,11 +9,11 @@
 import nodeAssert from "node:assert/strict";
 import { closeBrowser, launch, shouldRun } from "./chromium.ts";
 import { join } from "node:path";
-import { serve } from "../serve.ts";
+import { serve } from "../lib/cli/serve.ts";
 import { writeDataset } from "./synthetic.ts";
-import { Rng } from "../lib/rng.ts";
+import { Rng } from "../lib/data/rng.ts";
 
-// The keys of lib/run.ts's ExperimentLog as main.ts writes them.
+// The keys of lib/train/session.ts's ExperimentLog as main.ts writes them.
 const LOG_KEYS = [
   "experiment",
   "argv",

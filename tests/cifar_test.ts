@@ -16,9 +16,9 @@ import {
   sha256Hex,
   spriteToBatch,
   verifyBatch,
-} from "../lib/cifar.ts";
+} from "../lib/data/cifar.ts";
 import { encodePng } from "./png_encode.ts";
-import { writeTar } from "../lib/tar.ts";
+import { writeTar } from "../lib/data/tar.ts";
 
 const REC = 3073;
 const enc = new TextEncoder();
@@ -690,7 +690,7 @@ Deno.test("two processes filling one empty cache at once: one download, both cor
     const dataDir = join(dir, "data");
     const load = { dataDir, officialUrl: srv.url, npmDir: null, expectedSha: FAKE_SHA, quiet: false };
     const code = `import { loadCifar10, sha256Hex } from ${
-      JSON.stringify(new URL("../lib/cifar.ts", import.meta.url).href)
+      JSON.stringify(new URL("../lib/data/cifar.ts", import.meta.url).href)
     };
 const d = await loadCifar10(${JSON.stringify(load)});
 const h = (s) => [s.n, sha256Hex(s.images), sha256Hex(s.labels)];

@@ -23,8 +23,8 @@ import {
   tiledWorkgroupSize,
   tilesFor,
   variantId,
-} from "../lib/conv.ts";
-import type { AdapterReport, Gpu, Op, Precision } from "../lib/gpu.ts";
+} from "../lib/nn/conv.ts";
+import type { AdapterReport, Gpu, Op, Precision } from "../lib/gpu/gpu.ts";
 import { convBackwardRef, convForwardRef } from "../lib/reference/conv.ts";
 import {
   assertClose,

@@ -1,13 +1,13 @@
-// The evaluator's two ways to submit (lib/evaluate.ts): one submit per batch (GPUs) and one awaited submit per
+// The evaluator's two ways to submit (lib/train/evaluate.ts): one submit per batch (GPUs) and one awaited submit per
 // TTA view of a batch (CPU adapters, so an interrupt waits for one view), at different batch sizes, count the
 // same correct images of a random network on random images, at every TTA level; the predicted classes (the
 // page's confusion matrix) are the same either way and are what the accuracy counts.
 
 import nodeAssert from "node:assert/strict";
-import { tilesFor } from "../lib/conv.ts";
-import { Evaluator } from "../lib/evaluate.ts";
-import { initParams, INPUT_SHAPE, Net, NetState, ParamLayout } from "../lib/model.ts";
-import { Graph } from "../lib/nn.ts";
+import { tilesFor } from "../lib/nn/conv.ts";
+import { Evaluator } from "../lib/train/evaluate.ts";
+import { initParams, INPUT_SHAPE, Net, NetState, ParamLayout } from "../lib/nn/model.ts";
+import { Graph } from "../lib/nn/module.ts";
 import { hyp, makeNet } from "../main.ts";
 import { testGpu, testRng } from "./util.ts";
 

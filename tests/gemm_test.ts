@@ -2,7 +2,7 @@
 // several register blocks, NaN-poisoned outputs; bit-identical reruns.
 
 import assert from "node:assert/strict";
-import { gemm, GEMM_BLOCK, type GemmBlock, type GemmShape, vec4Block } from "../lib/gemm.ts";
+import { gemm, GEMM_BLOCK, type GemmBlock, type GemmShape, vec4Block } from "../lib/nn/gemm.ts";
 import { gemmRef } from "../lib/reference/gemm.ts";
 import {
   assertClose,

@@ -3,7 +3,7 @@
 
 import nodeAssert from "node:assert/strict";
 import { join } from "node:path";
-import { ROOT } from "../lib/runlog.ts";
+import { ROOT } from "../lib/root.ts";
 
 /** Lines of `text` that join the project root with logs/ or data/ (a write there, or a read to replace). */
 export function projectFolderUses(text: string): string[] {

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
-import { jacobiEigh } from "../lib/jacobi.ts";
-import { readSafetensors } from "../lib/safetensors.ts";
+import { jacobiEigh } from "../lib/data/jacobi.ts";
+import { readSafetensors } from "../lib/io/safetensors.ts";
 
 // Fresh random matrices every run; the seed is printed in failure messages so a failure can be replayed.
 const SEED = (Date.now() ^ (Math.random() * 0x7fffffff)) >>> 0;

@@ -1,8 +1,15 @@
 import assert from "node:assert/strict";
-import { type Gpu, type Op, POISON_WORD, type Precision } from "../lib/gpu.ts";
-import { batchBytes, EvalLoader, IMAGE_BYTES, INPUT_ELEMS, TrainLoader, type View } from "../lib/loader.ts";
+import { type Gpu, type Op, POISON_WORD, type Precision } from "../lib/gpu/gpu.ts";
+import {
+  batchBytes,
+  EvalLoader,
+  IMAGE_BYTES,
+  INPUT_ELEMS,
+  TrainLoader,
+  type View,
+} from "../lib/data/loader.ts";
 import { type RefBatch, referenceEvalView, referenceTrainBatch } from "../lib/reference/loader.ts";
-import { packSteps, STEP_BYTES } from "../lib/steps.ts";
+import { packSteps, STEP_BYTES } from "../lib/gpu/steps.ts";
 import { freshSeed, precisions, testGpu, testRng } from "./util.ts";
 
 const N = 37; // odd sizes: 4 full training batches of 8 (5 images dropped), test batches 16, 16, 5

@@ -5,10 +5,10 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { INPUT_SHAPE, ParamLayout } from "../lib/model.ts";
-import { Graph } from "../lib/nn.ts";
-import { stateDigest } from "../lib/runlog.ts";
-import { getF32, loadSafetensors } from "../lib/safetensors.ts";
+import { INPUT_SHAPE, ParamLayout } from "../lib/nn/model.ts";
+import { Graph } from "../lib/nn/module.ts";
+import { stateDigest } from "../lib/io/runlog.ts";
+import { getF32, loadSafetensors } from "../lib/io/safetensors.ts";
 import { hyp, makeNet } from "../main.ts";
 import { makeBatch, runDeno } from "./synthetic.ts";
 import { testRng } from "./util.ts";
@@ -77,9 +77,9 @@ Deno.test("main.ts trains a tiny net end to end, logs it, and reproduces it bit 
     const fp = a.fingerprint;
     for (
       const f of [
-        "lib/nn.ts",
-        "lib/layers.ts",
-        "lib/model.ts",
+        "lib/nn/module.ts",
+        "lib/nn/layers.ts",
+        "lib/nn/model.ts",
         "kernels/conv.wgsl",
         "kernels/shared/step.wgsl",
       ]

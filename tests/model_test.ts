@@ -4,13 +4,13 @@
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import assert from "node:assert/strict";
-import type { Gpu } from "../lib/gpu.ts";
-import { Conv2d, Flatten, GELU, GlobalMaxPool, Linear, MaxPool2d, Mul, Residual } from "../lib/layers.ts";
-import { initParams, INPUT_SHAPE, Net, NetState, packParams, ParamLayout } from "../lib/model.ts";
-import { Graph, type Module, Named, Sequential } from "../lib/nn.ts";
-import { getF32, loadSafetensors } from "../lib/safetensors.ts";
-import { StepTable, submitSteps } from "../lib/steps.ts";
-import { TrainStep } from "../lib/train.ts";
+import type { Gpu } from "../lib/gpu/gpu.ts";
+import { Conv2d, Flatten, GELU, GlobalMaxPool, Linear, MaxPool2d, Mul, Residual } from "../lib/nn/layers.ts";
+import { initParams, INPUT_SHAPE, Net, NetState, packParams, ParamLayout } from "../lib/nn/model.ts";
+import { Graph, type Module, Named, Sequential } from "../lib/nn/module.ts";
+import { getF32, loadSafetensors } from "../lib/io/safetensors.ts";
+import { StepTable, submitSteps } from "../lib/gpu/steps.ts";
+import { TrainStep } from "../lib/train/train_step.ts";
 import { hyp, makeNet } from "../main.ts";
 import { assertClose, fixtureSgd, freshSeed, randn, sgdSteps, testGpu, testRng, toInput } from "./util.ts";
 

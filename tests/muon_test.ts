@@ -1,16 +1,16 @@
-// The Muon optimizer on the GPU (lib/muon.ts) against float64 PyTorch (tests/fixtures/muon.safetensors, from
+// The Muon optimizer on the GPU (lib/train/muon.ts) against float64 PyTorch (tests/fixtures/muon.safetensors, from
 // tests/torch_muon_fixtures.py) and the float64 TS references (lib/reference/muon.ts) on fresh inputs. The GPU
 // works on HWIO weights with padded input channels; the references on PyTorch's OIHW view: agreement shows that
 // Newton-Schulz on the stored (transposed, permuted, padded) layout is torch's.
 
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
-import type { Gpu } from "../lib/gpu.ts";
-import { hwioToOihw, oihwToHwio } from "../lib/model.ts";
-import { type ConvWeightShape, muonOps, muonPlan, newtonSchulzOps } from "../lib/muon.ts";
+import type { Gpu } from "../lib/gpu/gpu.ts";
+import { hwioToOihw, oihwToHwio } from "../lib/nn/model.ts";
+import { type ConvWeightShape, muonOps, muonPlan, newtonSchulzOps } from "../lib/train/muon.ts";
 import { muonStepRef, newtonSchulzRef } from "../lib/reference/muon.ts";
-import { readSafetensors, type SafetensorsTensor } from "../lib/safetensors.ts";
-import { packSteps } from "../lib/steps.ts";
+import { readSafetensors, type SafetensorsTensor } from "../lib/io/safetensors.ts";
+import { packSteps } from "../lib/gpu/steps.ts";
 import { assertClose, freshSeed, quantize, randn, testGpu, testRng } from "./util.ts";
 
 // Measured worst errors (relative to the output's max-abs) are a few 1e-6 for Newton-Schulz in f32 and below
@@ -28,7 +28,7 @@ function f64(name: string): { t: SafetensorsTensor; data: Float64Array } {
   return { t, data: t.data as Float64Array };
 }
 
-/** The stored shape of an OIHW weight: input channels padded to a multiple of 4, as lib/model.ts stores them. */
+/** The stored shape of an OIHW weight: input channels padded to a multiple of 4, as lib/nn/model.ts stores them. */
 function stored([O, I, KH, KW]: number[]): ConvWeightShape {
   return { O, I, KH, KW, ciPad: Math.ceil(I / 4) * 4 };
 }

@@ -1,18 +1,18 @@
-// The page's node: built-ins (web/node_shim.js, bundled by serve.ts from pathe, @noble/hashes and
+// The page's node: built-ins (web/node_shim.js, bundled by lib/cli/serve.ts from pathe, @noble/hashes and
 // @pkgjs/parseargs) against Deno's node:path, node:url, node:crypto and node:util, for what the library uses:
 // the bundle the page loads exports every name the page's app bundle imports from node:, path helpers on
 // "/" paths, SHA-256 of random bytes in random chunks (the page's data checks, the log's weights_sha256), and
-// the strict parseArgs of lib/cli.ts (values, and the same first line of each error).
+// the strict parseArgs of lib/io/flags.ts (values, and the same first line of each error).
 
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import * as path from "node:path";
 import * as url from "node:url";
 import * as util from "node:util";
-import { bundle, bundleNodeShim } from "../serve.ts";
+import { bundle, bundleNodeShim } from "../lib/cli/serve.ts";
 import { freshSeed, testRng } from "./util.ts";
 
-/** The shim as the page loads it: serve.ts's bundle, imported from a temporary file. */
+/** The shim as the page loads it: lib/cli/serve.ts's bundle, imported from a temporary file. */
 async function pageShim(): Promise<typeof import("../web/node_shim.js")> {
   const dir = await Deno.makeTempDir({ prefix: "airbench-shim-" });
   try {

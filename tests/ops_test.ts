@@ -19,9 +19,9 @@ import {
   poolOutSize,
   scaleAdd,
   sgdStep,
-} from "../lib/ops.ts";
-import type { Gpu, Precision } from "../lib/gpu.ts";
-import { packSteps, STEP_SLOTS } from "../lib/steps.ts";
+} from "../lib/nn/ops.ts";
+import type { Gpu, Precision } from "../lib/gpu/gpu.ts";
+import { packSteps, STEP_SLOTS } from "../lib/gpu/steps.ts";
 import {
   countCorrectRef,
   crossEntropyRef,
@@ -62,7 +62,7 @@ interface StepFields {
   values?: number[];
 }
 
-/** The Step uniform of kernels/shared/step.wgsl (lib/steps.ts packSteps), unset fields 0. */
+/** The Step uniform of kernels/shared/step.wgsl (lib/gpu/steps.ts packSteps), unset fields 0. */
 function packStep(s: StepFields): Uint8Array {
   return new Uint8Array(packSteps([{
     step: s.step ?? 0,

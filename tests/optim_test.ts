@@ -1,10 +1,10 @@
-// The optimizer seam (lib/optim.ts): every trained parameter claimed by exactly one optimizer group, one SGD
+// The optimizer seam (lib/train/optim.ts): every trained parameter claimed by exactly one optimizer group, one SGD
 // dispatch per run of neighbouring parameters with the same settings, and per-group lr slots, momentum, weight
 // decay and Nesterov against the float64 reference on a real layout.
 
 import assert from "node:assert/strict";
-import { INPUT_SHAPE, NetState, ParamLayout } from "../lib/model.ts";
-import { Graph } from "../lib/nn.ts";
+import { INPUT_SHAPE, NetState, ParamLayout } from "../lib/nn/model.ts";
+import { Graph } from "../lib/nn/module.ts";
 import {
   claimParams,
   inGroup,
@@ -15,9 +15,9 @@ import {
   optimizerOps,
   SGD,
   stepSlotsOf,
-} from "../lib/optim.ts";
+} from "../lib/train/optim.ts";
 import { sgdStepRef } from "../lib/reference/ops.ts";
-import { packSteps, StepTable } from "../lib/steps.ts";
+import { packSteps, StepTable } from "../lib/gpu/steps.ts";
 import { hyp, makeNet, optimizers as mainOptimizers } from "../main.ts";
 import { hyp as bnHyp, makeNet as makeBnNet, optimizers as bnOptimizers } from "../experiments/airbench94.ts";
 import { assertClose, freshSeed, randn, testGpu, testRng } from "./util.ts";

@@ -1,14 +1,14 @@
 // The per-step plan of main.ts against the recipe's formulas: lr = lr_sgd * triangle[step], the whitening
 // bias trains for whiten_bias_epochs epochs, lookahead every 5 steps with decay alpha[current_steps], and at the
 // last step net = ema (decay 1.0, or the regular update when the last step is a multiple of 5). And how a plan
-// becomes the GPU step table (lib/steps.ts StepSlots).
+// becomes the GPU step table (lib/gpu/steps.ts StepSlots).
 
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { hyp as defaults, optimizers, plan } from "../main.ts";
-import { stepSlotsOf } from "../lib/optim.ts";
-import { StepSlots } from "../lib/steps.ts";
+import { stepSlotsOf } from "../lib/train/optim.ts";
+import { StepSlots } from "../lib/gpu/steps.ts";
 
 const FIXTURE = join(fileURLToPath(new URL(".", import.meta.url)), "fixtures", "schedule.json");
 const loaderLike = (spe: number, n: number, batch: number) => ({

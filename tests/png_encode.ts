@@ -2,7 +2,7 @@
 // filters, IDAT split into several chunks, and a few deliberate header faults.
 
 import { zlibSync } from "fflate";
-import { crc32 } from "../lib/png.ts";
+import { crc32 } from "../lib/data/png.ts";
 
 const enc = new TextEncoder();
 

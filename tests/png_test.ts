@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { crc32, decodePng } from "../lib/png.ts";
+import { crc32, decodePng } from "../lib/data/png.ts";
 import { encodePng } from "./png_encode.ts";
 
 function pixels(n: number, seed: number): Uint8Array {

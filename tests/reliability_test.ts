@@ -4,14 +4,15 @@
 
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { INPUT_SHAPE } from "../lib/model.ts";
-import { Graph } from "../lib/nn.ts";
-import { Progress } from "../lib/report.ts";
-import { createLogPath, ROOT } from "../lib/runlog.ts";
+import { INPUT_SHAPE } from "../lib/nn/model.ts";
+import { Graph } from "../lib/nn/module.ts";
+import { Progress } from "../lib/report/console.ts";
+import { createLogPath } from "../lib/io/runlog.ts";
+import { ROOT } from "../lib/root.ts";
 import { runDeno, writeDataset } from "./synthetic.ts";
 import { testRng } from "./util.ts";
-import { convJobs } from "../lib/tune.ts";
-import { writeSafetensors } from "../lib/safetensors.ts";
+import { convJobs } from "../lib/nn/tune.ts";
+import { writeSafetensors } from "../lib/io/safetensors.ts";
 import { hyp, makeNet } from "../main.ts";
 
 const MAIN = join(ROOT, "main.ts");

@@ -1,4 +1,4 @@
-// The HTML report (lib/report_html.ts, what `deno task report` writes) rendered by a real browser: two fixture
+// The HTML report (lib/report/html.ts, what `deno task report` writes) rendered by a real browser: two fixture
 // logs (tests/fixtures/logs/) make one page, headless Chromium opens it from a file, and the test checks that
 // every chart has drawn data (series paths with points, dots with a size on screen) and the page raised no
 // errors. The page and a screenshot go to a temporary folder (printed).
@@ -7,8 +7,8 @@ import nodeAssert from "node:assert/strict";
 import { join } from "node:path";
 import { pathToFileURL } from "node:url";
 import { closeBrowser, launch, shouldRun } from "./chromium.ts";
-import { type NamedLog, reportHtml, type TrainingLog } from "../lib/report_html.ts";
-import { ROOT } from "../lib/runlog.ts";
+import { type NamedLog, reportHtml, type TrainingLog } from "../lib/report/html.ts";
+import { ROOT } from "../lib/root.ts";
 
 const FIXTURES = ["lr10.json", "lr5-f16.json"];
 

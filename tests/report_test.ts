@@ -17,7 +17,7 @@ import {
   niceAxis,
   percentFormat,
   thinPoints,
-} from "../lib/charts.ts";
+} from "../lib/report/charts.ts";
 import {
   argvFlags,
   checkTrainingLog,
@@ -32,8 +32,8 @@ import {
   reportHtml,
   testNote,
   type TrainingLog,
-} from "../lib/report_html.ts";
-import { porcelainFiles } from "../lib/runlog.ts";
+} from "../lib/report/html.ts";
+import { porcelainFiles } from "../lib/io/runlog.ts";
 
 const assert = (cond: unknown, msg?: string) => nodeAssert.ok(cond, msg);
 const assertEquals = (a: unknown, b: unknown, msg?: string) => nodeAssert.deepStrictEqual(a, b, msg);
@@ -44,7 +44,7 @@ const assertAlmostEquals = (a: number, b: number, tol: number) =>
   nodeAssert.ok(Math.abs(a - b) <= tol, `${a} is not within ${tol} of ${b}`);
 
 const FIXTURES = new URL("./fixtures/logs/", import.meta.url);
-const REPORT = new URL("../report.ts", import.meta.url);
+const REPORT = new URL("../lib/cli/report.ts", import.meta.url);
 const fixturePath = (name: string) => new URL(name, FIXTURES).pathname;
 const readFixture = (name: string): TrainingLog => JSON.parse(Deno.readTextFileSync(fixturePath(name)));
 
@@ -389,7 +389,7 @@ async function cli(args: string[]): Promise<{ code: number; stdout: string; stde
   return { code: r.code, stdout: dec.decode(r.stdout), stderr: dec.decode(r.stderr) };
 }
 
-Deno.test("report.ts: a bad log is one line naming the file, exit 2, nothing written", async () => {
+Deno.test("lib/cli/report.ts: a bad log is one line naming the file, exit 2, nothing written", async () => {
   const dir = await Deno.makeTempDir();
   try {
     const broken = `${dir}/broken.json`;
@@ -426,7 +426,7 @@ Deno.test("report.ts: a bad log is one line naming the file, exit 2, nothing wri
   }
 });
 
-Deno.test("report.ts: writes the page atomically and prints its path", async () => {
+Deno.test("lib/cli/report.ts: writes the page atomically and prints its path", async () => {
   const dir = await Deno.makeTempDir();
   try {
     const out = `${dir}/sub/r.html`;
@@ -485,15 +485,19 @@ Deno.test("a code difference is a unified diff of the changed lines", () => {
 });
 
 Deno.test("fingerprint.dirty_files: git's porcelain lines, shown in the report's context rows", () => {
-  assertEquals(porcelainFiles("M lib/run.ts\n M kernels/a.wgsl\n?? my_experiment.ts\n"), [
-    "M lib/run.ts",
+  assertEquals(porcelainFiles("M lib/train/session.ts\n M kernels/a.wgsl\n?? my_experiment.ts\n"), [
+    "M lib/train/session.ts",
     "M kernels/a.wgsl",
     "?? my_experiment.ts",
   ]);
   const log: TrainingLog = {
     config: {},
     runs: [],
-    fingerprint: { commit: "abc", dirty: true, dirty_files: ["M lib/run.ts", "?? my_experiment.ts"] },
+    fingerprint: {
+      commit: "abc",
+      dirty: true,
+      dirty_files: ["M lib/train/session.ts", "?? my_experiment.ts"],
+    },
   };
-  assertEquals(contextFields(log)["fingerprint.dirty_files"], "M lib/run.ts, ?? my_experiment.ts");
+  assertEquals(contextFields(log)["fingerprint.dirty_files"], "M lib/train/session.ts, ?? my_experiment.ts");
 });

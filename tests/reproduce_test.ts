@@ -14,13 +14,13 @@ import {
   fingerprintDiff,
   printable,
   replayArgs,
-} from "../lib/reproduce.ts";
-import { ROOT } from "../lib/runlog.ts";
+} from "../lib/cli/reproduce.ts";
+import { ROOT } from "../lib/root.ts";
 import { runDeno, writeDataset } from "./synthetic.ts";
 import { testRng } from "./util.ts";
 
 const deno = runDeno;
-const reproduce = (...args: string[]) => deno(["run", "-A", "lib/reproduce.ts", ...args]);
+const reproduce = (...args: string[]) => deno(["run", "-A", "lib/cli/reproduce.ts", ...args]);
 /** Temporary files reproduce may leave beside an experiment file (none, whatever happens). */
 const leftovers = () =>
   [ROOT, join(ROOT, "experiments")].flatMap((d) =>
@@ -81,7 +81,7 @@ Deno.test("reproduce: same bits from the log; a tampered accuracy fails; other c
     assert.match(log.runs[0].weights_sha256, /^[0-9a-f]{64}$/);
     log.runs[0].tta_val_acc += 0.01;
     log.runs[0].weights_sha256 = "0".repeat(64);
-    log.fingerprint.files["lib/nn.ts"] = "0".repeat(64);
+    log.fingerprint.files["lib/nn/module.ts"] = "0".repeat(64);
     const bad = await reproduce(await writeLog(dir, "tampered.json", log));
     assert.equal(bad.code, 1, bad.stderr + bad.stdout);
     assert.match(
@@ -167,7 +167,7 @@ Deno.test({
       const tmp = join(dir, "tmp");
       await Deno.mkdir(tmp);
       const proc = new Deno.Command(Deno.execPath(), {
-        args: ["run", "-A", "lib/reproduce.ts", await writeLog(dir, "changed.json", log), "--trust"],
+        args: ["run", "-A", "lib/cli/reproduce.ts", await writeLog(dir, "changed.json", log), "--trust"],
         cwd: ROOT,
         env: { TMPDIR: tmp },
         stdout: "piped",

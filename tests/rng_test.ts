@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { Rng } from "../lib/rng.ts";
+import { Rng } from "../lib/data/rng.ts";
 import { freshSeed } from "./util.ts";
 
 const draws = (r: Rng, k: number) => Array.from({ length: k }, () => r.u32());

@@ -9,7 +9,7 @@ import {
   readSafetensors,
   type SafetensorsTensor,
   writeSafetensors,
-} from "../lib/safetensors.ts";
+} from "../lib/io/safetensors.ts";
 
 function sampleTensors(): Record<string, SafetensorsTensor> {
   const f32 = new Float32Array(2 * 3 * 5);

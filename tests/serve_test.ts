@@ -5,9 +5,9 @@
 
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { allowedHost, bundle, experimentFile, experimentFiles, serve } from "../serve.ts";
-import { accuracyChart, QUICK_RUN, statusLine } from "../lib/browser_run.ts";
-import { lineChartLayout } from "../lib/charts.ts";
+import { allowedHost, bundle, experimentFile, experimentFiles, serve } from "../lib/cli/serve.ts";
+import { accuracyChart, QUICK_RUN, statusLine } from "../web/run.ts";
+import { lineChartLayout } from "../lib/report/charts.ts";
 import { closeBrowser, launch, shouldRun } from "./chromium.ts";
 import { runDeno, writeDataset } from "./synthetic.ts";
 import { testRng } from "./util.ts";
@@ -70,7 +70,7 @@ Deno.test("serve: bad flags are one line and exit 2 before anything listens", as
       [["--write", join(file, "sub")], /^error: --write .*sub: cannot write there/],
     ];
     for (const [args, message] of cases) {
-      const r = await runDeno(["run", "-A", "serve.ts", ...args]);
+      const r = await runDeno(["run", "-A", "lib/cli/serve.ts", ...args]);
       assert.equal(r.code, 2, `${args.join(" ")}: ${r.stderr}${r.stdout}`);
       assert.equal(r.stderr.trim().split("\n").length, 1, r.stderr);
       assert.match(r.stderr, message);
@@ -133,13 +133,13 @@ Deno.test("serve: any experiment file in the project (experiments/, or named); o
   assert.equal(experimentFile(mine), mine);
   assert.deepEqual(experimentFiles([mine]).slice(-1), [mine]);
   assert.throws(() => experimentFile("tests/fixtures/nothing.ts"), /no such file/);
-  assert.throws(() => experimentFile("lib/run.ts"), /exports no `experiment`/);
+  assert.throws(() => experimentFile("lib/train/session.ts"), /exports no `experiment`/);
   assert.throws(() => experimentFile("deno.json"), /not a \.ts file/);
   const outside = await Deno.makeTempFile({ suffix: ".ts" });
   try {
     await Deno.writeTextFile(outside, "export const experiment = {};\n");
     assert.throws(() => experimentFile(outside), /outside the project/);
-    const r = await runDeno(["run", "-A", "serve.ts", "--port", "0", outside]);
+    const r = await runDeno(["run", "-A", "lib/cli/serve.ts", "--port", "0", outside]);
     assert.equal(r.code, 2, r.stderr);
     assert.equal(r.stderr.trim().split("\n").length, 1, r.stderr);
     assert.match(r.stderr, /^error: .*: outside the project/);
@@ -161,7 +161,7 @@ Deno.test("serve: any experiment file in the project (experiments/, or named); o
       await Deno.readTextFile(join(import.meta.dirname!, "fixtures", "my_experiment.ts")),
     );
     assert.equal((await rawGet(port, "/src/experiments/airbench94.ts", `127.0.0.1:${port}`)).status, 200);
-    for (const path of ["/src/lib/run.ts", "/src/deno.json", "/src/../serve.ts"]) {
+    for (const path of ["/src/lib/train/session.ts", "/src/deno.json", "/src/../lib/cli/serve.ts"]) {
       assert.equal((await rawGet(port, path, `127.0.0.1:${port}`)).status, 404, path);
     }
   } finally {

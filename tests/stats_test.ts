@@ -1,4 +1,4 @@
-// lib/stats.ts against hand-computed values and SciPy's figures on fixed data. The SciPy numbers below were
+// lib/sweep/stats.ts against hand-computed values and SciPy's figures on fixed data. The SciPy numbers below were
 // printed by `/usr/bin/python3 tests/stats_scipy.py` (Debian bookworm's python3-scipy 1.10.1); this test does not
 // need SciPy.
 
@@ -12,8 +12,8 @@ import {
   tQuantile,
   tTestPower,
   welch,
-} from "../lib/stats.ts";
-import { summarize, tableRows } from "../lib/sweep_summary.ts";
+} from "../lib/sweep/stats.ts";
+import { summarize, tableRows } from "../lib/sweep/summary.ts";
 
 function close(got: number, want: number, rel: number, what: string) {
   const err = Math.abs(got - want) / Math.max(Math.abs(want), 1e-300);

@@ -6,14 +6,14 @@
 
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { ROOT } from "../lib/runlog.ts";
-import type { Plan } from "../lib/sweep_plan.ts";
-import type { SweepSummary } from "../lib/sweep_summary.ts";
-import { describe } from "../lib/stats.ts";
+import { ROOT } from "../lib/root.ts";
+import type { Plan } from "../lib/sweep/plan.ts";
+import type { SweepSummary } from "../lib/sweep/summary.ts";
+import { describe } from "../lib/sweep/stats.ts";
 import { runDeno, writeDataset } from "./synthetic.ts";
 import { testRng } from "./util.ts";
 
-const SWEEP = join(ROOT, "lib", "sweep.ts");
+const SWEEP = join(ROOT, "lib", "cli", "sweep.ts");
 
 function tinySpec(data: string, extra: Record<string, unknown> = {}) {
   return {

@@ -2,7 +2,7 @@
 // the project (an experiment file, a task) as a user would, in the project's root.
 
 import { join } from "node:path";
-import { ROOT } from "../lib/runlog.ts";
+import { ROOT } from "../lib/root.ts";
 import { testRng } from "./util.ts";
 
 /** `deno ARGS` in the project root; stdout and stderr collected. */

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { escapeBytes, isTarHeader, readTar, TarReader, writeTar } from "../lib/tar.ts";
+import { escapeBytes, isTarHeader, readTar, TarReader, writeTar } from "../lib/data/tar.ts";
 
 const enc = new TextEncoder();
 

@@ -9,10 +9,10 @@ import {
   tilesFor,
   transposedShape,
   variantId,
-} from "../lib/conv.ts";
-import type { AdapterReport } from "../lib/gpu.ts";
-import { Graph } from "../lib/nn.ts";
-import { INPUT_SHAPE } from "../lib/model.ts";
+} from "../lib/nn/conv.ts";
+import type { AdapterReport } from "../lib/gpu/gpu.ts";
+import { Graph } from "../lib/nn/module.ts";
+import { INPUT_SHAPE } from "../lib/nn/model.ts";
 import {
   convJobs,
   defaultCachePath,
@@ -26,7 +26,7 @@ import {
   tuneNetwork,
   Tuner,
   variantsFromRecord,
-} from "../lib/tune.ts";
+} from "../lib/nn/tune.ts";
 import { makeNet } from "../main.ts";
 
 function adapter(over: Partial<AdapterReport> = {}): AdapterReport {
@@ -276,7 +276,7 @@ Deno.test("tune: a logged record pins every layer's variant (--variants LOG); a 
   const cpu = tilesFor(adapter({ isCpu: true }));
   const { tiles, record } = variantsFromRecord(logged, cpu, graph, 384, "f32");
   for (const { label, job } of convJobs(graph, 384, "f32")) {
-    // The variant the op of this layer and pass runs (op names as lib/layers.ts gives them).
+    // The variant the op of this layer and pass runs (op names as lib/nn/layers.ts gives them).
     const op = { forward: label, input_grad: `${label}.igrad`, weight_grad: `${label}.wgrad` }[job.pass];
     const s = job.pass === "input_grad" ? transposedShape(job.shape) : job.shape;
     const ran = variantId(resolveVariant(tiles, op, job.pass, s));

@@ -1,10 +1,10 @@
 // Shared helpers for kernel tests: fresh random inputs, tolerance checks relative to the output's max-abs,
 // uploads in either precision, and one GPU per test process.
 
-import { Gpu, POISON_WORD, type Precision } from "../lib/gpu.ts";
-import { inGroup, type Optimizer, SGD, type SgdGroup } from "../lib/optim.ts";
-import type { StepValues } from "../lib/steps.ts";
-import type { TrainStep } from "../lib/train.ts";
+import { Gpu, POISON_WORD, type Precision } from "../lib/gpu/gpu.ts";
+import { inGroup, type Optimizer, SGD, type SgdGroup } from "../lib/train/optim.ts";
+import type { StepValues } from "../lib/gpu/steps.ts";
+import type { TrainStep } from "../lib/train/train_step.ts";
 
 let gpuPromise: Promise<Gpu> | undefined;
 /** One device for the whole test process (creating devices repeatedly is slow on lavapipe). */

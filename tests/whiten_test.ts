@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
-import { CIFAR_MEAN, CIFAR_STD, IMAGE_BYTES } from "../lib/loader.ts";
-import { patchCovariance, whiteningWeights } from "../lib/whiten.ts";
+import { CIFAR_MEAN, CIFAR_STD, IMAGE_BYTES } from "../lib/data/loader.ts";
+import { patchCovariance, whiteningWeights } from "../lib/data/whiten.ts";
 import { freshSeed, testRng } from "./util.ts";
 
 /** Random images with spatial and channel correlation, so the covariance has a spread of eigenvalues. */

@@ -1,5 +1,5 @@
-// Winograd F(2x2,3x3) and F(4x4,3x3) (kernels/winograd.wgsl, lib/winograd.ts): the float64 algorithm against the
-// direct float64 convolution, and the kernels (forward and input gradient, through lib/conv.ts's variant
+// Winograd F(2x2,3x3) and F(4x4,3x3) (kernels/winograd.wgsl, lib/nn/winograd.ts): the float64 algorithm against the
+// direct float64 convolution, and the kernels (forward and input gradient, through lib/nn/conv.ts's variant
 // dispatch) against the float64 reference on fresh random inputs with poisoned outputs, on the map sizes the
 // network has (31, 15, 7, 3 after the 2x2 whitening conv and the pools) and even ones (32, 16, 8, 4), f32 and
 // f16 storage. ERROR_REPORT=1 prints each variant's largest error beside the direct kernel's.
@@ -17,8 +17,8 @@ import {
   parseVariantId,
   variantId,
   type VariantOp,
-} from "../lib/conv.ts";
-import type { Precision } from "../lib/gpu.ts";
+} from "../lib/nn/conv.ts";
+import type { Precision } from "../lib/gpu/gpu.ts";
 import { convBackwardRef, convForwardRef } from "../lib/reference/conv.ts";
 import { winogradForwardRef } from "../lib/reference/winograd.ts";
 import {
@@ -27,7 +27,7 @@ import {
   type WinogradTile,
   winogradTiles,
   winogradWeightGrad,
-} from "../lib/winograd.ts";
+} from "../lib/nn/winograd.ts";
 import {
   assertClose,
   download,

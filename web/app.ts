@@ -1,7 +1,7 @@
 /// <reference lib="dom" />
 // The training page (web/index.html): the experiment files' own network and loop (main.ts's `experiment`,
-// experiments/*.ts's, the files named to `deno task serve`: serve.ts bundles them with startPage) trained in this tab by lib/browser_run.ts with the project's kernels; live
-// loss, accuracy, img/s and ETA drawn with lib/charts.ts; at the end the airbench table, a confusion matrix,
+// experiments/*.ts's, the files named to `deno task serve`: lib/cli/serve.ts bundles them with startPage) trained in this tab by web/run.ts with the project's kernels; live
+// loss, accuracy, img/s and ETA drawn with lib/report/charts.ts; at the end the airbench table, a confusion matrix,
 // test images with their predictions, and downloads of the JSON log (main.ts's keys) and the safetensors.
 //
 // Configuration in the URL: ?experiment=main.ts&widths=8,16,16&train_n=1000&epochs=1&batch_size=100&tta=0
@@ -16,8 +16,8 @@ import {
   QUICK_NOTE,
   QUICK_RUN,
   statusLine,
-} from "../lib/browser_run.ts";
-import { escapeXml, lineChart, PALETTE, type Series } from "../lib/charts.ts";
+} from "./run.ts";
+import { escapeXml, lineChart, PALETTE, type Series } from "../lib/report/charts.ts";
 import {
   BATCH_NAMES,
   BATCH_SHA256,
@@ -25,14 +25,14 @@ import {
   parseBatches,
   readBatchesFromTarGz,
   verifyBatch,
-} from "../lib/cifar.ts";
-import type { BaseHyp } from "../lib/hyp.ts";
-import type { Experiment, ExperimentLog } from "../lib/run.ts";
-import { testNote } from "../lib/report_html.ts";
-import { COLUMNS, formatDuration } from "../lib/report.ts";
-import type { Fingerprint } from "../lib/runlog.ts";
+} from "../lib/data/cifar.ts";
+import type { BaseHyp } from "../lib/train/hyp.ts";
+import type { Experiment, ExperimentLog } from "../lib/train/session.ts";
+import { testNote } from "../lib/report/html.ts";
+import { COLUMNS, formatDuration } from "../lib/report/console.ts";
+import type { Fingerprint } from "../lib/io/runlog.ts";
 
-/** The experiment files the page trains, by path (serve.ts's bundle entry hands them to startPage). */
+/** The experiment files the page trains, by path (lib/cli/serve.ts's bundle entry hands them to startPage). */
 let EXPERIMENTS: Record<string, Experiment<BaseHyp>> = {};
 const CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"];
 const FIELDS = ["widths", "epochs", "train_n", "test_n", "batch_size", "lr", "tta", "seed", "runs"] as const;
@@ -101,7 +101,7 @@ async function fetchBytes(url: string): Promise<Uint8Array> {
 
 let data: Cifar10 | undefined;
 
-/** The server's CIFAR-10 (loaded by lib/cifar.ts as main.ts loads it), if there is a server with data. */
+/** The server's CIFAR-10 (loaded by lib/data/cifar.ts as main.ts loads it), if there is a server with data. */
 async function serverData(): Promise<Cifar10 | undefined> {
   let info: { source: string; verified: boolean; train: number; test: number; error?: string };
   try {
@@ -186,7 +186,7 @@ function cell(v: unknown): string {
   return typeof v === "string" ? v : "";
 }
 
-/** The airbench table (lib/report.ts's columns), as main.ts prints it. */
+/** The airbench table (lib/report/console.ts's columns), as main.ts prints it. */
 function drawTable(log: Partial<ExperimentLog>) {
   const head = COLUMNS.map((c) => `<th>${escapeXml(c.trim())}</th>`).join("");
   const rows: string[] = [];

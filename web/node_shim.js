@@ -1,5 +1,5 @@
 // The few node: built-ins the library imports, for a browser page (web/index.html maps node:path, node:url,
-// node:crypto and node:util here with an import map; serve.ts bundles this file for the browser, the app
+// node:crypto and node:util here with an import map; lib/cli/serve.ts bundles this file for the browser, the app
 // bundle keeps `node:` imports external). Each comes from a well-kept package with Node's semantics:
 // node:path from pathe (POSIX paths), createHash("sha256") from @noble/hashes, parseArgs from
 // @pkgjs/parseargs (the Node project's own polyfill of util.parseArgs). tests/node_shim_test.ts checks them

@@ -1,4 +1,4 @@
-// Plain float64 references for lib/batchnorm.ts (BatchNorm2d, PyTorch semantics). Activations NHWC, seen as
+// Plain float64 references for lib/nn/batchnorm.ts (BatchNorm2d, PyTorch semantics). Activations NHWC, seen as
 // [M][C] rows with M = N*H*W; per-channel values [C].
 
 export interface BatchNormShape {

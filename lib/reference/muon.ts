@@ -1,7 +1,7 @@
 // Float64 references of the Muon optimizer (airbench94_muon.py), written on PyTorch's layout: a convolution
 // weight is O x (I*KH*KW) row-major (OIHW), as torch's `g.reshape(len(g), -1)`.
 
-import { MUON_NS } from "../muon.ts";
+import { MUON_NS } from "../train/muon.ts";
 import { gemmRef } from "./gemm.ts";
 
 /**

@@ -1,4 +1,4 @@
-// Plain float64 references for the kernels of lib/ops.ts (the tests compare the GPU against these).
+// Plain float64 references for the kernels of lib/nn/ops.ts (the tests compare the GPU against these).
 // Same layouts as the kernels: NHWC activations, w [10][C], logits [N][10], flat parameter vectors.
 
 const CLASSES = 10;

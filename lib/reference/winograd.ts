@@ -3,7 +3,7 @@
 // arithmetic. Tests check it against the direct float64 convolution (the matrices) and use it to tell the
 // algorithm's error from the kernel's.
 
-import type { WinogradShape, WinogradTile } from "../winograd.ts";
+import type { WinogradShape, WinogradTile } from "../nn/winograd.ts";
 
 type Arr = ArrayLike<number>;
 

@@ -18,7 +18,7 @@ done
 rm -rf "$P.tmp" && mkdir -p "$P.tmp"/{deno,vulkan,b1,b2,b3,b4,b5,b6}
 xz -T2 -6 -c "$(readlink -f "$(command -v deno)")" >"$P.tmp/deno/deno.xz"
 # The npm packages the programs import, cached in a DENO_DIR of their own (the machine has no registry).
-DENO_DIR="$PWD/$P.tmp/denodir" deno cache --quiet main.ts experiments/airbench94.ts lib/bench.ts lib/reproduce.ts
+DENO_DIR="$PWD/$P.tmp/denodir" deno cache --quiet main.ts experiments/airbench94.ts lib/cli/bench.ts lib/cli/reproduce.ts
 tar -C "$P.tmp" -cJf "$P.tmp/deno/denodir.tar.xz" denodir && rm -rf "$P.tmp/denodir"
 o=(-oAPT::Architecture=amd64 -oAPT::Architectures=amd64 -oDir::State::Lists=/tmp/amd64-lists)
 mkdir -p /tmp/amd64-lists/partial

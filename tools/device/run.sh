@@ -52,7 +52,7 @@ shift || true
 unpack
 case "$stage" in
   unpack) ;;
-  bench) ready && deno run -A --cached-only lib/bench.ts --report --log-dir "$OUT" "$@" 2>&1 | tee "$OUT/bench.txt" ;;
+  bench) ready && deno run -A --cached-only lib/cli/bench.ts --report --log-dir "$OUT" "$@" 2>&1 | tee "$OUT/bench.txt" ;;
   train) ready && deno run -A --cached-only main.ts --log-dir "$OUT" "$@" 2>&1 | tee "$OUT/train.txt" ;;
   bn) ready && deno run -A --cached-only experiments/airbench94.ts --log-dir "$OUT" "$@" 2>&1 | tee "$OUT/bn.txt" ;;
   *) echo "usage: tools/device/run.sh unpack|bench|train|bn [ARGS]" >&2; exit 2 ;;

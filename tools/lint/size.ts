@@ -23,7 +23,7 @@ const plugin: Deno.lint.Plugin = {
           if (n > max) {
             ctx.report({
               node,
-              message: `${what} of ${n} lines (at most ${max}): split it into named steps`,
+              message: `${what} of ${n} lines (at most ${max}): ${fix}`,
             });
           }
         };
