@@ -7,14 +7,14 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { INPUT_SHAPE, Net, NetState, ParamLayout } from "../lib/nn/model.ts";
+import { INPUT_SHAPE, NetState, ParamLayout } from "../lib/nn/model.ts";
 import { Muon } from "../lib/train/muon.ts";
 import { Graph, Named } from "../lib/nn/module.ts";
 import { named } from "../lib/train/optim.ts";
 import { muonStepRef } from "../lib/reference/muon.ts";
 import { getF32, loadSafetensors } from "../lib/io/safetensors.ts";
 import { StepSlots, StepTable, submitSteps } from "../lib/gpu/steps.ts";
-import { TrainStep } from "../lib/train/train_step.ts";
+import { Trainer } from "../lib/train/trainer.ts";
 import { Flatten, GlobalMaxPool, Linear } from "../lib/nn/layers.ts";
 import { hyp, makeNet, optimizers, plan } from "../experiments/airbench94_muon.ts";
 import { trainTinyEndToEnd } from "./synthetic.ts";
@@ -45,16 +45,15 @@ Deno.test("airbench94_muon net, SGD + Muon and plan match PyTorch: logits, loss,
     [h.opt.bias_lr, h.opt.head_lr, h.opt.muon_lr, h.opt.momentum, h.opt.muon_momentum, h.opt.label_smoothing],
   );
   const gpu = await testGpu();
-  const graph = new Graph(makeNet(h), INPUT_SHAPE);
-  const layout = new ParamLayout(graph);
-  const state = new NetState(gpu, layout);
-  const net = new Net(gpu, "f32", graph, state, N);
-  const evalNet = new Net(gpu, "f32", graph, state, N, undefined, false);
-  const table = new StepTable(gpu, 2);
-  const step = new TrainStep(gpu, net, table, {
+  const trainer = new Trainer(gpu, new Graph(makeNet(h), INPUT_SHAPE), {
+    precision: "f32",
+    batch: N,
+    steps: 2,
     loss: { labelSmoothing: h.opt.label_smoothing },
     optimizers: optimizers(h),
   });
+  const { layout, state, net, table, step } = trainer;
+  const evalNet = trainer.evalNet(N);
   await gpu.checkCompile();
   assert.deepEqual(layout.entries.map((e) => e.name), JSON.parse(meta.state_dict));
   assert.deepEqual(step.optimizerOpsBy.map((o) => o.opt.name), ["sgd", "muon"]);

@@ -6,11 +6,11 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { INPUT_SHAPE, Net, NetState, ParamLayout } from "../lib/nn/model.ts";
+import { INPUT_SHAPE } from "../lib/nn/model.ts";
 import { Graph } from "../lib/nn/module.ts";
 import { getF32, loadSafetensors } from "../lib/io/safetensors.ts";
-import { StepTable, submitSteps } from "../lib/gpu/steps.ts";
-import { TrainStep } from "../lib/train/train_step.ts";
+import { submitSteps } from "../lib/gpu/steps.ts";
+import { Trainer } from "../lib/train/trainer.ts";
 import { hyp, makeNet } from "../experiments/airbench94.ts";
 import { trainTinyEndToEnd } from "./synthetic.ts";
 import { assertClose, fixtureSgd, sgdSteps, testGpu, toInput } from "./util.ts";
@@ -31,18 +31,21 @@ Deno.test("airbench94 (BatchNorm) net matches PyTorch: train/eval logits, loss, 
   };
   const gpu = await testGpu();
   const graph = new Graph(makeNet(h), INPUT_SHAPE);
-  const layout = new ParamLayout(graph);
-  const state = new NetState(gpu, layout);
-  const net = new Net(gpu, "f32", graph, state, N);
-  const evalNet = new Net(gpu, "f32", graph, state, N, undefined, false);
-  const table = new StepTable(gpu, 2);
   // tests/torch_bn.py's make_optimizer: airbench's param groups, the norm biases at lr x bias_scaler with
   // weight decay wd / bias_scaler
   const [lr, weightDecay] = [Number(meta.lr), Number(meta.weight_decay)];
   const optimizers = fixtureSgd({ momentum: Number(meta.momentum), weightDecay }, [
     { params: inGroup("norm_bias"), lr: "lr_biases", weight_decay: weightDecay / bias_scaler },
   ]);
-  const step = new TrainStep(gpu, net, table, { loss: { labelSmoothing: 0.2 }, optimizers });
+  const trainer = new Trainer(gpu, graph, {
+    precision: "f32",
+    batch: N,
+    steps: 2,
+    loss: { labelSmoothing: 0.2 },
+    optimizers,
+  });
+  const { layout, state, net, table, step } = trainer;
+  const evalNet = trainer.evalNet(N);
   await gpu.checkCompile();
   assert.deepEqual(layout.entries.map((e) => e.name), JSON.parse(meta.state_dict));
   assert.ok(layout.entries.some((e) => e.name === "2.norm1.running_var" && e.store === "buffers"));

@@ -4,26 +4,16 @@
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import assert from "node:assert/strict";
-import type { Gpu } from "../lib/gpu/gpu.ts";
 import { Conv2d, Flatten, GELU, GlobalMaxPool, Linear, MaxPool2d, Mul, Residual } from "../lib/nn/layers.ts";
-import { initParams, INPUT_SHAPE, Net, NetState, packParams, ParamLayout } from "../lib/nn/model.ts";
+import { initParams, INPUT_SHAPE, packParams } from "../lib/nn/model.ts";
 import { Graph, type Module, Named, Sequential } from "../lib/nn/module.ts";
 import { getF32, loadSafetensors } from "../lib/io/safetensors.ts";
-import { StepTable, submitSteps } from "../lib/gpu/steps.ts";
-import { TrainStep } from "../lib/train/train_step.ts";
+import { submitSteps } from "../lib/gpu/steps.ts";
+import { Trainer } from "../lib/train/trainer.ts";
 import { hyp, makeNet } from "../main.ts";
 import { assertClose, fixtureSgd, freshSeed, randn, sgdSteps, testGpu, testRng, toInput } from "./util.ts";
 
 const FIXTURES = join(fileURLToPath(new URL(".", import.meta.url)), "fixtures");
-
-interface Harness {
-  gpu: Gpu;
-  layout: ParamLayout;
-  state: NetState;
-  net: Net;
-  table: StepTable;
-  step: TrainStep;
-}
 
 /** The training step of `model` at batch N with the fixtures' SGD (the whitening bias gated, as main.ts). */
 async function harness(
@@ -31,16 +21,17 @@ async function harness(
   N: number,
   steps: number,
   sgd = { momentum: 0.85, weightDecay: 0 },
-): Promise<Harness> {
+): Promise<Trainer> {
   const gpu = await testGpu();
-  const graph = new Graph(model, INPUT_SHAPE);
-  const layout = new ParamLayout(graph);
-  const state = new NetState(gpu, layout);
-  const net = new Net(gpu, "f32", graph, state, N);
-  const table = new StepTable(gpu, steps);
-  const step = new TrainStep(gpu, net, table, { loss: { labelSmoothing: 0.2 }, optimizers: fixtureSgd(sgd) });
+  const trainer = new Trainer(gpu, new Graph(model, INPUT_SHAPE), {
+    precision: "f32",
+    batch: N,
+    steps,
+    loss: { labelSmoothing: 0.2 },
+    optimizers: fixtureSgd(sgd),
+  });
   await gpu.checkCompile();
-  return { gpu, layout, state, net, table, step };
+  return trainer;
 }
 
 function mainNet(widths: number[]): Module {

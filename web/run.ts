@@ -9,18 +9,17 @@
 import type { Cifar10, CifarSplit } from "../lib/data/cifar.ts";
 import { parseCommandLine } from "../lib/io/flags.ts";
 import type { BaseHyp } from "../lib/train/hyp.ts";
-import { tilesFor } from "../lib/nn/conv.ts";
 import {
+  checkedStepsPerRun,
   type Experiment,
   type ExperimentLog,
-  MAX_STEPS,
   Run,
   runPrecision,
   Session,
   startLog,
   trainRuns,
 } from "../lib/train/session.ts";
-import { Gpu, type Precision } from "../lib/gpu/gpu.ts";
+import { Gpu } from "../lib/gpu/gpu.ts";
 import { INPUT_SHAPE } from "../lib/nn/model.ts";
 import { Graph } from "../lib/nn/module.ts";
 import { formatDuration } from "../lib/report/console.ts";
@@ -28,8 +27,7 @@ import { type LineChartOptions, PALETTE, percentFormat, type Series } from "../l
 import { testNote } from "../lib/report/html.ts";
 import type { Fingerprint } from "../lib/io/runlog.ts";
 import { encodeSafetensors } from "../lib/io/safetensors.ts";
-import { stepsPerRun } from "../lib/train/schedule.ts";
-import { fallbackOf, type TuneKey, tuneNetwork, Tuner } from "../lib/nn/tune.ts";
+import { pageVariants } from "../lib/nn/tune_session.ts";
 
 /** What the page sees while training. */
 export interface BrowserHooks {
@@ -118,11 +116,7 @@ export class BrowserTraining {
       throw new Error(`the network of ${o.experimentPath} (widths ${widths}): ${(e as Error).message}`);
     }
     const trainN = Math.min(opts.trainN ?? data.train.n, data.train.n);
-    if (trainN < hyp.opt.batch_size) {
-      throw new Error(`train_n ${trainN} is smaller than batch_size ${hyp.opt.batch_size}`);
-    }
-    const steps = stepsPerRun(trainN, hyp.opt.batch_size, hyp.opt.train_epochs);
-    if (steps > MAX_STEPS) throw new Error(`${steps} steps per run; at most ${MAX_STEPS}`);
+    checkedStepsPerRun(hyp, trainN, "train_n");
 
     const gpu = await this.pageGpu(hooks);
     const a = gpu.adapter;
@@ -146,7 +140,7 @@ export class BrowserTraining {
     const save = () => hooks.onLog?.(log);
     save();
 
-    const tuned = await defaultVariants(gpu, graph, hyp.opt.batch_size, precision);
+    const tuned = await pageVariants(gpu, graph, hyp.opt.batch_size, precision);
     log.tune = "off";
     log.conv_variants = tuned.record;
 
@@ -236,30 +230,6 @@ export class BrowserTraining {
       },
     };
   }
-}
-
-/** The kernel variants of a page: the defaults (no tuning cache in a page; --tune off). */
-function defaultVariants(gpu: Gpu, graph: Graph, batch: number, precision: Precision) {
-  const a = gpu.adapter;
-  const key: TuneKey = {
-    adapter: a.name,
-    vendor: a.vendor,
-    architecture: a.architecture,
-    driver: a.driver ?? "",
-    deno: "browser",
-    kernels: "",
-  };
-  const base = tilesFor(a);
-  const tuner = new Tuner({
-    key,
-    mode: "off",
-    isCpu: a.isCpu,
-    time: () => Promise.reject(new Error("no tuning in a page")),
-    limits: gpu.device.limits as unknown as Record<string, number>,
-    fallback: fallbackOf(base),
-    path: "(page)",
-  });
-  return tuneNetwork(tuner, base, graph, batch, precision);
 }
 
 /** main.ts flags from the page's configuration (URL parameters or the form), in the CLI's spelling. */

@@ -28,19 +28,21 @@ import {
   transposedShape,
   variantProblem,
 } from "../nn/conv.ts";
-import { checkFits, tuneSession } from "./experiment.ts";
+import { checkFits } from "./experiment.ts";
+import { tuneSession } from "../nn/tune_session.ts";
 import { convJobs, TUNE_MODES, type TuneMode, type VariantRecord } from "../nn/tune.ts";
 import { checkWritable } from "../io/runlog.ts";
 import { Evaluator } from "../train/evaluate.ts";
 import type { Experiment } from "../train/session.ts";
 import { Gpu, type Op, type Precision, warmUp } from "../gpu/gpu.ts";
 import { TrainLoader } from "../data/loader.ts";
-import { initParams, INPUT_SHAPE, Net, NetState, ParamLayout } from "../nn/model.ts";
+import { initParams, INPUT_SHAPE, Net } from "../nn/model.ts";
 import { Graph, nodeFlops } from "../nn/module.ts";
 import { ceilingProbe, median, spread } from "../gpu/probe.ts";
 import { Rng } from "../data/rng.ts";
 import { GpuTimer, STEP_SLOTS, StepTable } from "../gpu/steps.ts";
-import { TrainStep } from "../train/train_step.ts";
+import type { TrainStep } from "../train/train_step.ts";
+import { Trainer } from "../train/trainer.ts";
 
 interface BenchArgs {
   full: boolean;
@@ -206,15 +208,21 @@ function setupStep(
   graph: Graph = new Graph(exp.makeNet(h), INPUT_SHAPE),
 ): Setup {
   const B = h.opt.batch_size;
-  const layout = new ParamLayout(graph);
-  const state = new NetState(gpu, layout);
+  const trainer = new Trainer(gpu, graph, {
+    precision: p,
+    batch: B,
+    steps: 1,
+    loss: exp.loss(h),
+    optimizers: exp.optimizers(h),
+    tiles,
+  });
+  const { layout, state, net, table, step } = trainer;
   const rng = new Rng(1);
   const params = initParams(layout, () => rng.float());
   for (const e of layout.entries) {
     if (e.init === "external") params[e.name] = params[e.name].map(() => rng.normal() * 0.3);
   }
   state.load(params);
-  const net = new Net(gpu, p, graph, state, B, tiles);
   const data = syntheticSet(2 * B, 2);
   const loader = new TrainLoader(gpu, data.images, data.labels, {
     batchSize: B,
@@ -224,8 +232,6 @@ function setupStep(
     precision: p,
     epochs: 1,
   });
-  const table = new StepTable(gpu, 1);
-  const step = new TrainStep(gpu, net, table, { loss: exp.loss(h), optimizers: exp.optimizers(h) });
   // one step with every gate and event on (all of the optimizers' work runs) and every per-step value 0.002
   table.write([{
     step: 0,
@@ -250,12 +256,7 @@ function setupStep(
     for (const op of ops) owner.set(op, { layer: opt.name, pass: "forward" }); // one row per optimizer
   }
   const evalBatch = Math.min(evalN, Net.maxBatch(gpu, p, graph, 2000));
-  const evaluator = new Evaluator(
-    gpu,
-    p,
-    new Net(gpu, p, graph, state, evalBatch, tiles, false),
-    syntheticSet(evalN, 4),
-  );
+  const evaluator = new Evaluator(gpu, p, trainer.evalNet(evalBatch), syntheticSet(evalN, 4));
   return { graph, net, step, stepOps: step.ops(gather), table, loader, evaluator, owner };
 }
 
@@ -369,6 +370,52 @@ async function loadExperiment(path: string): Promise<Experiment<BaseHyp>> {
   return mod.experiment as Experiment<BaseHyp>;
 }
 
+/** One precision's part of the bench: the tuned variants, the profiled step by op, whole steps, evaluation. */
+async function measurePrecision(
+  gpu: Gpu,
+  timer: GpuTimer,
+  o: {
+    args: BenchArgs;
+    exp: Experiment<BaseHyp>;
+    h: BaseHyp;
+    tiles: ConvTiles;
+    p: Precision;
+    repeats: number;
+    warmup: number;
+  },
+  ceilingGflops: number,
+) {
+  const { args, exp, h, p } = o;
+  const isCpu = gpu.adapter.isCpu;
+  const graph = new Graph(exp.makeNet(h), INPUT_SHAPE);
+  const tuned = await tuneSession(gpu, graph, args.batch, p, args.tune, args.json);
+  const ptiles: ConvTiles = { ...o.tiles, choices: tuned.tiles.choices };
+  const s = setupStep(gpu, p, exp, h, isCpu ? (args.full ? 256 : 64) : 2000, ptiles, graph);
+  await gpu.checkCompile();
+  const flopsPerImage = s.graph.flopsPerImage(true);
+  const prof = await profileStep(gpu, timer, s, o.repeats, o.warmup);
+  const stepMs = median(prof.totals) * 1000, ips = args.batch / (stepMs / 1000);
+  const gflops = (ips * flopsPerImage) / 1e9;
+  const step = {
+    precision: p,
+    batch_size: args.batch,
+    dispatches: s.stepOps.length,
+    encode_ms: prof.encodeMs,
+    gpu_ms: stepMs,
+    ms: stepMs,
+    spread: spread(prof.totals),
+    images_per_s: ips,
+    gflops,
+    pct_of_ceiling: (gflops / ceilingGflops) * 100,
+  };
+  const { kernels, other } = attribute(s, prof.opMs, stepMs, ceilingGflops, p, tuned.record);
+  const ttaRate = await evalRate(gpu, s, isCpu ? 1 : Math.min(o.repeats, 3));
+  const evaluation = { precision: p, tta_level: 2, images: s.evaluator.n, images_per_s: ttaRate };
+  s.loader.destroy();
+  s.evaluator.destroy();
+  return { record: tuned.record, flopsPerImage, step, kernels, other, eval: evaluation };
+}
+
 /** Everything the bench measures, as one JSON-able object. */
 async function measure(
   gpu: Gpu,
@@ -405,35 +452,18 @@ async function measure(
   let flopsPerImage = 0;
   const variants: Record<string, VariantRecord> = {};
   for (const p of precisions) {
-    const graph = new Graph(exp.makeNet(h), INPUT_SHAPE);
-    const tuned = await tuneSession(gpu, graph, args.batch, p, args.tune, args.json);
-    variants[p] = tuned.record;
-    const ptiles: ConvTiles = { ...tiles, choices: tuned.tiles.choices };
-    const s = setupStep(gpu, p, exp, h, a.isCpu ? (args.full ? 256 : 64) : 2000, ptiles, graph);
-    await gpu.checkCompile();
-    flopsPerImage = s.graph.flopsPerImage(true);
-    const prof = await profileStep(gpu, timer, s, repeats, warmup);
-    const stepMs = median(prof.totals) * 1000, ips = args.batch / (stepMs / 1000);
-    const gflops = (ips * flopsPerImage) / 1e9;
-    out.steps.push({
-      precision: p,
-      batch_size: args.batch,
-      dispatches: s.stepOps.length,
-      encode_ms: prof.encodeMs,
-      gpu_ms: stepMs,
-      ms: stepMs,
-      spread: spread(prof.totals),
-      images_per_s: ips,
-      gflops,
-      pct_of_ceiling: (gflops / ceiling.matmul_gflops) * 100,
-    });
-    const { kernels, other } = attribute(s, prof.opMs, stepMs, ceiling.matmul_gflops, p, tuned.record);
-    out.kernels.push(...kernels);
-    out.other_ops.push(...other);
-    const ttaRate = await evalRate(gpu, s, a.isCpu ? 1 : Math.min(repeats, 3));
-    out.eval.push({ precision: p, tta_level: 2, images: s.evaluator.n, images_per_s: ttaRate });
-    s.loader.destroy();
-    s.evaluator.destroy();
+    const m = await measurePrecision(
+      gpu,
+      timer,
+      { args, exp, h, tiles, p, repeats, warmup },
+      ceiling.matmul_gflops,
+    );
+    variants[p] = m.record;
+    flopsPerImage = m.flopsPerImage;
+    out.steps.push(m.step);
+    out.kernels.push(...m.kernels);
+    out.other_ops.push(...m.other);
+    out.eval.push(m.eval);
   }
   timer.destroy();
   const adapter = { ...a, deno: Deno.version.deno };

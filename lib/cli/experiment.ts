@@ -8,19 +8,9 @@ import { fileURLToPath } from "node:url";
 import { type Cifar10, loadCifar10 } from "../data/cifar.ts";
 import { parseCommandLine, type RunOptions, UsageError } from "../io/flags.ts";
 import type { BaseHyp } from "../train/hyp.ts";
-import { type ConvTiles, DEFAULT_TILES, tilesFor } from "../nn/conv.ts";
-import {
-  cpuDefaultOf,
-  fallbackOf,
-  gpuTimeFn,
-  kernelsHash,
-  tuneKey,
-  type TuneMode,
-  tuneNetwork,
-  Tuner,
-  type VariantRecord,
-  variantsFromRecord,
-} from "../nn/tune.ts";
+import { DEFAULT_TILES, tilesFor } from "../nn/conv.ts";
+import { type VariantRecord, variantsFromRecord } from "../nn/tune.ts";
+import { tuneSession } from "../nn/tune_session.ts";
 import { ACT_BYTES, Gpu, type Precision } from "../gpu/gpu.ts";
 import { INPUT_SHAPE, NetState, ParamLayout } from "../nn/model.ts";
 import { Graph } from "../nn/module.ts";
@@ -28,11 +18,10 @@ import { printHeader } from "../report/console.ts";
 import { checkWritable, createLogPath, fingerprint, LogFile } from "../io/runlog.ts";
 import { ROOT } from "../root.ts";
 import { safetensorsProblem, writeSafetensors } from "../io/safetensors.ts";
-import { stepsPerRun } from "../train/schedule.ts";
 import {
+  checkedStepsPerRun,
   type Experiment,
   type ExperimentLog,
-  MAX_STEPS,
   runPrecision,
   Session,
   startLog,
@@ -49,20 +38,6 @@ export function experimentPath(url: string): string {
   return relative(ROOT, fileURLToPath(url)).split("\\").join("/");
 }
 
-/** Steps per run must stay within what the plan, the step table and the stats buffer hold. */
-function checkSteps(h: BaseHyp, trainN: number, flag: string) {
-  if (trainN < h.opt.batch_size) {
-    throw new UsageError(`${flag} ${trainN} is smaller than --batch-size ${h.opt.batch_size}`);
-  }
-  const total = stepsPerRun(trainN, h.opt.batch_size, h.opt.train_epochs);
-  if (total > MAX_STEPS) {
-    throw new UsageError(
-      `--epochs ${h.opt.train_epochs} at --batch-size ${h.opt.batch_size} on ${trainN} images is ${total} ` +
-        `steps per run; at most ${MAX_STEPS} are supported (use fewer epochs or a larger batch)`,
-    );
-  }
-}
-
 /** Everything that can be checked before the GPU and the data: outputs, the network, the step count. */
 function preflight<H extends BaseHyp>(
   exp: Experiment<H>,
@@ -76,7 +51,7 @@ function preflight<H extends BaseHyp>(
     throw new UsageError((e as Error).message);
   }
   for (let run = 0; o.saveWeights && run < o.runs; run++) checkReplaceable(weightsPath(o, run));
-  checkSteps(h, o.trainN ?? 50000, "--train-n");
+  checkedStepsPerRun(h, o.trainN ?? 50000, "--train-n");
   let graph: Graph;
   try {
     graph = new Graph(exp.makeNet(h), INPUT_SHAPE);
@@ -226,37 +201,6 @@ function recordFailure(log: LogFile<ExperimentLog>, e: unknown): number {
   return 1;
 }
 
-/**
- * The conv kernel variant of every layer and pass (lib/nn/tune.ts): cached, tuned now (GPUs, or --tune force), or
- * the defaults; or, with `pinned` (--variants LOG), the ones a run log recorded. The training batch's shapes are tuned; the evaluation nets use the same per-layer choices.
- */
-export async function tuneSession(
-  gpu: Gpu,
-  graph: Graph,
-  batch: number,
-  precision: Precision,
-  mode: TuneMode,
-  quiet = false,
-  pinned?: VariantRecord,
-): Promise<{ tiles: ConvTiles; record: VariantRecord }> {
-  const tiles = tilesFor(gpu.adapter);
-  const limits = gpu.device.limits as unknown as Record<string, number>;
-  if (pinned) return variantsFromRecord(pinned, tiles, graph, batch, precision, limits);
-  const tuner = new Tuner({
-    key: tuneKey(gpu.adapter, kernelsHash()),
-    mode,
-    isCpu: gpu.adapter.isCpu,
-    time: gpuTimeFn(gpu, { tiles }),
-    limits,
-    // CPU adapters without a cached choice: the measured defaults (Winograd), except --tune off (direct)
-    fallback: gpu.adapter.isCpu && mode !== "off" ? cpuDefaultOf(tiles) : fallbackOf(tiles),
-    say: quiet ? undefined : (l) => console.error(l),
-    warn: (l) => console.error(`warning: ${l}`),
-  });
-  if (tuner.tunes && !quiet) console.error(`tuning conv kernels (--tune ${mode}); cache ${tuner.path}`);
-  return await tuneNetwork(tuner, tiles, graph, batch, precision);
-}
-
 /** SIGINT / SIGTERM: the log says "interrupted", where, and the process exits 130 / 143. */
 function onSignals(s: Session<BaseHyp>): () => void {
   const handlers: [Deno.Signal, () => void][] = (["SIGINT", "SIGTERM"] as const).map((sig) => [sig, () => {
@@ -329,7 +273,7 @@ export async function runExperiment<H extends BaseHyp>(
   if (pinned) checkPinned(gpu, graph, hyp, precision, opts.variants!, pinned);
   const data = await loadData(opts);
   const trainN = Math.min(opts.trainN ?? data.train.n, data.train.n);
-  checkSteps(hyp, trainN, "the training set of");
+  checkedStepsPerRun(hyp, trainN, "the training set of");
   const log = newLog(exp, args, hyp, opts, gpu, { precision, trainN, testOf: data.test.n, graph });
   let s: Session<H> | undefined, off = () => {};
   try {

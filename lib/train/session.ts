@@ -11,21 +11,41 @@ import type { TuneMode, VariantRecord } from "../nn/tune.ts";
 import { Evaluator } from "./evaluate.ts";
 import { type AdapterReport, Gpu, type Op, type Precision, warmUp } from "../gpu/gpu.ts";
 import { TrainLoader } from "../data/loader.ts";
-import { initParams, Net, NetState, ParamLayout } from "../nn/model.ts";
+import { initParams, Net, NetState } from "../nn/model.ts";
 import { Graph, type Module } from "../nn/module.ts";
 import { formatDuration, meanStd, printRow, Progress } from "../report/console.ts";
 import type { Rng } from "../data/rng.ts";
 import { type Fingerprint, type SavedLog, stateDigest } from "../io/runlog.ts";
 import { stepsPerRun } from "./schedule.ts";
 import type { Optimizer } from "./optim.ts";
-import { GpuTimer, type PlanStep, StepTable, submitSteps } from "../gpu/steps.ts";
-import { type LossOptions, TrainStep } from "./train_step.ts";
+import { GpuTimer, type PlanStep, submitSteps } from "../gpu/steps.ts";
+import type { LossOptions } from "./train_step.ts";
+import { Trainer } from "./trainer.ts";
 
 const CHUNK_SECONDS = 1.0; // aim for submits of about this much GPU work (progress granularity)
 /** Test images per evaluation batch on CPU adapters (GPUs: 2000, as the recipe). */
 const CPU_EVAL_BATCH = 500;
 /** Most steps per run: the plan and per-step tables are held in memory and in GPU buffers. */
 export const MAX_STEPS = 1_000_000;
+
+/**
+ * A run's optimizer steps (lib/train/schedule.ts stepsPerRun), checked: at least one batch of the `flag`'s
+ * images, and within what the plan, the step table and the stats buffer hold (MAX_STEPS). Every consumer of
+ * the step count (the checks before work, the log, the session's step table, the page) goes through here.
+ */
+export function checkedStepsPerRun(h: BaseHyp, trainN: number, flag = "--train-n"): number {
+  if (trainN < h.opt.batch_size) {
+    throw new UsageError(`${flag} ${trainN} is smaller than --batch-size ${h.opt.batch_size}`);
+  }
+  const total = stepsPerRun(trainN, h.opt.batch_size, h.opt.train_epochs);
+  if (total > MAX_STEPS) {
+    throw new UsageError(
+      `--epochs ${h.opt.train_epochs} at --batch-size ${h.opt.batch_size} on ${trainN} images is ${total} ` +
+        `steps per run; at most ${MAX_STEPS} are supported (use fewer epochs or a larger batch)`,
+    );
+  }
+  return total;
+}
 
 export interface Experiment<H extends BaseHyp> {
   url: string; // import.meta.url of the experiment file: its text goes into the log
@@ -74,15 +94,9 @@ export interface ExperimentLog {
   interrupted?: { signal: string; run: number; epochs_completed: number; step: number };
 }
 
-/** Everything built once per invocation and shared by its runs. */
-export class Session<H extends BaseHyp> {
-  readonly layout: ParamLayout;
-  readonly state: NetState;
-  readonly tiles: ConvTiles;
-  readonly net: Net;
+/** Everything built once per invocation and shared by its runs: the trainer (lib/train/trainer.ts) and more. */
+export class Session<H extends BaseHyp> extends Trainer {
   readonly evaluator: Evaluator;
-  readonly table: StepTable;
-  readonly step: TrainStep;
   /** Optimizer steps of each run (lib/train/schedule.ts stepsPerRun: trainN, the batch size, the epochs). */
   readonly stepsPerRun: number;
   readonly progress: Progress;
@@ -94,31 +108,30 @@ export class Session<H extends BaseHyp> {
     readonly exp: Experiment<H>,
     readonly hyp: H,
     readonly opts: RunOptions,
-    readonly gpu: Gpu,
+    gpu: Gpu,
     readonly precision: Precision,
     readonly data: Cifar10,
     readonly trainN: number,
     readonly log: SavedLog<ExperimentLog>,
-    readonly graph: Graph,
+    graph: Graph,
     tiles?: ConvTiles,
   ) {
-    this.layout = new ParamLayout(this.graph);
-    this.state = new NetState(gpu, this.layout);
-    // register blocking on CPU adapters, workgroup-memory tiles on GPUs; per-layer choices from the tuner
-    this.tiles = tiles ?? tilesFor(gpu.adapter);
-    this.net = new Net(gpu, precision, this.graph, this.state, hyp.opt.batch_size, this.tiles);
+    const steps = checkedStepsPerRun(hyp, trainN);
+    super(gpu, graph, {
+      precision,
+      batch: hyp.opt.batch_size,
+      steps,
+      loss: exp.loss(hyp),
+      optimizers: exp.optimizers(hyp),
+      // register blocking on CPU adapters, workgroup-memory tiles on GPUs; per-layer choices from the tuner
+      tiles: tiles ?? tilesFor(gpu.adapter),
+    });
+    this.stepsPerRun = steps;
     const test = this.test;
     // CPU adapters: smaller batches, one submit per view (each takes seconds there; an interrupt waits for one)
     const cpu = gpu.adapter.isCpu;
-    const evalBatch = Net.maxBatch(gpu, precision, this.graph, Math.min(cpu ? CPU_EVAL_BATCH : 2000, test.n));
-    const evalNet = new Net(gpu, precision, this.graph, this.state, evalBatch, this.tiles, false);
-    this.evaluator = new Evaluator(gpu, precision, evalNet, test, cpu);
-    this.stepsPerRun = stepsPerRun(trainN, hyp.opt.batch_size, hyp.opt.train_epochs);
-    this.table = new StepTable(gpu, this.stepsPerRun);
-    this.step = new TrainStep(gpu, this.net, this.table, {
-      loss: exp.loss(hyp),
-      optimizers: exp.optimizers(hyp),
-    });
+    const evalBatch = Net.maxBatch(gpu, precision, graph, Math.min(cpu ? CPU_EVAL_BATCH : 2000, test.n));
+    this.evaluator = new Evaluator(gpu, precision, this.evalNet(evalBatch), test, cpu);
     this.progress = new Progress(opts.quiet);
   }
 
@@ -338,7 +351,7 @@ export function startLog(o: {
       trainN: o.trainN,
       testN: Math.min(o.opts.testN ?? o.testOf, o.testOf),
       testOf: o.testOf,
-      stepsPerRun: stepsPerRun(o.trainN, hyp.opt.batch_size, hyp.opt.train_epochs),
+      stepsPerRun: checkedStepsPerRun(hyp, o.trainN),
     },
     adapter: { ...o.adapter, ...o.host },
     precision: o.precision,
