@@ -24,99 +24,97 @@ export interface RunOptions {
 }
 
 export type Kind = "int" | "posint" | "bool" | "widths" | "string" | "choice";
-/** A run option (the library's, the same for every experiment). */
+/**
+ * A run option (the library's, the same for every experiment): its flag, the RunOptions field it sets, its help,
+ * and what the help table shows when the field is absent.
+ */
 interface Flag {
   name: string;
+  key: keyof RunOptions;
   kind: Kind;
   help: string;
   choices?: string[];
-  set: (o: RunOptions, v: unknown) => void;
-  get: (o: RunOptions) => unknown;
+  absent?: string;
 }
 
 const RUN_FLAGS: Flag[] = [
   {
     name: "runs",
+    key: "runs",
     kind: "posint",
     help: "independent training runs (the reference: 25)",
-    set: (o, v) => o.runs = v as number,
-    get: (o) => o.runs,
   },
   {
     name: "train-n",
+    key: "trainN",
     kind: "posint",
     help: "train on the first N training images only (quick runs on slow adapters)",
-    set: (o, v) => o.trainN = v as number,
-    get: (o) => o.trainN ?? "all",
+    absent: "all",
   },
   {
     name: "test-n",
+    key: "testN",
     kind: "posint",
     help: "evaluate on the first N test images only (quick runs; every accuracy then says so: not the " +
       "benchmark's figure)",
-    set: (o, v) => o.testN = v as number,
-    get: (o) => o.testN ?? "all",
+    absent: "all",
   },
   {
     name: "seed",
+    key: "seed",
     kind: "int",
     help: "seed of run 0; run i uses seed + i",
-    set: (o, v) => o.seed = v as number,
-    get: (o) => o.seed,
   },
   {
     name: "precision",
+    key: "precision",
     kind: "choice",
     choices: ["auto", "f16", "f32"],
     help: "activation storage: auto = f16 on GPUs with shader-f16, f32 on CPU adapters",
-    set: (o, v) => o.precision = v as RunOptions["precision"],
-    get: (o) => o.precision,
   },
   {
     name: "data",
+    key: "data",
     kind: "string",
     help: "CIFAR-10 from a local cifar-10-binary.tar.gz or a folder of the six .bin files",
-    set: (o, v) => o.data = v as string,
-    get: (o) => o.data ?? "download (cached under data/)",
+    absent: "download (cached under data/)",
   },
   {
     name: "verify",
+    key: "verify",
     kind: "bool",
     help:
       "check the data against the official SHA-256 (false: your own data in the CIFAR-10 layout, needs --data)",
-    set: (o, v) => o.verify = v as boolean,
-    get: (o) => o.verify,
   },
   {
     name: "save-weights",
+    key: "saveWeights",
     kind: "string",
     help: "write the trained weights as safetensors (PyTorch state-dict names); -runI added when runs > 1",
-    set: (o, v) => o.saveWeights = v as string,
-    get: (o) => o.saveWeights ?? "no",
+    absent: "no",
   },
   {
     name: "tune",
+    key: "tune",
     kind: "choice",
     choices: ["auto", "off", "force"],
     help: "conv kernel variants: auto = tune once on GPUs and reuse the cache (CPU adapters: cached or " +
       "default), off = defaults, force = tune now on any adapter",
-    set: (o, v) => o.tune = v as RunOptions["tune"],
-    get: (o) => o.tune ?? "auto",
+    absent: "auto",
   },
   {
     name: "variants",
+    key: "variants",
     kind: "string",
     help: "run the conv kernel variants a run log recorded (its conv_variants) instead of --tune's " +
       "(deno task reproduce sets it)",
-    set: (o, v) => o.variants = v as string,
-    get: (o) => o.variants ?? "no",
+    absent: "no",
   },
   {
     name: "log-dir",
+    key: "logDir",
     kind: "string",
     help: "folder of the JSON log",
-    set: (o, v) => o.logDir = v as string,
-    get: (o) => o.logDir,
   },
 ];
 
@@ -223,7 +221,7 @@ export function parseCommandLine<H>(
   opts.quiet = Boolean(values.quiet);
   for (const f of RUN_FLAGS) {
     const raw = values[f.name];
-    if (typeof raw === "string") f.set(opts, convertFlag(f, raw));
+    if (typeof raw === "string") (opts as unknown as Record<string, unknown>)[f.key] = convertFlag(f, raw);
   }
   for (const f of hyperparameters.flags) {
     const raw = values[f.flag];
@@ -262,7 +260,7 @@ function usage<H>(
       : f.kind === "choice"
       ? ` ${f.choices!.join("|")}`
       : " VALUE";
-    line(f.name, arg, f.help, f.get(o));
+    line(f.name, arg, f.help, o[f.key] ?? f.absent);
   }
   for (const f of hp.flags) {
     const v = getAt(h, f.path);

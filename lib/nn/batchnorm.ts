@@ -117,6 +117,14 @@ function checkBindings(name: string, p: Precision, pl: Plan, acts: Record<string
   for (const [k, b] of Object.entries(chans)) if (b) need(k, b as Binding, pl.C * 4);
 }
 
+/** The activation's dimensions every BatchNorm op takes: NHWC. */
+interface BnDims {
+  N: number;
+  H: number;
+  W: number;
+  C: number;
+}
+
 /**
  * Training forward with batch statistics over N, H, W: mean and invstd = 1 / sqrt(var_biased + eps) are
  * saved (f32 [C], for the backward); y = (x - mean) * invstd * weight + bias; in place,
@@ -128,7 +136,7 @@ function checkBindings(name: string, p: Precision, pl: Plan, acts: Record<string
 export function batchNormTrainForward(
   gpu: Gpu,
   p: Precision,
-  a: {
+  a: BnDims & {
     x: Binding;
     y: Binding;
     weight: Binding;
@@ -137,10 +145,6 @@ export function batchNormTrainForward(
     invstd: Binding;
     runningMean: Binding;
     runningVar: Binding;
-    N: number;
-    H: number;
-    W: number;
-    C: number;
     eps: number;
     momentum: number;
   },
@@ -168,17 +172,13 @@ export function batchNormTrainForward(
 export function batchNormEvalForward(
   gpu: Gpu,
   p: Precision,
-  a: {
+  a: BnDims & {
     x: Binding;
     y: Binding;
     weight: Binding;
     bias: Binding;
     runningMean: Binding;
     runningVar: Binding;
-    N: number;
-    H: number;
-    W: number;
-    C: number;
     eps: number;
   },
 ): Op {
@@ -198,7 +198,7 @@ export function batchNormEvalForward(
 export function batchNormBackward(
   gpu: Gpu,
   p: Precision,
-  a: {
+  a: BnDims & {
     x: Binding;
     dy: Binding;
     dx: Binding;
@@ -207,10 +207,6 @@ export function batchNormBackward(
     invstd: Binding;
     dweight?: Binding;
     dbias: Binding;
-    N: number;
-    H: number;
-    W: number;
-    C: number;
   },
 ): Op[] {
   const name = "batchNormBackward";
