@@ -88,7 +88,7 @@ Deno.test("reproduce: same bits from the log; a tampered accuracy fails; other c
       bad.stdout,
       /run 0 \(seed 5\): DIFFERS: tta_val_acc .*; weights_sha256 [0-9a-f]{12}\.\.\. != 0{12}/,
     );
-    assert.match(bad.stderr, /warning: lib\/nn\.ts differs from the logged run's/);
+    assert.match(bad.stderr, /warning: lib\/nn\/module\.ts differs from the logged run's/);
     assert.deepEqual(leftovers(), []);
   } finally {
     await Deno.remove(dir, { recursive: true });
