@@ -12,6 +12,7 @@ import {
   compareRuns,
   experimentFile,
   fingerprintDiff,
+  missingImports,
   printable,
   replayArgs,
 } from "../lib/cli/reproduce.ts";
@@ -89,6 +90,32 @@ Deno.test("reproduce: same bits from the log; a tampered accuracy fails; other c
       /run 0 \(seed 5\): DIFFERS: tta_val_acc .*; weights_sha256 [0-9a-f]{12}\.\.\. != 0{12}/,
     );
     assert.match(bad.stderr, /warning: lib\/nn\/module\.ts differs from the logged run's/);
+    assert.deepEqual(leftovers(), []);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("reproduce: a log whose code imports a file this tree lacks says so and names the commit", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "airbench-reproduce-test-" });
+  try {
+    const code = (await Deno.readTextFile(join(ROOT, "main.ts")))
+      .replace('"./lib/cli/experiment.ts"', '"./lib/experiment.ts"'); // where it was before lib/ had folders
+    assert.deepEqual(missingImports(code, ROOT), ["./lib/experiment.ts"]);
+    assert.deepEqual(missingImports(await Deno.readTextFile(join(ROOT, "main.ts")), ROOT), []);
+    const commit = "0123456789abcdef0123456789abcdef01234567";
+    const log = await writeLog(dir, "old.json", {
+      experiment: "main.ts",
+      argv: ["--runs", "1"],
+      code,
+      fingerprint: { commit, dirty: false, files: {} },
+      runs: [{ run: 0, seed: 0, epochs: [], tta_val_acc: 0.5 }],
+    });
+    const r = await reproduce(log, "--trust");
+    assert.equal(r.code, 2, r.stderr + r.stdout);
+    assert.match(r.stderr, /its code imports \.\/lib\/experiment\.ts, which this tree lacks/);
+    assert.match(r.stderr, new RegExp(`git worktree add \\.\\./airbench-01234567 ${commit}`));
+    assert.doesNotMatch(r.stderr, /reproducing/);
     assert.deepEqual(leftovers(), []);
   } finally {
     await Deno.remove(dir, { recursive: true });

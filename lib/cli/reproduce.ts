@@ -179,6 +179,22 @@ function readLog(path: string): ExperimentLog {
 }
 
 /**
+ * The project files the log's code imports (relative specifiers, resolved from the experiment's folder
+ * `dir`) that this tree lacks: a log from before a file moved. Empty when every import is there.
+ */
+export function missingImports(code: string, dir: string): string[] {
+  const missing: string[] = [];
+  for (const m of code.matchAll(/(?:from|import)\s*\(?\s*["'](\.{1,2}\/[^"']+)["']/g)) {
+    try {
+      Deno.statSync(join(dir, m[1]));
+    } catch {
+      if (!missing.includes(m[1])) missing.push(m[1]);
+    }
+  }
+  return missing;
+}
+
+/**
  * How the log's code differs from the experiment file in the tree (null: the same text; `current` null: the
  * tree has no such file): the changed block's size and its first `max` removed and added lines.
  */
@@ -337,6 +353,19 @@ async function main(): Promise<number> {
   if (!/^\d+$/.test(values.runs ?? "1") || runs < 1 || runs > log.runs.length) {
     throw new Error(
       `--runs ${values.runs}: expected 1..${log.runs.length} (the log has ${log.runs.length} runs)`,
+    );
+  }
+  const missing = missingImports(log.code, dirname(expFile));
+  if (missing.length) {
+    const at = log.fingerprint.commit;
+    throw new Error(
+      `${logPath}: its code imports ${
+        missing.map((m) => printable(m)).join(", ")
+      }, which this tree lacks (a file moved ` +
+        `since the run); reproduce it in a checkout of the commit it ran at` +
+        (at && /^[0-9a-f]{40}$/.test(at)
+          ? `: git worktree add ../airbench-${at.slice(0, 8)} ${at}, then deno task reproduce there`
+          : ""),
     );
   }
   let current: string | null = null;
