@@ -5,7 +5,7 @@
 // library and kernel file.
 
 import { type Experiment, main, type Run } from "./lib/cli/experiment.ts";
-import { hyperparameters, param } from "./lib/train/hyp.ts";
+import { hyperparameters, param } from "./lib/io/hyp.ts";
 import { Conv2d, Flatten, GELU, GlobalMaxPool, Linear, MaxPool2d, Mul } from "./lib/nn/layers.ts";
 import { Named, Sequential } from "./lib/nn/module.ts";
 import { inGroup, Lookahead, type Optimizer, SGD } from "./lib/train/optim.ts";

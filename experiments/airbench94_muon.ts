@@ -9,7 +9,7 @@
 
 import { BatchNorm2d } from "../lib/nn/batchnorm.ts";
 import { type Experiment, main, type Run } from "../lib/cli/experiment.ts";
-import { hyperparameters, param } from "../lib/train/hyp.ts";
+import { hyperparameters, param } from "../lib/io/hyp.ts";
 import { Conv2d, Flatten, GELU, GlobalMaxPool, Linear, MaxPool2d, Mul } from "../lib/nn/layers.ts";
 import { Muon } from "../lib/train/muon.ts";
 import { Named, Sequential } from "../lib/nn/module.ts";

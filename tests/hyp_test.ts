@@ -1,9 +1,9 @@
-// Hyperparameters as data (lib/train/hyp.ts, lib/io/flags.ts): every leaf an experiment declares is a flag with its help
+// Hyperparameters as data (lib/io/hyp.ts, lib/io/flags.ts): every leaf an experiment declares is a flag with its help
 // and bounds, with no edit of the library; bad values are one line naming the flag.
 
 import assert from "node:assert/strict";
 import { parseCommandLine, type RunOptions, UsageError } from "../lib/io/flags.ts";
-import { hyperparameters, param } from "../lib/train/hyp.ts";
+import { hyperparameters, param } from "../lib/io/hyp.ts";
 import { hyp as mainHyp } from "../main.ts";
 import { hyp as bnHyp } from "../experiments/airbench94.ts";
 

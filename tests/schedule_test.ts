@@ -3,14 +3,8 @@
 // must match Python exactly too.
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
-import {
-  alphaSchedule,
-  decoupledHyperparameters,
-  stepsPerEpoch,
-  stepsPerRun,
-  totalSteps,
-  triangleSchedule,
-} from "../lib/train/schedule.ts";
+import { stepsPerEpoch, stepsPerRun, totalSteps } from "../lib/data/batches.ts";
+import { alphaSchedule, decoupledHyperparameters, triangleSchedule } from "../lib/train/schedule.ts";
 
 interface Fixture {
   cases: {

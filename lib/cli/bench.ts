@@ -17,7 +17,7 @@ import { join, resolve } from "node:path";
 import { pathToFileURL } from "node:url";
 import { writeFileAtomic } from "../io/atomic.ts";
 import { convertFlag, parseCommandLine, parseFlags, UsageError } from "../io/flags.ts";
-import type { BaseHyp } from "../train/hyp.ts";
+import type { BaseHyp } from "../io/hyp.ts";
 import {
   convMultiplies,
   type ConvPass,

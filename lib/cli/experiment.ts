@@ -7,7 +7,7 @@ import { relative } from "node:path";
 import { fileURLToPath } from "node:url";
 import { type Cifar10, loadCifar10 } from "../data/cifar.ts";
 import { parseCommandLine, type RunOptions, UsageError } from "../io/flags.ts";
-import type { BaseHyp } from "../train/hyp.ts";
+import type { BaseHyp } from "../io/hyp.ts";
 import { DEFAULT_TILES, tilesFor } from "../nn/conv.ts";
 import { type VariantRecord, variantsFromRecord } from "../nn/tune.ts";
 import { tuneSession } from "../nn/tune_session.ts";

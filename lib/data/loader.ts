@@ -12,7 +12,7 @@
 
 import { dispatch, type Gpu, grid2d, type Op, type Precision } from "../gpu/gpu.ts";
 import { Rng } from "./rng.ts";
-import { stepsPerEpoch } from "../train/schedule.ts";
+import { stepsPerEpoch } from "./batches.ts";
 
 export const CIFAR_MEAN = [0.4914, 0.4822, 0.4465];
 export const CIFAR_STD = [0.2470, 0.2435, 0.2616];

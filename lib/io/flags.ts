@@ -1,9 +1,9 @@
 // Command line of the experiment files (main.ts, experiments/*.ts): the run options below, and one flag per
-// hyperparameter the experiment declares (lib/train/hyp.ts). Invalid flags or values fail with one line that names
+// hyperparameter the experiment declares (lib/io/hyp.ts). Invalid flags or values fail with one line that names
 // the flag and the accepted values.
 
 import { parseArgs } from "node:util";
-import { getAt, type Hyperparameters, parseLeaf, setAt } from "../train/hyp.ts";
+import { getAt, type Hyperparameters, parseLeaf, setAt } from "./hyp.ts";
 
 export interface RunOptions {
   runs: number;

@@ -11,7 +11,7 @@
 import { isAbsolute, join, relative, resolve } from "node:path";
 import { pathToFileURL } from "node:url";
 import { parseCommandLine, type RunOptions } from "../io/flags.ts";
-import type { BaseHyp, Hyperparameters } from "../train/hyp.ts";
+import type { BaseHyp, Hyperparameters } from "../io/hyp.ts";
 import { ROOT } from "../root.ts";
 
 /** A bad spec: one line naming the problem (exit 2, before any run starts). */

@@ -103,25 +103,3 @@ export function linearDecay(steps: number): Float64Array {
   checkSteps(steps);
   return Float64Array.from({ length: steps + 1 }, (_, s) => 1 - s / steps);
 }
-
-/** Number of full batches per epoch (the train loader drops the last partial batch). */
-export function stepsPerEpoch(n: number, batchSize: number): number {
-  if (!(Number.isSafeInteger(n) && n >= 0 && Number.isSafeInteger(batchSize) && batchSize >= 1)) {
-    throw new Error(`stepsPerEpoch: bad arguments n=${n}, batchSize=${batchSize}`);
-  }
-  return Math.floor(n / batchSize);
-}
-
-/**
- * A run's optimizer steps: `n` training images in batches of `batchSize` (the last partial batch dropped) for
- * `epochs` epochs (fractional, as in 9.9: ceil). The one place a run's step count is computed (the session's
- * step table, the log's stepsPerRun, the checks before training, the page's progress).
- */
-export function stepsPerRun(n: number, batchSize: number, epochs: number): number {
-  return totalSteps(stepsPerEpoch(n, batchSize), epochs);
-}
-
-/** Total optimizer steps: ceil(stepsPerEpoch * epochs) (epochs may be fractional, as in 9.9). */
-export function totalSteps(stepsPerEpoch: number, epochs: number): number {
-  return Math.ceil(stepsPerEpoch * epochs);
-}

@@ -5,7 +5,7 @@
 
 import type { Cifar10, CifarSplit } from "../data/cifar.ts";
 import { type RunOptions, UsageError } from "../io/flags.ts";
-import type { BaseHyp, Hyperparameters } from "./hyp.ts";
+import type { BaseHyp, Hyperparameters } from "../io/hyp.ts";
 import { type ConvTiles, tilesFor } from "../nn/conv.ts";
 import type { TuneMode, VariantRecord } from "../nn/tune.ts";
 import { Evaluator } from "./evaluate.ts";
@@ -16,7 +16,7 @@ import { Graph, type Module } from "../nn/module.ts";
 import { formatDuration, meanStd, printRow, Progress } from "../report/console.ts";
 import type { Rng } from "../data/rng.ts";
 import { type Fingerprint, type SavedLog, stateDigest } from "../io/runlog.ts";
-import { stepsPerRun } from "./schedule.ts";
+import { stepsPerRun } from "../data/batches.ts";
 import type { Optimizer } from "./optim.ts";
 import { GpuTimer, type PlanStep, submitSteps } from "../gpu/steps.ts";
 import type { LossOptions } from "./train_step.ts";
@@ -50,7 +50,7 @@ export function checkedStepsPerRun(h: BaseHyp, trainN: number, flag = "--train-n
 export interface Experiment<H extends BaseHyp> {
   url: string; // import.meta.url of the experiment file: its text goes into the log
   title: string;
-  /** The hyperparameters: values, help and bounds (lib/train/hyp.ts); each one is a flag. */
+  /** The hyperparameters: values, help and bounds (lib/io/hyp.ts); each one is a flag. */
   hyp: Hyperparameters<H>;
   defaults: RunOptions;
   makeNet(h: H): Module;
