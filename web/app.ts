@@ -26,7 +26,7 @@ import {
   readBatchesFromTarGz,
   verifyBatch,
 } from "../lib/data/cifar.ts";
-import type { BaseHyp } from "../lib/train/hyp.ts";
+import type { BaseHyp } from "../lib/io/hyp.ts";
 import type { Experiment, ExperimentLog } from "../lib/train/session.ts";
 import { testNote } from "../lib/report/html.ts";
 import { COLUMNS, formatDuration } from "../lib/report/console.ts";

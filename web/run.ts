@@ -8,7 +8,7 @@
 
 import type { Cifar10, CifarSplit } from "../lib/data/cifar.ts";
 import { parseCommandLine } from "../lib/io/flags.ts";
-import type { BaseHyp } from "../lib/train/hyp.ts";
+import type { BaseHyp } from "../lib/io/hyp.ts";
 import {
   checkedStepsPerRun,
   type Experiment,
