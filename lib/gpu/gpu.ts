@@ -1,115 +1,18 @@
-// WebGPU device layer: adapter choice, limits, kernel compilation (cached), buffers and dispatch helpers.
-//
-// Kernels live in kernels/*.wgsl. Each kernel file is compiled with a generated header prepended:
-//   - `enable f16;` when the activation precision is f16,
-//   - `alias act = f16;` / `alias act4 = vec4<f16>;` (or the f32 versions): the storage type of activations
-//     and activation gradients. Parameters, their gradients and optimizer state are always f32.
-//   - one `const NAME: TYPE = VALUE;` line for each compile-time constant the caller passes (shapes, tile sizes).
-// Then the kernel file itself, its `// #include "name.wgsl"` lines replaced by those files (paths relative to
-// kernels/, each file at most once per kernel, nested includes resolved the same way): shared WGSL pieces such
-// as grid.wgsl (the 2-D grid index) or step.wgsl (the Step struct). Compile errors name the file and the line
-// inside it, an included file's own when the error is there.
+// WebGPU device layer: the device (lib/gpu/adapter.ts chooses the adapter), kernel pipelines (compiled and cached
+// by lib/gpu/kernels.ts), buffers, and the one submit path with its dispatch helpers.
 
-import { join } from "node:path";
-import { ROOT } from "../root.ts";
+import { type AdapterReport, type DeviceOptions, openDevice } from "./adapter.ts";
+import { type Consts, KernelCache, type Precision } from "./kernels.ts";
 
-export type Precision = "f32" | "f16";
-
-export interface AdapterReport {
-  name: string;
-  vendor: string;
-  architecture: string;
-  backend: string;
-  isCpu: boolean;
-  f16: boolean;
-  timestampQuery: boolean;
-  /** The device has the "subgroups" feature (requested by trying: Deno's adapter.features does not list it). */
-  subgroups: boolean;
-  /** The adapter's driver description (adapter.info.description; part of the tuning cache key). */
-  driver?: string;
-  limits: Record<string, number>;
-}
-
-// Kernel files are read from disk under Deno; a page registers their text with defineSource() instead.
-const KERNEL_DIR = ROOT ? join(ROOT, "kernels") : "";
-
-// The limits we ask for: the adapter's own (Deno otherwise hands out WebGPU's minimums).
-const WANTED_LIMITS = [
-  "maxStorageBufferBindingSize",
-  "maxBufferSize",
-  "maxComputeWorkgroupStorageSize",
-  "maxComputeInvocationsPerWorkgroup",
-  "maxComputeWorkgroupSizeX",
-  "maxComputeWorkgroupSizeY",
-  "maxComputeWorkgroupSizeZ",
-  "maxComputeWorkgroupsPerDimension",
-  "maxStorageBuffersPerShaderStage",
-  "maxUniformBufferBindingSize",
-  "maxBindGroups",
-] as const;
-
-const INCLUDE_LINE = /^\s*\/\/\s*#include\s+"([\w./-]+\.wgsl)"\s*$/;
-
-/** Where one line of a compiled kernel came from: a kernel file (relative to kernels/) and its 1-based line. */
-export interface LineOrigin {
-  file: string;
-  line: number;
-}
-
-/** The files `text` names in its `// #include "name.wgsl"` lines, in order. */
-export function includesOf(text: string): string[] {
-  return text.split("\n").map((l) => l.match(INCLUDE_LINE)?.[1]).filter((f): f is string => f !== undefined);
-}
-
-/**
- * kernels/`file` with its include lines replaced by the included files' text (each file once: a second include
- * of the same file, or a cycle, is an empty line), and the origin of every line. `read` gives a file's text.
- */
-export function expandIncludes(
-  file: string,
-  read: (file: string) => string,
-): { lines: string[]; origins: LineOrigin[] } {
-  const lines: string[] = [];
-  const origins: LineOrigin[] = [];
-  const seen = new Set<string>();
-  const visit = (f: string) => {
-    seen.add(f);
-    read(f).split("\n").forEach((text, i) => {
-      const inc = text.match(INCLUDE_LINE)?.[1];
-      if (inc === undefined || seen.has(inc)) {
-        lines.push(inc === undefined ? text : "");
-        origins.push({ file: f, line: i + 1 });
-        return;
-      }
-      try {
-        read(inc);
-      } catch (e) {
-        throw new Error(`kernels/${f}:${i + 1}: #include "${inc}": ${(e as Error).message}`);
-      }
-      visit(inc);
-    });
-  };
-  visit(file);
-  return { lines, origins };
-}
-
-export type ConstValue = number | boolean | { u32: number } | { i32: number } | { f32: number };
-export type Consts = Record<string, ConstValue>;
-
-function constLine(name: string, v: ConstValue): string {
-  if (typeof v === "boolean") return `const ${name}: bool = ${v};`;
-  if (typeof v === "number") {
-    if (!Number.isInteger(v) || v < 0) {
-      throw new Error(`kernel constant ${name}=${v}: plain numbers must be non-negative integers (u32)`);
-    }
-    return `const ${name}: u32 = ${v}u;`;
-  }
-  if ("u32" in v) return `const ${name}: u32 = ${v.u32}u;`;
-  if ("i32" in v) return `const ${name}: i32 = ${v.i32}i;`;
-  const f = v.f32;
-  if (!Number.isFinite(f)) throw new Error(`kernel constant ${name}=${f} is not finite`);
-  return `const ${name}: f32 = ${f.toExponential(9)}f;`;
-}
+export type { AdapterReport } from "./adapter.ts";
+export {
+  type Consts,
+  type ConstValue,
+  expandIncludes,
+  includesOf,
+  type LineOrigin,
+  type Precision,
+} from "./kernels.ts";
 
 /**
  * gpu.poison's fill word: a NaN read as one f32 (0x7fc07e00) and as two f16 (0x7e00 and 0x7fc0 are both NaN),
@@ -122,8 +25,7 @@ export class Gpu {
   readonly adapter: AdapterReport;
   readonly f16: boolean;
   readonly timestamps: boolean;
-  private sources = new Map<string, string>();
-  private pipelines = new Map<string, GPUComputePipeline>();
+  private kernels: KernelCache;
   private lost = false;
   lostReason = "";
 
@@ -132,81 +34,15 @@ export class Gpu {
     this.adapter = report;
     this.f16 = report.f16;
     this.timestamps = report.timestampQuery;
+    this.kernels = new KernelCache(device, report.f16);
     device.lost.then((info) => {
       this.lost = true;
       this.lostReason = `${info.reason}: ${info.message}`;
     });
   }
 
-  static async create(
-    opts: { f16?: boolean; timestamps?: boolean; subgroups?: boolean } = {},
-  ): Promise<Gpu> {
-    if (!("gpu" in navigator) || !navigator.gpu) {
-      throw new Error(
-        "WebGPU is not available in this Deno (navigator.gpu is missing). Use Deno 2.x: npm i -g deno@2.9.6",
-      );
-    }
-    const adapter = await navigator.gpu.requestAdapter({ powerPreference: "high-performance" });
-    if (!adapter) {
-      throw new Error(
-        "No WebGPU adapter found. Install a GPU driver with Vulkan/Metal/D3D12 support, or on a machine " +
-          "without a GPU, Mesa's lavapipe: apt-get install -t bookworm-backports mesa-vulkan-drivers",
-      );
-    }
-    const features: GPUFeatureName[] = [];
-    const hasF16 = adapter.features.has("shader-f16");
-    const hasTs = adapter.features.has("timestamp-query");
-    if (hasF16 && opts.f16 !== false) features.push("shader-f16");
-    if (hasTs && opts.timestamps !== false) features.push("timestamp-query");
-    const requiredLimits: Record<string, number> = {};
-    for (const k of WANTED_LIMITS) {
-      const v = (adapter.limits as unknown as Record<string, number>)[k];
-      if (typeof v === "number") requiredLimits[k] = v;
-    }
-    // Subgroups: Deno accepts the feature in requestDevice although adapter.features does not list it (Mesa's
-    // lavapipe runs subgroup ops, size 8). Try with it; fall back without.
-    let device: GPUDevice | undefined;
-    let subgroups = false;
-    if (opts.subgroups !== false) {
-      try {
-        const withSg = [...features, "subgroups" as GPUFeatureName];
-        device = await adapter.requestDevice({ requiredFeatures: withSg, requiredLimits });
-        subgroups = device.features.has("subgroups");
-      } catch {
-        device = undefined;
-      }
-    }
-    device ??= await adapter.requestDevice({ requiredFeatures: features, requiredLimits });
-    const info = adapter.info;
-    const desc = info.description || "";
-    // Browsers often leave description and device empty (Chrome: vendor "google", architecture
-    // "swiftshader"), so the name and the CPU test fall back to vendor and architecture.
-    const vendorArch = [info.vendor, info.architecture].filter(Boolean).join(" ");
-    const isCpu = /llvmpipe|lavapipe|swiftshader|warp|software/i.test(`${desc} ${vendorArch}`) ||
-      (info as unknown as { isFallbackAdapter?: boolean }).isFallbackAdapter === true;
-    const limits: Record<string, number> = {};
-    for (const k of WANTED_LIMITS) {
-      limits[k] = (device.limits as unknown as Record<string, number>)[k];
-    }
-    const report: AdapterReport = {
-      name: desc || info.device || vendorArch || "unknown",
-      vendor: info.vendor || "unknown",
-      architecture: info.architecture || "",
-      // Deno's WebGPU (wgpu) does not expose the backend; infer it from the platform.
-      backend: typeof Deno === "undefined"
-        ? "browser"
-        : Deno.build.os === "darwin"
-        ? "metal"
-        : Deno.build.os === "windows"
-        ? "dx12/vulkan"
-        : "vulkan",
-      isCpu,
-      f16: features.includes("shader-f16"),
-      timestampQuery: features.includes("timestamp-query"),
-      subgroups,
-      driver: desc,
-      limits,
-    };
+  static async create(opts: DeviceOptions = {}): Promise<Gpu> {
+    const { device, report } = await openDevice(opts);
     return new Gpu(device, report);
   }
 
@@ -217,19 +53,7 @@ export class Gpu {
 
   /** Register kernel text under a file name instead of reading kernels/<file> (tests, generated kernels). */
   defineSource(file: string, text: string): void {
-    this.sources.set(file, text);
-  }
-
-  private source(file: string): string {
-    let s = this.sources.get(file);
-    if (s === undefined) {
-      if (!KERNEL_DIR) {
-        throw new Error(`kernels/${file}: not registered (Gpu.defineSource) and no file system here`);
-      }
-      s = Deno.readTextFileSync(join(KERNEL_DIR, file));
-      this.sources.set(file, s);
-    }
-    return s;
+    this.kernels.defineSource(file, text);
   }
 
   /** Compile (once) the entry point `entry` of kernels/`file` with the given constants and precision. */
@@ -239,51 +63,12 @@ export class Gpu {
     consts: Consts = {},
     precision: Precision = "f32",
   ): GPUComputePipeline {
-    const keys = Object.keys(consts).sort();
-    const key = `${file}|${entry}|${precision}|` +
-      keys.map((k) => `${k}=${JSON.stringify(consts[k])}`).join(",");
-    const cached = this.pipelines.get(key);
-    if (cached) return cached;
-    if (precision === "f16" && !this.f16) {
-      throw new Error(`kernel ${file}: f16 requested but the adapter has no shader-f16; use --precision f32`);
-    }
-    const header = [
-      ...(precision === "f16" ? ["enable f16;"] : []),
-      `alias act = ${precision};`,
-      `alias act4 = vec4<${precision}>;`,
-      ...keys.map((k) => constLine(k, consts[k])),
-    ];
-    const body = expandIncludes(file, (f) => this.source(f));
-    const code = [...header, ...body.lines].join("\n");
-    const origins = [...header.map((_, i) => ({ file: "(generated header)", line: i + 1 })), ...body.origins];
-    this.device.pushErrorScope("validation");
-    const module = this.device.createShaderModule({ code, label: file });
-    const pipe = this.device.createComputePipeline({
-      layout: "auto",
-      compute: { module, entryPoint: entry },
-    });
-    // Errors surface asynchronously; check them in checkCompile() (callers await it once after building).
-    this.pendingScopes.push(
-      this.device.popErrorScope().then((err) => {
-        if (err) this.compileErrors.push(remapError(file, entry, err.message, origins));
-      }),
-    );
-    this.pipelines.set(key, pipe);
-    return pipe;
+    return this.kernels.pipeline(file, entry, consts, precision);
   }
 
-  private pendingScopes: Promise<void>[] = [];
-  private compileErrors: string[] = [];
-
   /** Await all compilations so far; throws with file:line of the first error. */
-  async checkCompile(): Promise<void> {
-    await Promise.all(this.pendingScopes);
-    this.pendingScopes = [];
-    if (this.compileErrors.length) {
-      const msg = this.compileErrors.join("\n");
-      this.compileErrors = [];
-      throw new Error(msg);
-    }
+  checkCompile(): Promise<void> {
+    return this.kernels.checkCompile();
   }
 
   /** A storage buffer of `size` bytes (rounded up to 4), optionally initialised. */
@@ -452,20 +237,6 @@ export function grid2d(groups: number, max = 65535): [number, number] {
   if (groups <= max) return [groups, 1];
   const y = Math.ceil(groups / max);
   return [Math.ceil(groups / y), y];
-}
-
-function remapError(file: string, entry: string, message: string, origins: LineOrigin[]): string {
-  // wgpu/naga messages quote locations as ":LINE:COL", "line LINE" or a "LINE │" gutter, counted in the compiled
-  // text; name the kernel file (the kernel's own or an included one) and the line inside it instead.
-  const at = (l: string) => {
-    const o = origins[Number(l) - 1];
-    return o ? `${o.file}:${o.line}` : `${file}:?`;
-  };
-  const fixed = message
-    .replace(/(wgsl|[\w/]+\.wgsl)?:(\d+):(\d+)/g, (_m, _f, l, c) => `${at(l)}:${c}`)
-    .replace(/line (\d+)/g, (_m, l) => `line ${at(l)}`)
-    .replace(/^(\s*)(\d+)( │)/gm, (_m, s, l, b) => `${s}${at(l)}${b}`);
-  return `WGSL error in kernels/${file} (entry ${entry}): ${fixed}`;
 }
 
 export const ACT_BYTES: Record<Precision, number> = { f32: 4, f16: 2 };
