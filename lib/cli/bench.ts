@@ -40,7 +40,8 @@ import { initParams, INPUT_SHAPE, Net } from "../nn/model.ts";
 import { Graph, nodeFlops } from "../nn/module.ts";
 import { ceilingProbe, median, spread } from "../gpu/probe.ts";
 import { Rng } from "../data/rng.ts";
-import { GpuTimer, STEP_SLOTS, StepTable } from "../gpu/steps.ts";
+import { STEP_SLOTS, StepTable } from "../gpu/steps.ts";
+import { GpuTimer } from "../gpu/timer.ts";
 import type { TrainStep } from "../train/train_step.ts";
 import { Trainer } from "../train/trainer.ts";
 

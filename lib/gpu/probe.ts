@@ -2,7 +2,7 @@
 // buffer copy (its bandwidth), each timed with the one GPU timer.
 
 import { dispatch, type Gpu, grid2d, type Op, warmUp } from "./gpu.ts";
-import type { GpuTimer } from "./steps.ts";
+import type { GpuTimer } from "./timer.ts";
 
 export function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);

@@ -37,7 +37,7 @@ import {
 import { type AdapterReport, type Gpu, includesOf, type Op, type Precision, warmUp } from "../gpu/gpu.ts";
 import type { Graph } from "./module.ts";
 import { median } from "../gpu/probe.ts";
-import { GpuTimer } from "../gpu/steps.ts";
+import { GpuTimer } from "../gpu/timer.ts";
 
 export type TuneMode = "auto" | "off" | "force";
 export const TUNE_MODES: TuneMode[] = ["auto", "off", "force"];

@@ -11,7 +11,7 @@ import { type Gpu, type Op, type Precision, warmUp } from "../gpu/gpu.ts";
 import { EvalLoader, type View } from "../data/loader.ts";
 import { type Net } from "../nn/model.ts";
 import { countCorrect, scaleAdd } from "../nn/ops.ts";
-import type { GpuTimer } from "../gpu/steps.ts";
+import type { GpuTimer } from "../gpu/timer.ts";
 
 /** Views and their weights in the final logits for each TTA level. */
 export function ttaViews(level: number): { view: View; weight: number }[] {

@@ -18,7 +18,8 @@ import type { Rng } from "../data/rng.ts";
 import { type Fingerprint, type SavedLog, stateDigest } from "../io/runlog.ts";
 import { stepsPerRun } from "../data/batches.ts";
 import type { Optimizer } from "./optim.ts";
-import { GpuTimer, type PlanStep, submitSteps } from "../gpu/steps.ts";
+import { type PlanStep, submitSteps } from "../gpu/steps.ts";
+import { GpuTimer } from "../gpu/timer.ts";
 import type { LossOptions } from "./train_step.ts";
 import { Trainer } from "./trainer.ts";
 
