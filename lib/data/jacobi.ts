@@ -39,7 +39,33 @@ export interface JacobiResult {
 export function jacobiEigh(a: Float64Array | number[], n: number, opts: JacobiOptions = {}): JacobiResult {
   const tol = opts.tol ?? 1e-14;
   const maxSweeps = opts.maxSweeps ?? 100;
-  const symmetryTol = opts.symmetryTol ?? 1e-10;
+  checkInput(a, n, opts.symmetryTol ?? 1e-10);
+  const { m, v } = workingCopy(a, n);
+
+  let norm2 = 0;
+  for (let i = 0; i < n * n; i++) norm2 += m[i] * m[i];
+  const threshold2 = tol * tol * norm2;
+
+  let sweeps = 0;
+  for (;;) {
+    const off2 = offNorm2(m, n);
+    if (off2 <= threshold2) break;
+    if (sweeps >= maxSweeps) {
+      throw new Error(
+        `jacobiEigh: not converged after ${maxSweeps} sweeps (off-diagonal norm ${Math.sqrt(off2)}, ` +
+          `target ${tol} * ${Math.sqrt(norm2)})`,
+      );
+    }
+    sweeps++;
+    for (let p = 0; p < n - 1; p++) {
+      for (let q = p + 1; q < n; q++) rotate(m, v, n, p, q);
+    }
+  }
+  return sortedResult(m, v, n, sweeps);
+}
+
+/** n is a positive integer, `a` holds n*n finite numbers, and it is symmetric within symmetryTol * max|a|. */
+function checkInput(a: Float64Array | number[], n: number, symmetryTol: number): void {
   if (!Number.isSafeInteger(n) || n < 1) {
     throw new Error(`jacobiEigh: n must be a positive integer, got ${n}`);
   }
@@ -65,80 +91,69 @@ export function jacobiEigh(a: Float64Array | number[], n: number, opts: JacobiOp
       }
     }
   }
+}
 
-  // Working copy, symmetrised from the upper triangle.
+/** The working matrix m (symmetrised from `a`'s upper triangle) and the rotations so far v (identity). */
+function workingCopy(a: Float64Array | number[], n: number): { m: Float64Array; v: Float64Array } {
   const m = new Float64Array(n * n);
   for (let i = 0; i < n; i++) {
     for (let j = i; j < n; j++) m[i * n + j] = m[j * n + i] = a[i * n + j];
   }
   const v = new Float64Array(n * n);
   for (let i = 0; i < n; i++) v[i * n + i] = 1;
+  return { m, v };
+}
 
-  let norm2 = 0;
-  for (let i = 0; i < n * n; i++) norm2 += m[i] * m[i];
-  const threshold2 = tol * tol * norm2;
-
-  const offNorm2 = (): number => {
-    let s = 0;
-    for (let p = 0; p < n; p++) {
-      for (let q = p + 1; q < n; q++) s += m[p * n + q] * m[p * n + q];
-    }
-    return 2 * s;
-  };
-
-  let sweeps = 0;
-  for (;;) {
-    const off2 = offNorm2();
-    if (off2 <= threshold2) break;
-    if (sweeps >= maxSweeps) {
-      throw new Error(
-        `jacobiEigh: not converged after ${maxSweeps} sweeps (off-diagonal norm ${Math.sqrt(off2)}, ` +
-          `target ${tol} * ${Math.sqrt(norm2)})`,
-      );
-    }
-    sweeps++;
-    for (let p = 0; p < n - 1; p++) {
-      for (let q = p + 1; q < n; q++) {
-        const apq = m[p * n + q];
-        if (apq === 0) continue;
-        const app = m[p * n + p];
-        const aqq = m[q * n + q];
-        const theta = (aqq - app) / (2 * apq);
-        let t: number;
-        if (Math.abs(theta) > 1e150) {
-          t = 1 / (2 * theta); // theta^2 would overflow
-        } else {
-          t = 1 / (Math.abs(theta) + Math.sqrt(theta * theta + 1));
-          if (theta < 0) t = -t;
-        }
-        const c = 1 / Math.sqrt(t * t + 1);
-        const s = t * c;
-        const tau = s / (1 + c);
-        const h = t * apq;
-        m[p * n + p] = app - h;
-        m[q * n + q] = aqq + h;
-        m[p * n + q] = 0;
-        m[q * n + p] = 0;
-        for (let r = 0; r < n; r++) {
-          if (r === p || r === q) continue;
-          const g = m[r * n + p];
-          const k = m[r * n + q];
-          const rp = g - s * (k + g * tau);
-          const rq = k + s * (g - k * tau);
-          m[r * n + p] = m[p * n + r] = rp;
-          m[r * n + q] = m[q * n + r] = rq;
-        }
-        for (let r = 0; r < n; r++) {
-          const g = v[r * n + p];
-          const k = v[r * n + q];
-          v[r * n + p] = g - s * (k + g * tau);
-          v[r * n + q] = k + s * (g - k * tau);
-        }
-      }
-    }
+/** The squared Frobenius norm of m's off-diagonal part (twice its upper triangle's). */
+function offNorm2(m: Float64Array, n: number): number {
+  let s = 0;
+  for (let p = 0; p < n; p++) {
+    for (let q = p + 1; q < n; q++) s += m[p * n + q] * m[p * n + q];
   }
+  return 2 * s;
+}
 
-  // Sort descending (stable on ties by original index) and fix signs.
+/** One Jacobi rotation zeroing m[p][q] (p < q), applied to m in place and accumulated into v's columns. */
+function rotate(m: Float64Array, v: Float64Array, n: number, p: number, q: number): void {
+  const apq = m[p * n + q];
+  if (apq === 0) return;
+  const app = m[p * n + p];
+  const aqq = m[q * n + q];
+  const theta = (aqq - app) / (2 * apq);
+  let t: number;
+  if (Math.abs(theta) > 1e150) {
+    t = 1 / (2 * theta); // theta^2 would overflow
+  } else {
+    t = 1 / (Math.abs(theta) + Math.sqrt(theta * theta + 1));
+    if (theta < 0) t = -t;
+  }
+  const c = 1 / Math.sqrt(t * t + 1);
+  const s = t * c;
+  const tau = s / (1 + c);
+  const h = t * apq;
+  m[p * n + p] = app - h;
+  m[q * n + q] = aqq + h;
+  m[p * n + q] = 0;
+  m[q * n + p] = 0;
+  for (let r = 0; r < n; r++) {
+    if (r === p || r === q) continue;
+    const g = m[r * n + p];
+    const k = m[r * n + q];
+    const rp = g - s * (k + g * tau);
+    const rq = k + s * (g - k * tau);
+    m[r * n + p] = m[p * n + r] = rp;
+    m[r * n + q] = m[q * n + r] = rq;
+  }
+  for (let r = 0; r < n; r++) {
+    const g = v[r * n + p];
+    const k = v[r * n + q];
+    v[r * n + p] = g - s * (k + g * tau);
+    v[r * n + q] = k + s * (g - k * tau);
+  }
+}
+
+/** m's diagonal sorted descending (stable on ties by index), v's columns in that order, signs fixed. */
+function sortedResult(m: Float64Array, v: Float64Array, n: number, sweeps: number): JacobiResult {
   const order = Array.from({ length: n }, (_, i) => i);
   order.sort((i, j) => m[j * n + j] - m[i * n + i] || i - j);
   const values = new Float64Array(n);
