@@ -421,6 +421,20 @@ function redraw() {
 
 async function init() {
   const params = new URLSearchParams(location.search);
+  const { sel, unknown } = selectExperiment(params);
+  wireControls(sel);
+  drawCharts();
+  requestAnimationFrame(redraw);
+  setButtons("idle");
+  if (!await showAdapter()) return;
+  wireDataDrop();
+  await loadServerData();
+  setButtons("idle");
+  if (data && params.get("autostart") === "1" && !unknown) start();
+}
+
+/** Fill the experiment list; select the URL's experiment (an unknown one is an error, the first is used). */
+function selectExperiment(params: URLSearchParams): { sel: HTMLSelectElement; unknown: boolean } {
   const sel = field("experiment") as HTMLSelectElement;
   for (const name of Object.keys(EXPERIMENTS)) sel.add(new Option(name, name));
   // Own keys only: "__proto__" or "toString" in the URL is no experiment.
@@ -435,6 +449,11 @@ async function init() {
     page.airbenchLog = { status: "failed", error };
     showError(new Error(error));
   }
+  return { sel, unknown };
+}
+
+/** The experiment list, the quick/recipe presets, start, stop and continue. */
+function wireControls(sel: HTMLSelectElement): void {
   sel.addEventListener("change", () => fillDefaults(sel.value, new URLSearchParams()));
   $("quick").addEventListener("click", () => fillDefaults(sel.value, new URLSearchParams(), "quick"));
   $("recipe").addEventListener("click", () => fillDefaults(sel.value, new URLSearchParams(), "recipe"));
@@ -452,29 +471,33 @@ async function init() {
     training?.continue();
     setButtons("running");
   });
-  drawCharts();
-  requestAnimationFrame(redraw);
-  setButtons("idle");
+}
 
+/** Name the browser's WebGPU adapter; false (the error shown and logged) when there is none. */
+async function showAdapter(): Promise<boolean> {
   if (!("gpu" in navigator) || !navigator.gpu) {
     $("adapter").textContent = "adapter: none (no WebGPU in this browser)";
     page.airbenchLog = { status: "failed", error: "WebGPU is not available (navigator.gpu is missing)" };
     showError(new Error("WebGPU is not available (navigator.gpu is missing)"));
-    return;
+    return false;
   }
   const adapter = await navigator.gpu.requestAdapter({ powerPreference: "high-performance" });
   if (!adapter) {
     $("adapter").textContent = "adapter: none";
     page.airbenchLog = { status: "failed", error: "No WebGPU adapter found" };
     showError(new Error("No WebGPU adapter found"));
-    return;
+    return false;
   }
   const i = adapter.info;
   const f16 = adapter.features.has("shader-f16") ? "shader-f16" : "no shader-f16";
   $("adapter").textContent =
     `adapter: ${[i.vendor, i.architecture, i.device, i.description].filter(Boolean).join(" ")}` +
     ` (${f16}, max ${adapter.limits.maxComputeInvocationsPerWorkgroup} invocations per workgroup)`;
+  return true;
+}
 
+/** An archive dropped on the page or picked becomes the data. */
+function wireDataDrop(): void {
   const drop = $("drop"), file = $<HTMLInputElement>("file");
   const take = async (f: File | undefined) => {
     if (!f) return;
@@ -496,18 +519,19 @@ async function init() {
     take(e.dataTransfer?.files[0]);
   });
   file.addEventListener("change", () => take(file.files?.[0]));
+}
 
+/** Ask the server for CIFAR-10; without it, show the drop zone. */
+async function loadServerData(): Promise<void> {
   $("data").textContent = "data: asking the server for CIFAR-10…";
   data = await serverData().catch((e) => {
     showError(e);
     return undefined;
   });
   if (!data) {
-    drop.hidden = false;
+    $("drop").hidden = false;
     if (!/could not/.test($("data").textContent ?? "")) $("data").textContent = "data: none yet";
   }
-  setButtons("idle");
-  if (data && params.get("autostart") === "1" && !unknown) start();
 }
 
 /** Start the page with these experiment files (path -> its `experiment`; the first is selected by default). */
