@@ -38,7 +38,7 @@ const WANTED_LIMITS = [
   "maxBindGroups",
 ] as const;
 
-/** The high-performance adapter, a device with the adapter's own limits and the wanted features, its report. */
+/** The high-performance adapter, a device with its own limits and the wanted features, and its report. */
 export async function openDevice(
   opts: DeviceOptions = {},
 ): Promise<{ device: GPUDevice; report: AdapterReport }> {

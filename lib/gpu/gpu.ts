@@ -1,5 +1,5 @@
-// WebGPU device layer: the device (lib/gpu/adapter.ts chooses the adapter), kernel pipelines (compiled and cached
-// by lib/gpu/kernels.ts), buffers, and the one submit path with its dispatch helpers.
+// WebGPU device layer: the device (lib/gpu/adapter.ts chooses the adapter), kernel pipelines (compiled and
+// cached by lib/gpu/kernels.ts), buffers, and the one submit path with its dispatch helpers.
 
 import { type AdapterReport, type DeviceOptions, openDevice } from "./adapter.ts";
 import { type Consts, KernelCache, type Precision } from "./kernels.ts";
