@@ -78,3 +78,28 @@ Deno.test("lib/ floors: the check sees an upward import", () => {
     [to],
   );
 });
+
+/** The files README's "Layout of the code" table names under each **lib/folder/** row. */
+function readmeLayout(): Map<string, string[]> {
+  const readme = readFileSync(join(ROOT, "README.md"), "utf8");
+  const section = readme.split("## Layout of the code")[1].split("\n## ")[0];
+  const listed = new Map<string, string[]>();
+  let folder: string | undefined;
+  for (const row of section.split("\n").filter((l) => l.startsWith("| "))) {
+    const first = row.split("|")[1].trim();
+    const heading = /^\*\*lib\/([a-z_]+)\/\*\*$/.exec(first);
+    if (heading) listed.set(folder = heading[1], []);
+    else if (folder && /^`[a-z_]+\.ts`$/.test(first)) listed.get(folder)!.push(first.slice(1, -1));
+    else folder = undefined;
+  }
+  return listed;
+}
+
+Deno.test("README's layout table names every file of every lib/ floor, and only those", () => {
+  const listed = readmeLayout();
+  assert.deepEqual([...listed.keys()].sort(), Object.keys(FLOORS).sort());
+  for (const [folder, files] of listed) {
+    const present = readdirSync(join(ROOT, "lib", folder)).filter((f) => f.endsWith(".ts")).sort();
+    assert.deepEqual([...files].sort(), present, `README's rows under **lib/${folder}/**`);
+  }
+});
