@@ -2,7 +2,7 @@
 // Used by residual connections (forward) and where a tensor feeds two consumers (the sum of their gradients).
 //
 // a, b, y: arrays of act4 (`act` storage, f32 or f16), any layout (elementwise), the sum in f32.
-// Constants injected by lib/ops.ts: COUNT (vec4 elements), WG (workgroup size).
+// Constants injected by lib/nn/ops.ts: COUNT (vec4 elements), WG (workgroup size).
 
 // #include "shared/grid.wgsl"
 

@@ -13,7 +13,7 @@
 // Statistics are (count, mean, M2) triples: Welford within a lane, Chan et al.'s pairwise merge across lanes
 // and chunks, so the variance does not cancel when |mean| >> std (and a constant channel gives exactly 0).
 //
-// Constants (lib/batchnorm.ts defines all of them for every entry point): M, C4 (= C/4), KSPLIT, KCHUNK, C4B,
+// Constants (lib/nn/batchnorm.ts defines all of them for every entry point): M, C4 (= C/4), KSPLIT, KCHUNK, C4B,
 // LANES (LANES * C4B <= WG), LP2 (power of two >= LANES), CBLOCKS (= ceil(C4 / C4B)), WG, EPS, MOMENTUM.
 
 // #include "shared/grid.wgsl"

@@ -1,6 +1,6 @@
 // Bias gradient with subgroup sums: bias_grad_wg of conv_bias_grad.wgsl (same bindings, constants and
 // outputs), the workgroup's vec4s summed by subgroupAdd, then the subgroups' sums in workgroup memory in a
-// fixed order. Compiled only where the device has the "subgroups" feature (lib/gpu.ts; the WGSL omits
+// fixed order. Compiled only where the device has the "subgroups" feature (lib/gpu/gpu.ts; the WGSL omits
 // `enable subgroups;`, which Deno's naga rejects). Constants: M CO KSPLIT WG.
 
 // #include "shared/grid.wgsl"

@@ -1,5 +1,5 @@
 // 2-D convolution as implicit GEMM with workgroup-memory tiling (the classic shared-memory tiled GEMM):
-// the "workgroup" variant of conv_forward in conv.wgsl, for real GPUs (lib/conv.ts tilesFor()).
+// the "workgroup" variant of conv_forward in conv.wgsl, for real GPUs (lib/nn/conv.ts tilesFor()).
 //
 // Same semantics, layouts and bindings as conv_forward in conv.wgsl:
 //   x NHWC [N][H][W][CI] act, w HWIO [KH][KW][CI][CO] f32, b [CO] f32, y NHWC [N][HO][WO][CO] act,
@@ -21,7 +21,7 @@
 // DB = 2 double-buffers the workgroup tiles: chunk k+1 is loaded into the other buffer while chunk k is
 // multiplied, one barrier per chunk instead of two (DB = 1: load, barrier, multiply, barrier).
 //
-// Constants injected by lib/conv.ts: N H W CI CO KH KW PAD HO WO (shape), BM BN BK TM TN4 DB (tile).
+// Constants injected by lib/nn/conv.ts: N H W CI CO KH KW PAD HO WO (shape), BM BN BK TM TN4 DB (tile).
 // The input gradient runs this kernel on dy with flipped, transposed weights (see conv.wgsl).
 
 // #include "shared/grid.wgsl"

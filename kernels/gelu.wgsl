@@ -5,7 +5,7 @@
 //
 // x, y, dy, dx: arrays of act4 (`act` storage, f32 or f16), any layout (elementwise), math in f32. Every
 // activation tensor of the network has a multiple of 4 elements (channels are multiples of 4).
-// Constants injected by lib/ops.ts: COUNT (vec4 elements), WG (workgroup size).
+// Constants injected by lib/nn/ops.ts: COUNT (vec4 elements), WG (workgroup size).
 // The two entry points have their own bindings; binding numbers repeat across them.
 
 // #include "shared/grid.wgsl"

@@ -6,7 +6,7 @@
 //
 // Layouts (row-major): x, dx [N][C] `act` (the flattened 1x1xC feature map); w, dw [CLASSES][C] f32 (PyTorch
 // nn.Linear layout); logits, dlogits [N][CLASSES] f32. Math in f32; every sum runs in a fixed order.
-// Constants injected by lib/ops.ts: N, C, CLASSES, SCALE (f32), WG (dx workgroup size).
+// Constants injected by lib/nn/ops.ts: N, C, CLASSES, SCALE (f32), WG (dx workgroup size).
 // Each entry point has its own bindings; binding numbers repeat across entry points (only the interface of
 // one entry point has to be collision-free).
 

@@ -1,6 +1,6 @@
 // Batch assembly from uint8 CIFAR images (airbench94's CifarLoader): gather, normalise, translate, mirror.
 //
-// Constants (from lib/loader.ts):
+// Constants (from lib/data/loader.ts):
 //   N      images in the set
 //   SPLIT  images held in img_lo (the rest are in img_hi: one binding cannot hold all 50,000)
 //   BATCH  (gather only) images per training batch

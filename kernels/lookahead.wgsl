@@ -1,7 +1,7 @@
 // The lookahead EMA over a flat f32 vector.
 //
 // Layouts: params, ema: one range of the flat f32 parameter buffers [COUNT] (elementwise). Constants injected
-// by lib/ops.ts emaUpdate: COUNT (elements), WG (workgroup size), DECAY_SLOT (u32: the Step slot of the decay),
+// by lib/nn/ops.ts emaUpdate: COUNT (elements), WG (workgroup size), DECAY_SLOT (u32: the Step slot of the decay),
 // EVENT_BIT (u32: the flag of the steps that update).
 
 // #include "shared/grid.wgsl"

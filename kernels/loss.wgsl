@@ -1,7 +1,7 @@
 // Label-smoothed cross-entropy over the logits: the loss, its gradient and the accuracy of a training step.
 //
 // Layouts: logits, dlogits [N][CLASSES] f32 row-major; labels [N] u32; stats [steps][2] f32 (loss sum,
-// number correct). Constants injected by lib/ops.ts crossEntropy: N (rows), CLASSES, SMOOTHING (f32).
+// number correct). Constants injected by lib/nn/ops.ts crossEntropy: N (rows), CLASSES, SMOOTHING (f32).
 
 // #include "shared/step.wgsl"
 // #include "shared/logits.wgsl"

@@ -1,4 +1,4 @@
-// The elementwise and reduction steps of the Muon optimizer for one convolution weight (lib/muon.ts); the
+// The elementwise and reduction steps of the Muon optimizer for one convolution weight (lib/train/muon.ts); the
 // Newton-Schulz products between them are kernels/gemm.wgsl.
 //
 // Layouts: the weight, its gradient and momentum buffer are the tensor's range of the flat f32 buffers, stored

@@ -1,6 +1,6 @@
 // acc = a * acc + b * x over flat f32 vectors (test-time-augmentation logit averaging).
 //
-// Layouts: acc, x [COUNT] f32. Constants injected by lib/ops.ts scaleAdd: COUNT (elements), WG (workgroup
+// Layouts: acc, x [COUNT] f32. Constants injected by lib/nn/ops.ts scaleAdd: COUNT (elements), WG (workgroup
 // size); a and b are a uniform (they change per call, not per pipeline).
 
 // #include "shared/grid.wgsl"

@@ -2,7 +2,7 @@
 // decay).
 //
 // Layouts: params, grads, mom: one range of the flat f32 parameter buffers [COUNT] (elementwise: the layout
-// does not matter). Constants injected by lib/ops.ts sgdStep: COUNT (elements), WG (workgroup size); LR_SLOT
+// does not matter). Constants injected by lib/nn/ops.ts sgdStep: COUNT (elements), WG (workgroup size); LR_SLOT
 // (u32: the Step slot holding this range's lr), MOMENTUM, WEIGHT_DECAY (f32, constant over the run), NESTEROV
 // (bool), GATE_START, GATE_END, GATE_BIT (the range [GATE_START, GATE_END) stays untouched unless the step's
 // flags have GATE_BIT; an empty range when there is no gate).

@@ -15,7 +15,7 @@
 // uniform `chunk`), so the transformed tensors stay within the binding limit and near the cache. In the last
 // chunk, rows past P hold the previous chunk's values: computed, never stored. The transformed tensors stay
 // f32 whatever `act` is. Every sum has a fixed order: deterministic.
-// Constants injected by lib/winograd.ts: N H W CI CO (shape of the convolution computed), MT (2 or 4), T, TH TW
+// Constants injected by lib/nn/winograd.ts: N H W CI CO (shape of the convolution computed), MT (2 or 4), T, TH TW
 // (tiles per column and row), P, PC (tiles per chunk), FLIP (wino_filter: 1 reads w as the forward layer's
 // HWIO [3][3][CO][CI], flipped in space and transposed in channels: the input gradient), TM TN4 (GEMM block),
 // TMV TMV4 (wino_wgemm's block of input channels), WG (workgroup size). The transforms are written out for both

@@ -1,6 +1,6 @@
 // The 2-D grid index, shared by every kernel (`// #include "shared/grid.wgsl"`).
 //
-// A dispatch of more workgroups than the per-dimension limit is a 2-D grid (lib/gpu.ts grid2d): rows of
+// A dispatch of more workgroups than the per-dimension limit is a 2-D grid (lib/gpu/gpu.ts grid2d): rows of
 // num_workgroups.x workgroups, the last row possibly partial. Kernels flatten it row-major.
 
 // The builtins of one invocation of a 1-D workgroup: an entry point without barriers takes them as one

@@ -1,4 +1,4 @@
-// The Step uniform (`// #include "shared/step.wgsl"`): lib/steps.ts packSteps writes it.
+// The Step uniform (`// #include "shared/step.wgsl"`): lib/gpu/steps.ts packSteps writes it.
 
 // Per-step values of a training run. The host writes one Step per step into a table and, before each step's
 // passes, copies that step's entry into the uniform buffer that kernels bind as `Step` (so one command buffer
