@@ -117,6 +117,15 @@ function checkBindings(name: string, p: Precision, pl: Plan, acts: Record<string
   for (const [k, b] of Object.entries(chans)) if (b) need(k, b as Binding, pl.C * 4);
 }
 
+/** The layer's parameters, running statistics and eps, as the forward passes take them. */
+interface BnState {
+  weight: Binding;
+  bias: Binding;
+  runningMean: Binding;
+  runningVar: Binding;
+  eps: number;
+}
+
 /** The activation's dimensions every BatchNorm op takes: NHWC. */
 interface BnDims {
   N: number;
@@ -136,16 +145,11 @@ interface BnDims {
 export function batchNormTrainForward(
   gpu: Gpu,
   p: Precision,
-  a: BnDims & {
+  a: BnDims & BnState & {
     x: Binding;
     y: Binding;
-    weight: Binding;
-    bias: Binding;
     mean: Binding;
     invstd: Binding;
-    runningMean: Binding;
-    runningVar: Binding;
-    eps: number;
     momentum: number;
   },
 ): Op[] {
@@ -172,15 +176,7 @@ export function batchNormTrainForward(
 export function batchNormEvalForward(
   gpu: Gpu,
   p: Precision,
-  a: BnDims & {
-    x: Binding;
-    y: Binding;
-    weight: Binding;
-    bias: Binding;
-    runningMean: Binding;
-    runningVar: Binding;
-    eps: number;
-  },
+  a: BnDims & BnState & { x: Binding; y: Binding },
 ): Op {
   const name = "batchNormEvalForward";
   const pl = plan(gpu, name, a, a.eps, 0, 1);

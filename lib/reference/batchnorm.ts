@@ -52,18 +52,20 @@ export interface TrainForwardRef {
   runningVar: Float64Array;
 }
 
+/** The layer's parameters, running statistics and eps. */
+export interface BatchNormStateRef {
+  weight: ArrayLike<number>;
+  bias: ArrayLike<number>;
+  runningMean: ArrayLike<number>;
+  runningVar: ArrayLike<number>;
+  eps: number;
+}
+
 /** Training forward: batch statistics, normalized output and the updated running statistics (new arrays). */
 export function batchNormTrainForwardRef(
   x: ArrayLike<number>,
   s: BatchNormShape,
-  a: {
-    weight: ArrayLike<number>;
-    bias: ArrayLike<number>;
-    runningMean: ArrayLike<number>;
-    runningVar: ArrayLike<number>;
-    eps: number;
-    momentum: number;
-  },
+  a: BatchNormStateRef & { momentum: number },
 ): TrainForwardRef {
   const M = s.N * s.H * s.W, mom = a.momentum;
   const { mean, var: v } = batchStatsRef(x, s);
@@ -77,13 +79,7 @@ export function batchNormTrainForwardRef(
 export function batchNormEvalForwardRef(
   x: ArrayLike<number>,
   s: BatchNormShape,
-  a: {
-    weight: ArrayLike<number>;
-    bias: ArrayLike<number>;
-    runningMean: ArrayLike<number>;
-    runningVar: ArrayLike<number>;
-    eps: number;
-  },
+  a: BatchNormStateRef,
 ): Float64Array {
   const invstd = Float64Array.from(a.runningVar, (v) => 1 / Math.sqrt(v + a.eps));
   return normalize(x, s.C, a.runningMean, invstd, a.weight, a.bias);
