@@ -6,7 +6,7 @@
 // subset is said next to the accuracies, the status never showed a rate before a timed step, the
 // page logged no console errors, and saves a screenshot in a temporary folder (printed).
 
-import nodeAssert from "node:assert/strict";
+import assert from "node:assert/strict";
 import { closeBrowser, launch, shouldRun } from "./chromium.ts";
 import { join } from "node:path";
 import { serve } from "../lib/cli/serve.ts";
@@ -76,7 +76,7 @@ Deno.test({
         code: string;
         argv: string[];
       };
-      nodeAssert.equal(log.status, "done", `the page's run failed: ${log.error}`);
+      assert.equal(log.status, "done", `the page's run failed: ${log.error}`);
       await page.waitForSelector("#grid canvas", { timeout: 60_000 });
       // For a look afterwards: a temporary folder, never the user's logs/ (`deno task report logs/*.json`).
       const out = await Deno.makeTempDir({ prefix: "airbench-browser-test-" });
@@ -84,28 +84,28 @@ Deno.test({
       await Deno.writeTextFile(join(out, "browser-test.json"), JSON.stringify(log, null, 1));
       console.log(`page screenshot and log: ${out}`);
 
-      nodeAssert.equal(log.status, "done", `the page's run failed: ${log.error}`);
-      for (const k of LOG_KEYS) nodeAssert.ok(k in log, `the log has no "${k}"`);
-      nodeAssert.equal(log.experiment, mine);
-      nodeAssert.equal(
+      assert.equal(log.status, "done", `the page's run failed: ${log.error}`);
+      for (const k of LOG_KEYS) assert.ok(k in log, `the log has no "${k}"`);
+      assert.equal(log.experiment, mine);
+      assert.equal(
         log.code,
         await Deno.readTextFile(new URL("./fixtures/my_experiment.ts", import.meta.url)),
       );
-      nodeAssert.equal(log.config.testN, 150);
-      nodeAssert.equal(log.config.testOf, 200);
-      nodeAssert.deepEqual(log.config.net.widths, [8, 16, 16]);
-      nodeAssert.equal(log.config.trainN, 1000);
-      nodeAssert.ok(log.argv.includes("--widths"), "argv holds main.ts's flags");
+      assert.equal(log.config.testN, 150);
+      assert.equal(log.config.testOf, 200);
+      assert.deepEqual(log.config.net.widths, [8, 16, 16]);
+      assert.equal(log.config.trainN, 1000);
+      assert.ok(log.argv.includes("--widths"), "argv holds main.ts's flags");
       const run = log.runs[0];
-      nodeAssert.equal(run.epochs.length, 3);
+      assert.equal(run.epochs.length, 3);
       for (const e of run.epochs) {
         for (const k of ["epoch", "train_loss", "train_acc", "val_acc", "total_time_seconds"]) {
-          nodeAssert.ok(Number.isFinite(e[k]), `epoch row ${k} = ${e[k]}`);
+          assert.ok(Number.isFinite(e[k]), `epoch row ${k} = ${e[k]}`);
         }
       }
       // Ten classes: chance is 10%; the synthetic classes are easy.
-      nodeAssert.ok(run.tta_val_acc > 0.3, `test accuracy ${run.tta_val_acc} is not above chance`);
-      nodeAssert.match(String(run.weights_sha256), /^[0-9a-f]{64}$/, "the digest of the final weights");
+      assert.ok(run.tta_val_acc > 0.3, `test accuracy ${run.tta_val_acc} is not above chance`);
+      assert.match(String(run.weights_sha256), /^[0-9a-f]{64}$/, "the digest of the final weights");
       const page2 = await page.evaluate(`({
         lossPaths: document.querySelectorAll("#lossChart path.series").length,
         accPaths: document.querySelectorAll("#accChart path.series").length,
@@ -129,20 +129,20 @@ Deno.test({
         images: number;
         downloads: (string | null)[];
       };
-      nodeAssert.ok(page2.lossPaths >= 1 && page2.lossD.split(/[ML]/).length > 10, "live loss curve drawn");
-      nodeAssert.ok(page2.accPaths >= 1, "accuracy curve drawn");
-      nodeAssert.equal(page2.cells, 100, "10x10 confusion matrix");
-      nodeAssert.ok(page2.images > 0, "test image grid");
-      nodeAssert.ok(page2.downloads.some((d) => d?.endsWith(".json")), "JSON log download");
-      nodeAssert.ok(page2.downloads.some((d) => d?.endsWith(".safetensors")), "safetensors download");
+      assert.ok(page2.lossPaths >= 1 && page2.lossD.split(/[ML]/).length > 10, "live loss curve drawn");
+      assert.ok(page2.accPaths >= 1, "accuracy curve drawn");
+      assert.equal(page2.cells, 100, "10x10 confusion matrix");
+      assert.ok(page2.images > 0, "test image grid");
+      assert.ok(page2.downloads.some((d) => d?.endsWith(".json")), "JSON log download");
+      assert.ok(page2.downloads.some((d) => d?.endsWith(".safetensors")), "safetensors download");
       // A subset of the test set is said next to every accuracy.
-      nodeAssert.match(page2.caption, /test 150 of 200/);
-      nodeAssert.match(page2.confusionNote, /150 of 200 test images/);
-      nodeAssert.match(page2.accTitle, /test 150 of 200/);
-      nodeAssert.ok(page2.statuses.some((t) => /compiling/.test(t)), page2.statuses.join(" | "));
+      assert.match(page2.caption, /test 150 of 200/);
+      assert.match(page2.confusionNote, /150 of 200 test images/);
+      assert.match(page2.accTitle, /test 150 of 200/);
+      assert.ok(page2.statuses.some((t) => /compiling/.test(t)), page2.statuses.join(" | "));
       const early = page2.statuses.filter((t) => /step 0\//.test(t));
-      nodeAssert.deepEqual(early, [], "no rate or ETA before a step is timed");
-      nodeAssert.deepEqual(errors, [], "console errors");
+      assert.deepEqual(early, [], "no rate or ETA before a step is timed");
+      assert.deepEqual(errors, [], "console errors");
     } finally {
       await closeBrowser(b);
       await server.shutdown();

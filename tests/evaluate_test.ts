@@ -3,7 +3,7 @@
 // same correct images of a random network on random images, at every TTA level; the predicted classes (the
 // page's confusion matrix) are the same either way and are what the accuracy counts.
 
-import nodeAssert from "node:assert/strict";
+import assert from "node:assert/strict";
 import { tilesFor } from "../lib/nn/conv.ts";
 import { Evaluator } from "../lib/train/evaluate.ts";
 import { initParams, INPUT_SHAPE, Net, NetState, ParamLayout } from "../lib/nn/model.ts";
@@ -39,12 +39,12 @@ Deno.test("evaluation: per-view submits and smaller batches give the same accura
     for (const level of [0, 1, 2]) {
       const a = await whole.accuracy(level);
       const b = await views.accuracy(level, undefined, () => {});
-      nodeAssert.ok(a * n === Math.round(a * n), `${a} is a count over ${n}`);
-      nodeAssert.equal(b, a, `TTA level ${level}`);
+      assert.ok(a * n === Math.round(a * n), `${a} is a count over ${n}`);
+      assert.equal(b, a, `TTA level ${level}`);
       // The page's predictions (its confusion matrix) are the classes this accuracy counted, either way.
       const p = await whole.predictions(level);
-      nodeAssert.deepEqual(await views.predictions(level), p, `predictions, TTA level ${level}`);
-      nodeAssert.equal(
+      assert.deepEqual(await views.predictions(level), p, `predictions, TTA level ${level}`);
+      assert.equal(
         p.filter((c, i) => c === test.labels[i]).length,
         a * n,
         `predictions, TTA level ${level}`,

@@ -1,7 +1,7 @@
 // Tests write into temporary folders only: no test file names the project's own logs/ or data/ folder as a
 // place to write (`deno task report logs/*.json` would pick such files up as the user's runs).
 
-import nodeAssert from "node:assert/strict";
+import assert from "node:assert/strict";
 import { join } from "node:path";
 import { ROOT } from "../lib/root.ts";
 
@@ -18,11 +18,11 @@ Deno.test("no test writes into the project's logs/ or data/", () => {
       offenders.push(`tests/${e.name}: ${l.trim()}`);
     }
   }
-  nodeAssert.deepEqual(offenders, []);
+  assert.deepEqual(offenders, []);
 });
 
 Deno.test("the check sees a write into logs/", () => {
   const line = `await Deno.writeTextFile(join(${"ROOT"}, "logs", "x.json"), "{}");`;
-  nodeAssert.equal(projectFolderUses(`a\n${line}\nb`).length, 1);
-  nodeAssert.equal(projectFolderUses('join(dir, "logs")').length, 0);
+  assert.equal(projectFolderUses(`a\n${line}\nb`).length, 1);
+  assert.equal(projectFolderUses('join(dir, "logs")').length, 0);
 });

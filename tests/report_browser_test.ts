@@ -3,7 +3,7 @@
 // every chart has drawn data (series paths with points, dots with a size on screen) and the page raised no
 // errors. The page and a screenshot go to a temporary folder (printed).
 
-import nodeAssert from "node:assert/strict";
+import assert from "node:assert/strict";
 import { join } from "node:path";
 import { pathToFileURL } from "node:url";
 import { closeBrowser, launch, shouldRun } from "./chromium.ts";
@@ -62,16 +62,16 @@ Deno.test({
       });
 
       const lines = charts.filter((c) => c.cls.includes("line-chart"));
-      nodeAssert.ok(lines.length >= 2, `line charts: ${JSON.stringify(charts.map((c) => c.cls))}`);
+      assert.ok(lines.length >= 2, `line charts: ${JSON.stringify(charts.map((c) => c.cls))}`);
       for (const c of lines) {
-        nodeAssert.ok(c.series.length >= 2, `${c.title}: a curve per log`);
+        assert.ok(c.series.length >= 2, `${c.title}: a curve per log`);
         for (const s of c.series) {
-          nodeAssert.ok(s.points >= 2 && s.w > 0, `${c.title}: a curve with points on screen`);
+          assert.ok(s.points >= 2 && s.w > 0, `${c.title}: a curve with points on screen`);
         }
       }
       const dots = charts.filter((c) => !c.cls.includes("line-chart"));
-      nodeAssert.ok(dots.length >= 1 && dots.every((c) => c.dots >= 2), "the TTA / time charts show dots");
-      nodeAssert.deepEqual(errors, [], "console errors");
+      assert.ok(dots.length >= 1 && dots.every((c) => c.dots >= 2), "the TTA / time charts show dots");
+      assert.deepEqual(errors, [], "console errors");
       console.log(`report page and screenshot: ${out}`);
     } finally {
       await closeBrowser(b);

@@ -1,7 +1,7 @@
 // The HTML report: chart geometry (the drawn points are the data), escaping, the page built from two fixture
 // logs, and the command line's errors. No browser here: the SVG is checked as text.
 
-import nodeAssert from "node:assert/strict";
+import assert from "node:assert/strict";
 import {
   dotChart,
   dotChartLayout,
@@ -35,13 +35,10 @@ import {
 } from "../lib/report/html.ts";
 import { porcelainFiles } from "../lib/io/runlog.ts";
 
-const assert = (cond: unknown, msg?: string) => nodeAssert.ok(cond, msg);
-const assertEquals = (a: unknown, b: unknown, msg?: string) => nodeAssert.deepStrictEqual(a, b, msg);
-const assertMatch = (s: string, re: RegExp) => nodeAssert.match(s, re);
 const assertStringIncludes = (s: string, part: string) =>
-  nodeAssert.ok(s.includes(part), `expected to find ${JSON.stringify(part)}`);
+  assert.ok(s.includes(part), `expected to find ${JSON.stringify(part)}`);
 const assertAlmostEquals = (a: number, b: number, tol: number) =>
-  nodeAssert.ok(Math.abs(a - b) <= tol, `${a} is not within ${tol} of ${b}`);
+  assert.ok(Math.abs(a - b) <= tol, `${a} is not within ${tol} of ${b}`);
 
 const FIXTURES = new URL("./fixtures/logs/", import.meta.url);
 const REPORT = new URL("../lib/cli/report.ts", import.meta.url);
@@ -64,10 +61,10 @@ function assertWellFormed(xml: string): void {
   for (const m of body.matchAll(/<(\/?)([a-zA-Z][\w-]*)((?:\s+[\w:-]+="[^"<]*")*)\s*(\/?)>/g)) {
     const [, close, name, , self] = m;
     if (self || ["meta", "br", "wbr", "input", "img", "link"].includes(name.toLowerCase())) continue;
-    if (close) assertEquals(stack.pop(), name, `</${name}> closes <${stack[stack.length]}>`);
+    if (close) assert.deepEqual(stack.pop(), name, `</${name}> closes <${stack[stack.length]}>`);
     else stack.push(name);
   }
-  assertEquals(stack, [], "unclosed tags");
+  assert.deepEqual(stack, [], "unclosed tags");
   const stray = body.replace(/<\/?[a-zA-Z][\w-]*(?:\s+[\w:-]+="[^"<]*")*\s*\/?>/g, "");
   assert(!/[<>]/.test(stray.replace(/^<!doctype html>/i, "")), "a raw < or > outside a tag");
   assert(!/&(?!(amp|lt|gt|quot|#39);)/.test(body), "a raw & that is not an entity");
@@ -87,24 +84,24 @@ const known: LineChartOptions = {
 };
 
 Deno.test("niceAxis: round ticks that cover the data", () => {
-  assertEquals(niceAxis(0.42, 0.925).ticks, [0.4, 0.6, 0.8, 1]);
-  assertEquals(niceAxis(0.7712, 0.9391).ticks, [0.75, 0.8, 0.85, 0.9, 0.95]);
-  assertEquals(niceAxis(0, 10, 6, true).ticks, [0, 2, 4, 6, 8, 10]);
-  assertEquals(niceAxis(0, 3, 6, true).ticks, [0, 1, 2, 3]);
+  assert.deepEqual(niceAxis(0.42, 0.925).ticks, [0.4, 0.6, 0.8, 1]);
+  assert.deepEqual(niceAxis(0.7712, 0.9391).ticks, [0.75, 0.8, 0.85, 0.9, 0.95]);
+  assert.deepEqual(niceAxis(0, 10, 6, true).ticks, [0, 2, 4, 6, 8, 10]);
+  assert.deepEqual(niceAxis(0, 3, 6, true).ticks, [0, 1, 2, 3]);
   const one = niceAxis(5, 5);
   assert(one.min < 5 && one.max > 5, "a single value gets a range around it");
   const wide = niceAxis(-3.2, 1234);
   assert(wide.min <= -3.2 && wide.max >= 1234 && wide.ticks.length <= 8);
-  assertEquals(niceAxis(NaN, Infinity).ticks, [0, 0.2, 0.4, 0.6, 0.8, 1]);
+  assert.deepEqual(niceAxis(NaN, Infinity).ticks, [0, 0.2, 0.4, 0.6, 0.8, 1]);
 });
 
 Deno.test("lineChart: each series is one path whose points are the data mapped onto the axes", () => {
   const svg = lineChart(known);
   const L = lineChartLayout(known);
   const paths = seriesPaths(svg);
-  assertEquals(paths.length, 2);
+  assert.deepEqual(paths.length, 2);
   known.series.forEach((s, i) => {
-    assertEquals(paths[i].length, s.points.length);
+    assert.deepEqual(paths[i].length, s.points.length);
     s.points.forEach(([x, y], k) => {
       const [px, py] = L.px(x, y);
       assertAlmostEquals(paths[i][k][0], px, 0.006);
@@ -127,7 +124,7 @@ Deno.test("lineChart: each series is one path whose points are the data mapped o
   assertStringIncludes(svg, `>${L.y.ticks[L.y.ticks.length - 1].toFixed(1)}</text>`);
   for (const t of L.x.ticks) assertStringIncludes(svg, `>${t}</text>`);
   for (const label of ["accuracy", "epoch", "val_acc"]) assertStringIncludes(svg, `>${label}</text>`);
-  assertMatch(svg, /^<svg xmlns="http:\/\/www.w3.org\/2000\/svg"[^>]* viewBox="0 0 500 300"/);
+  assert.match(svg, /^<svg xmlns="http:\/\/www.w3.org\/2000\/svg"[^>]* viewBox="0 0 500 300"/);
   assertWellFormed(svg);
 });
 
@@ -137,8 +134,8 @@ Deno.test("lineChart: a non-finite value breaks the line; no data draws empty ax
     series: [{ name: "g", color: "red", points: [[0, 1], [1, NaN], [2, 3], [3, 4]] }],
   });
   const d = svg.match(/<path class="series" d="([^"]*)"/)![1];
-  assertEquals(d.match(/M/g)!.length, 2);
-  assertEquals(d.match(/L/g)!.length, 1);
+  assert.deepEqual(d.match(/M/g)!.length, 2);
+  assert.deepEqual(d.match(/L/g)!.length, 1);
   const empty = lineChart({ ...known, series: [] });
   assertStringIncludes(empty, ">no data</text>");
   assertWellFormed(empty);
@@ -163,7 +160,7 @@ Deno.test("charts escape <&>\"' in every text they draw", () => {
   });
   assert(!dots.includes("a<b"));
   assertWellFormed(dots);
-  assertEquals(escapeXml(`<&>"'`), "&lt;&amp;&gt;&quot;&#39;");
+  assert.deepEqual(escapeXml(`<&>"'`), "&lt;&amp;&gt;&quot;&#39;");
 });
 
 Deno.test("dotChart: a dot per value at its place on the axis, mean ± std over them", () => {
@@ -180,7 +177,7 @@ Deno.test("dotChart: a dot per value at its place on the axis, mean ± std over 
   const svg = dotChart(o);
   const L = dotChartLayout(o);
   const dots = [...svg.matchAll(/<circle class="dot" data-value="([^"]+)" cx="([^"]+)" cy="([^"]+)"/g)];
-  assertEquals(dots.length, 5);
+  assert.deepEqual(dots.length, 5);
   for (const [, v, cx, cy] of dots) {
     assertAlmostEquals(Number(cx), L.px(Number(v)), 0.006);
     assert(Number(cy) > L.plot.y && Number(cy) < L.plot.y + L.plot.h);
@@ -189,7 +186,7 @@ Deno.test("dotChart: a dot per value at its place on the axis, mean ± std over 
   const ys = dots.map((d) => Number(d[3]));
   assert(Math.max(...ys.slice(0, 3)) < Math.min(...ys.slice(3)));
   const sum = [...svg.matchAll(/data-mean="([^"]+)" data-std="([^"]+)"/g)];
-  assertEquals(sum.length, 2);
+  assert.deepEqual(sum.length, 2);
   assertAlmostEquals(Number(sum[0][1]), 0.9423333333, 1e-9);
   assertAlmostEquals(Number(sum[0][2]), 0.0025166115, 1e-9); // sample std
   const lo = 0.9423333333 - 0.0025166115, hi = 0.9423333333 + 0.0025166115;
@@ -209,13 +206,13 @@ Deno.test("thinPoints: first, last, each stretch's lowest and highest point and 
   pts[7000] = [7000, NaN]; // a gap
   const thin = thinPoints(pts, 300);
   assert(thin.length <= 300, `${thin.length} points`);
-  assertEquals(thin[0], pts[0]);
-  assertEquals(thin[thin.length - 1], pts[pts.length - 1]);
+  assert.deepEqual(thin[0], pts[0]);
+  assert.deepEqual(thin[thin.length - 1], pts[pts.length - 1]);
   assert(thin.includes(pts[4321]), "the spike is drawn");
   assert(thin.some(([, y]) => Number.isNaN(y)), "the line breaks at the gap");
   assert(thin.every((p, k) => k === 0 || thin[k - 1][0] < p[0]), "in order, each point once");
   const y = finiteExtent(pts.map((p) => p[1]))!, ty = finiteExtent(thin.map((p) => p[1]))!;
-  assertEquals(ty, y); // the drawn line reaches the data's lowest and highest value
+  assert.deepEqual(ty, y); // the drawn line reaches the data's lowest and highest value
   const short = pts.slice(0, 300);
   assert(thinPoints(short, 300) === short, "a short series is drawn as it is");
 });
@@ -256,7 +253,7 @@ Deno.test("lineChart of 150k points (the page's live loss curve): thinned for dr
     ...o,
     series: points.map(([x, y], i) => ({ name: "log", color: "#000", points: [[x, y]], title: `run ${i}` })),
   });
-  assertEquals(seriesPaths(many).length, MAX_DRAWN_SERIES);
+  assert.deepEqual(seriesPaths(many).length, MAX_DRAWN_SERIES);
   assertStringIncludes(many, `>${MAX_DRAWN_SERIES} of ${HUGE} curves drawn</text>`);
   assertStringIncludes(many, `>run ${HUGE - 1}</title>`);
 });
@@ -266,7 +263,7 @@ Deno.test("dotChart of 150k values: a spread of them drawn, the mean and std of 
   const svg = dotChart({ title: "tta", xLabel: "x", groups: [{ name: "g", color: "#111", values }] });
   const dots = [...svg.matchAll(/<circle class="dot" data-value="([^"]+)"/g)].map((m) => Number(m[1]));
   assert(dots.length <= MAX_DRAWN_DOTS && dots.length > MAX_DRAWN_DOTS / 2, `${dots.length} dots`);
-  assertEquals(finiteExtent(dots), finiteExtent(values));
+  assert.deepEqual(finiteExtent(dots), finiteExtent(values));
   const [, mean] = svg.match(/data-mean="([^"]+)"/)!;
   assertAlmostEquals(Number(mean), 0.9 + 499.5 / 1e5, 1e-12);
   assertStringIncludes(svg, `(n=${HUGE}, ${MAX_DRAWN_DOTS} drawn)</text>`);
@@ -276,8 +273,8 @@ Deno.test("report of a config nested 20,000 deep and of a log of 150k runs", () 
   let deep: Record<string, unknown> = { leaf: 1 };
   for (let i = 0; i < 20_000; i++) deep = { k: deep };
   const flat = flattenConfig({ deep, lr: 3 });
-  assertEquals(Object.keys(flat), [`deep${".k".repeat(MAX_CONFIG_DEPTH - 1)}`, "lr"]);
-  assertMatch(Object.values(flat)[0], /^\{"k":\{"k":/);
+  assert.deepEqual(Object.keys(flat), [`deep${".k".repeat(MAX_CONFIG_DEPTH - 1)}`, "lr"]);
+  assert.match(Object.values(flat)[0], /^\{"k":\{"k":/);
   const twoLogs = reportHtml([{ name: "deep", log: { config: { deep }, runs: [] } }, {
     name: "flat",
     log: { config: {}, runs: [] },
@@ -292,22 +289,22 @@ Deno.test("report of a config nested 20,000 deep and of a log of 150k runs", () 
     total_time_seconds: 1 + i / HUGE,
   }));
   const html = reportHtml([{ name: "huge", log: { config: { a: 1 }, runs } }]);
-  assertEquals(html.match(/<tr><td class="num">/g)!.length, HUGE); // every run in the table
+  assert.deepEqual(html.match(/<tr><td class="num">/g)!.length, HUGE); // every run in the table
   assertStringIncludes(html, `<td class="num">${HUGE - 1}</td><td class="num">${HUGE - 1}</td>`);
 });
 
 Deno.test("checkTrainingLog names what is missing", () => {
-  assertEquals(checkTrainingLog(readFixture("lr10.json")), null);
-  assertEquals(checkTrainingLog({ config: {}, runs: [] }), null);
-  assertMatch(checkTrainingLog([1, 2])!, /an array, not an object/);
-  assertMatch(checkTrainingLog(readFixture("not_a_log.json"))!, /no "runs" array/);
-  assertMatch(checkTrainingLog({ runs: [] })!, /no "config" object/);
-  assertMatch(checkTrainingLog({ config: {}, runs: [3] })!, /runs\[0\] is not an object/);
-  assertMatch(checkTrainingLog({ config: {}, runs: [{ epochs: [{}, null] }] })!, /runs\[0\]\.epochs\[1\]/);
+  assert.deepEqual(checkTrainingLog(readFixture("lr10.json")), null);
+  assert.deepEqual(checkTrainingLog({ config: {}, runs: [] }), null);
+  assert.match(checkTrainingLog([1, 2])!, /an array, not an object/);
+  assert.match(checkTrainingLog(readFixture("not_a_log.json"))!, /no "runs" array/);
+  assert.match(checkTrainingLog({ runs: [] })!, /no "config" object/);
+  assert.match(checkTrainingLog({ config: {}, runs: [3] })!, /runs\[0\] is not an object/);
+  assert.match(checkTrainingLog({ config: {}, runs: [{ epochs: [{}, null] }] })!, /runs\[0\]\.epochs\[1\]/);
 });
 
 Deno.test("flattenConfig, configDiff and displayNames", () => {
-  assertEquals(flattenConfig({ a: { b: { c: 1 } }, w: [1, 2], s: "x", e: {}, n: null }), {
+  assert.deepEqual(flattenConfig({ a: { b: { c: 1 } }, w: [1, 2], s: "x", e: {}, n: null }), {
     "a.b.c": "1",
     w: "[1,2]",
     s: "x",
@@ -316,14 +313,14 @@ Deno.test("flattenConfig, configDiff and displayNames", () => {
   });
   const mk = (config: Record<string, unknown>): NamedLog => ({ name: "x", log: { config, runs: [] } });
   const d = configDiff([mk({ a: { b: 1, c: 2 }, k: 1 }), mk({ a: { b: 1, c: 3 }, z: true })]);
-  assertEquals(d.rows, [
+  assert.deepEqual(d.rows, [
     { key: "a.c", values: ["2", "3"] },
     { key: "k", values: ["1", undefined] },
     { key: "z", values: [undefined, "true"] },
   ]);
-  assertEquals(d.equal, 1);
-  assertEquals(displayNames(["logs/a.json", "old/logs/a.json", "b.json"]), ["logs/a", "old/logs/a", "b"]);
-  assertEquals(displayNames(["x/a.json", "x/a.json"]), ["x/a (1)", "x/a (2)"]);
+  assert.deepEqual(d.equal, 1);
+  assert.deepEqual(displayNames(["logs/a.json", "old/logs/a.json", "b.json"]), ["logs/a", "old/logs/a", "b"]);
+  assert.deepEqual(displayNames(["x/a.json", "x/a.json"]), ["x/a (1)", "x/a (2)"]);
 });
 
 Deno.test("report of two logs: both names, the differing config keys only, one curve per run", () => {
@@ -336,7 +333,7 @@ Deno.test("report of two logs: both names, the differing config keys only, one c
   for (const n of ["lr10", "lr5-f16"]) assertStringIncludes(html, `>${n}</b>`);
   // Config differences: the keys that differ, each with both values, and none of the equal ones.
   const rows = [...html.matchAll(/<tr class="diff"><td class="key">([^<]+)<\/td>(.*?)<\/tr>/g)];
-  assertEquals(rows.map((r) => r[1]), ["opt.lr", "net.widths", "seed"]);
+  assert.deepEqual(rows.map((r) => r[1]), ["opt.lr", "net.widths", "seed"]);
   assertStringIncludes(rows[0][2], `<td class="val">10</td><td class="val">5</td>`);
   for (const same of ["opt.momentum", "aug.flip", "net.tta_level", "trainN"]) {
     assert(!html.includes(`<td class="key">${same}</td>`), `${same} is equal in both logs`);
@@ -348,18 +345,18 @@ Deno.test("report of two logs: both names, the differing config keys only, one c
   );
   // One path per run in each of the two line charts (every fixture run has epochs).
   const charts = [...html.matchAll(/<svg [^>]*class="chart line-chart"[\s\S]*?<\/svg>/g)].map((m) => m[0]);
-  assertEquals(charts.length, 2);
+  assert.deepEqual(charts.length, 2);
   const runs = logs.reduce((n, l) => n + l.log.runs.length, 0);
-  for (const c of charts) assertEquals(seriesPaths(c).length, runs);
+  for (const c of charts) assert.deepEqual(seriesPaths(c).length, runs);
   // The failed run has two epochs: its curve has two points.
-  assertEquals(seriesPaths(charts[0]).map((p) => p.length), [4, 4, 4, 4, 4, 4, 2, 4]);
+  assert.deepEqual(seriesPaths(charts[0]).map((p) => p.length), [4, 4, 4, 4, 4, 4, 2, 4]);
   // The TTA chart: the 4 + 3 finished runs as dots; the failed run's error is shown.
   const tta = html.match(/<svg [^>]*class="chart dot-chart"[\s\S]*?<\/svg>/)![0];
-  assertEquals(tta.match(/class="dot"/g)!.length, 7);
+  assert.deepEqual(tta.match(/class="dot"/g)!.length, 7);
   assertStringIncludes(html, "loss became NaN at step 271");
   // Self-contained: no scripts, no external resources.
   assert(!/<script|<link|@import|url\(|src=|href=/i.test(html));
-  assertEquals(
+  assert.deepEqual(
     [...html.matchAll(/https?:\/\/[^"]+/g)].map((m) => m[0]).filter((u) =>
       u !== "http://www.w3.org/2000/svg"
     ),
@@ -404,12 +401,12 @@ Deno.test("lib/cli/report.ts: a bad log is one line naming the file, exit 2, not
     for (const [bad, want] of cases) {
       const out = `${dir}/out/report.html`;
       const r = await cli([good, bad, "--out", out]);
-      assertEquals(r.code, 2, r.stderr);
-      assertEquals(r.stdout, "");
+      assert.deepEqual(r.code, 2, r.stderr);
+      assert.deepEqual(r.stdout, "");
       const lines = r.stderr.trimEnd().split("\n");
-      assertEquals(lines.length, 1, r.stderr);
-      assertMatch(lines[0], want);
-      assertMatch(lines[0], /^error: /);
+      assert.deepEqual(lines.length, 1, r.stderr);
+      assert.match(lines[0], want);
+      assert.match(lines[0], /^error: /);
       let exists = true;
       try {
         Deno.statSync(`${dir}/out`);
@@ -419,8 +416,8 @@ Deno.test("lib/cli/report.ts: a bad log is one line naming the file, exit 2, not
       assert(!exists, "nothing may be written on an error");
     }
     const none = await cli([]);
-    assertEquals(none.code, 2);
-    assertMatch(none.stderr, /no logs given/);
+    assert.deepEqual(none.code, 2);
+    assert.match(none.stderr, /no logs given/);
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
@@ -431,19 +428,19 @@ Deno.test("lib/cli/report.ts: writes the page atomically and prints its path", a
   try {
     const out = `${dir}/sub/r.html`;
     const r = await cli([fixturePath("lr10.json"), fixturePath("lr5-f16.json"), "--out", out]);
-    assertEquals(r.code, 0, r.stderr);
-    assertEquals(r.stdout.trim(), out);
+    assert.deepEqual(r.code, 0, r.stderr);
+    assert.deepEqual(r.stdout.trim(), out);
     const html = Deno.readTextFileSync(out);
-    assertMatch(html, /^<!doctype html>/);
-    assertEquals(html.match(/<svg /g)!.length, 4);
-    assertEquals([...Deno.readDirSync(`${dir}/sub`)].map((e) => e.name), ["r.html"]); // no temp file left
+    assert.match(html, /^<!doctype html>/);
+    assert.deepEqual(html.match(/<svg /g)!.length, 4);
+    assert.deepEqual([...Deno.readDirSync(`${dir}/sub`)].map((e) => e.name), ["r.html"]); // no temp file left
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
 });
 
 Deno.test("names lead with the experiment file, the flags that differ and a test subset", () => {
-  assertEquals(argvFlags(["--lr", "6", "--tta=0", "--quiet", "--widths", "8,16"]), [
+  assert.deepEqual(argvFlags(["--lr", "6", "--tta=0", "--quiet", "--widths", "8,16"]), [
     "--lr 6",
     "--tta=0",
     "--quiet",
@@ -461,20 +458,20 @@ Deno.test("names lead with the experiment file, the flags that differ and a test
     config: { testN: 1000, testOf: 10000 },
     runs: [],
   };
-  assertEquals(describeLogs([a, b], ["logs/t1", "logs/t2"]), [
+  assert.deepEqual(describeLogs([a, b], ["logs/t1", "logs/t2"]), [
     "main.ts --lr 3 · logs/t1",
     "my_experiment.ts --lr 6 --test-n 1000 (test 1000 of 10000) · logs/t2",
   ]);
-  assertEquals(describeLogs([a], ["t1"]), ["main.ts --epochs 2 --lr 3 · t1"]);
-  assertEquals(testNote({ testN: 10000, testOf: 10000 }), "");
-  assertEquals(testNote(undefined), "");
+  assert.deepEqual(describeLogs([a], ["t1"]), ["main.ts --epochs 2 --lr 3 · t1"]);
+  assert.deepEqual(testNote({ testN: 10000, testOf: 10000 }), "");
+  assert.deepEqual(testNote(undefined), "");
 });
 
 Deno.test("a code difference is a unified diff of the changed lines", () => {
   const base = ["a", "b", "c", "d", "e", "f", "g", "h"].join("\n");
   const changed = ["a", "b", "c", "D", "e", "f", "g", "h", "i"].join("\n");
-  assertEquals(lineDiff(base, base), "");
-  assertEquals(
+  assert.deepEqual(lineDiff(base, base), "");
+  assert.deepEqual(
     lineDiff(base, changed, 1),
     ["@@ -3,3 +3,3 @@", " c", "-d", "+D", " e", "@@ -8,1 +8,2 @@", " h", "+i"].join("\n"),
   );
@@ -485,7 +482,7 @@ Deno.test("a code difference is a unified diff of the changed lines", () => {
 });
 
 Deno.test("fingerprint.dirty_files: git's porcelain lines, shown in the report's context rows", () => {
-  assertEquals(porcelainFiles("M lib/train/session.ts\n M kernels/a.wgsl\n?? my_experiment.ts\n"), [
+  assert.deepEqual(porcelainFiles("M lib/train/session.ts\n M kernels/a.wgsl\n?? my_experiment.ts\n"), [
     "M lib/train/session.ts",
     "M kernels/a.wgsl",
     "?? my_experiment.ts",
@@ -499,5 +496,8 @@ Deno.test("fingerprint.dirty_files: git's porcelain lines, shown in the report's
       dirty_files: ["M lib/train/session.ts", "?? my_experiment.ts"],
     },
   };
-  assertEquals(contextFields(log)["fingerprint.dirty_files"], "M lib/train/session.ts, ?? my_experiment.ts");
+  assert.deepEqual(
+    contextFields(log)["fingerprint.dirty_files"],
+    "M lib/train/session.ts, ?? my_experiment.ts",
+  );
 });

@@ -1,7 +1,9 @@
 // End-to-end helpers: small generated datasets in the CIFAR-10 binary layout, and running a Deno program of
 // the project (an experiment file, a task) as a user would, in the project's root.
 
+import assert from "node:assert/strict";
 import { join } from "node:path";
+import { RECORD_BYTES } from "../lib/data/cifar.ts";
 import { ROOT } from "../lib/root.ts";
 import { testRng } from "./util.ts";
 
@@ -15,10 +17,10 @@ export async function runDeno(args: string[]): Promise<{ code: number; stdout: s
 
 /** Images whose class is visible to a small convnet: a class colour, a class stripe direction, and noise. */
 export function makeBatch(n: number, rand: () => number): Uint8Array {
-  const out = new Uint8Array(n * 3073);
+  const out = new Uint8Array(n * RECORD_BYTES);
   for (let i = 0; i < n; i++) {
     const label = Math.floor(rand() * 10);
-    const o = i * 3073;
+    const o = i * RECORD_BYTES;
     out[o] = label;
     for (let c = 0; c < 3; c++) {
       const base = 60 + 40 * ((label + c * 3) % 5);
@@ -62,8 +64,8 @@ export async function trainTinyEndToEnd(
     ...["--batch-size", "50", "--tta", "0", "--seed", "3", "--quiet", "--log-dir", logDir],
     ...["--save-weights", weights],
   ]);
-  if (r.code !== 0) throw new Error(`${file} failed:\n${r.stderr}\n${r.stdout}`);
+  assert.equal(r.code, 0, `${file} failed:\n${r.stderr}\n${r.stdout}`);
   const files = [...Deno.readDirSync(logDir)].map((e) => e.name).filter((n) => n.endsWith(".json"));
-  if (files.length !== 1) throw new Error(`${file}: ${files.length} logs, expected 1`);
+  assert.equal(files.length, 1, `${file}: ${files.length} logs, expected 1`);
   return { log: JSON.parse(Deno.readTextFileSync(join(logDir, files[0]))), weights };
 }

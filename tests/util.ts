@@ -1,6 +1,7 @@
 // Shared helpers for kernel tests: fresh random inputs, tolerance checks relative to the output's max-abs,
 // uploads in either precision, and one GPU per test process.
 
+import assert from "node:assert/strict";
 import { Gpu, POISON_WORD, type Precision } from "../lib/gpu/gpu.ts";
 import { inGroup, type Optimizer, SGD, type SgdGroup } from "../lib/train/optim.ts";
 import type { StepValues } from "../lib/gpu/steps.ts";
@@ -107,26 +108,29 @@ export function assertClose(
   tol: number,
   label: string,
 ): number {
-  if (actual.length !== expected.length) {
-    throw new Error(`${label}: length ${actual.length} != expected ${expected.length}`);
-  }
+  assert.equal(
+    actual.length,
+    expected.length,
+    `${label}: length ${actual.length} != expected ${expected.length}`,
+  );
   let maxAbs = 0;
   for (let i = 0; i < expected.length; i++) maxAbs = Math.max(maxAbs, Math.abs(expected[i]));
   const denom = maxAbs > 0 ? maxAbs : 1;
   let worst = 0, at = -1;
   for (let i = 0; i < expected.length; i++) {
-    if (!Number.isFinite(actual[i])) {
-      throw new Error(`${label}: element ${i} is ${actual[i]} (expected ${expected[i]}): not written?`);
-    }
-    const e = Math.abs(actual[i] - expected[i]) / denom;
+    // a value that is not finite (an element left unwritten) is the worst error; the first one is reported
+    const e = Number.isFinite(actual[i]) ? Math.abs(actual[i] - expected[i]) / denom : Infinity;
     if (e > worst) [worst, at] = [e, i];
   }
-  if (worst > tol) {
-    throw new Error(
-      `${label}: max relative error ${worst.toExponential(3)} > ${tol} at ${at} ` +
-        `(got ${actual[at]}, expected ${expected[at]}, max-abs ${maxAbs})`,
-    );
-  }
+  assert.ok(
+    worst < Infinity,
+    `${label}: element ${at} is ${actual[at]} (expected ${expected[at]}): not written?`,
+  );
+  assert.ok(
+    worst <= tol,
+    `${label}: max relative error ${worst.toExponential(3)} > ${tol} at ${at} ` +
+      `(got ${actual[at]}, expected ${expected[at]}, max-abs ${maxAbs})`,
+  );
   recordError(label, worst, tol);
   return worst;
 }
