@@ -1,6 +1,7 @@
 // Convolution kernels (forward, input gradient, weight and bias gradient) against the float64 reference, on
 // fresh random inputs, in f32 and f16, with every output buffer poisoned before the run.
 
+import assert from "node:assert/strict";
 import {
   biasGrad,
   candidateVariants,
@@ -134,15 +135,16 @@ function adapter(isCpu: boolean): AdapterReport {
 
 Deno.test("conv tilesFor: register blocking on CPU adapters, workgroup tiling on GPUs", () => {
   const cpu = tilesFor(adapter(true)), gpu = tilesFor(adapter(false));
-  if (cpu.variant !== "register" || gpu.variant !== "workgroup") {
-    throw new Error(`tilesFor: CPU ${cpu.variant}, GPU ${gpu.variant}`);
-  }
-  if (DEFAULT_TILES.variant !== "register") throw new Error("DEFAULT_TILES must stay on register blocking");
+  assert.equal(cpu.variant, "register", `tilesFor: CPU ${cpu.variant}, GPU ${gpu.variant}`);
+  assert.equal(gpu.variant, "workgroup", `tilesFor: CPU ${cpu.variant}, GPU ${gpu.variant}`);
+  assert.equal(DEFAULT_TILES.variant, "register", "DEFAULT_TILES must stay on register blocking");
   // everything but the variant is the defaults
   for (const t of [cpu, gpu]) {
-    if (JSON.stringify({ ...t, variant: "register" }) !== JSON.stringify(DEFAULT_TILES)) {
-      throw new Error(`tilesFor changed more than the variant: ${JSON.stringify(t)}`);
-    }
+    assert.equal(
+      JSON.stringify({ ...t, variant: "register" }),
+      JSON.stringify(DEFAULT_TILES),
+      `tilesFor changed more than the variant: ${JSON.stringify(t)}`,
+    );
   }
 });
 
@@ -150,9 +152,9 @@ Deno.test("conv tiled blocks fit WebGPU's default limits (16 KiB workgroup memor
   for (const CO of [4, 8, 24, 32, 36, 64, 256, 1024]) {
     const t = tiledBlock(CO);
     const bytes = tiledWorkgroupBytes(t), size = tiledWorkgroupSize(t);
-    if (bytes > 16384 || size > 256 || t.BK % 4 || t.TM % 4 || t.BM % t.TM || (t.BN / 4) % t.TN4) {
-      throw new Error(`CO=${CO}: block ${JSON.stringify(t)} has ${bytes} B, ${size} invocations`);
-    }
+    const block = `CO=${CO}: block ${JSON.stringify(t)} has ${bytes} B, ${size} invocations`;
+    assert.ok(bytes <= 16384 && size <= 256, block);
+    assert.deepEqual([t.BK % 4, t.TM % 4, t.BM % t.TM, (t.BN / 4) % t.TN4], [0, 0, 0, 0], block);
   }
 });
 
@@ -173,7 +175,7 @@ for (const variant of VARIANTS) {
       out.push(new Uint8Array(await gpu.read(dw)));
     }
     const at = out[0].findIndex((v, i) => v !== out[1][i]);
-    if (at >= 0) throw new Error(`weight gradient differs between two runs (element ${at >> 2})`);
+    assert.equal(at, -1, `weight gradient differs between two runs (element ${at >> 2})`);
   });
 }
 
@@ -260,9 +262,11 @@ for (const subgroups of [true, false]) {
 
 Deno.test("conv subgroups: Gpu.create has them exactly when the adapter grants them (lavapipe does)", async () => {
   const gpu = await testGpu();
-  if (gpu.adapter.subgroups !== gpu.device.features.has("subgroups")) {
-    throw new Error(`the adapter report says subgroups ${gpu.adapter.subgroups}, the device disagrees`);
-  }
+  assert.equal(
+    gpu.adapter.subgroups,
+    gpu.device.features.has("subgroups"),
+    `the adapter report says subgroups ${gpu.adapter.subgroups}, the device disagrees`,
+  );
   // Ask a fresh adapter for a device with the feature, as Gpu.create does (adapter.features omits it in Deno).
   const adapter = await navigator.gpu.requestAdapter({ powerPreference: "high-performance" });
   let granted = false;
@@ -273,14 +277,15 @@ Deno.test("conv subgroups: Gpu.create has them exactly when the adapter grants t
   } catch {
     granted = false;
   }
-  if (granted !== gpu.adapter.subgroups) {
-    throw new Error(
-      `the adapter grants subgroups: ${granted}, but Gpu.create has them: ${gpu.adapter.subgroups}`,
-    );
-  }
-  if (/llvmpipe|lavapipe/i.test(gpu.adapter.name) && !granted) {
-    throw new Error("lavapipe runs subgroup ops, but its device did not get the subgroups feature");
-  }
+  assert.equal(
+    granted,
+    gpu.adapter.subgroups,
+    `the adapter grants subgroups: ${granted}, but Gpu.create has them: ${gpu.adapter.subgroups}`,
+  );
+  assert.ok(
+    granted || !/llvmpipe|lavapipe/i.test(gpu.adapter.name),
+    "lavapipe runs subgroup ops, but its device did not get the subgroups feature",
+  );
 });
 
 Deno.test("conv register weight grad: the combined bias gradient has the bits of the separate bias kernel", async () => {
@@ -301,17 +306,13 @@ Deno.test("conv register weight grad: the combined bias gradient has the bits of
         ...convWeightGrad(gpu, p, s, { x: xb, dy: dyb, dw: dw2 }),
         ...biasGrad(gpu, p, { dy: dyb, db: db2, M: s.N * HO * WO, C: s.CO }),
       ];
-      if (combined.length > 3) {
-        throw new Error(`weight + bias gradient: ${combined.length} dispatches, not 3`);
-      }
+      assert.ok(combined.length <= 3, `weight + bias gradient: ${combined.length} dispatches, not 3`);
       gpu.run([...combined, ...separate]);
       for (
         const [a, b, what] of [[dw3, dw2, "dw"], [db3, db2, "db"]] as const
       ) {
         const u = new Uint8Array(await gpu.read(a)), v = new Uint8Array(await gpu.read(b));
-        if (u.some((x, i) => x !== v[i])) {
-          throw new Error(`${what} ${p}: combined and separate differ in bits`);
-        }
+        assert.deepEqual(u, v, `${what} ${p}: combined and separate differ in bits`);
       }
     }
   }
@@ -324,38 +325,34 @@ Deno.test("conv variants: stable ids, parsed back, per-layer choices resolved by
   ];
   for (const v of all) {
     const id = variantId(v);
-    if (JSON.stringify(parseVariantId(id)) !== JSON.stringify(v)) {
-      throw new Error(`${id} does not parse back`);
-    }
+    assert.equal(JSON.stringify(parseVariantId(id)), JSON.stringify(v), `${id} does not parse back`);
   }
-  if (variantId({ kind: "register", TM: 8, TN4: 2, WG: 64 }) !== "register-8x8-wg64") {
-    throw new Error("id changed");
-  }
-  if (
-    variantId({ kind: "tiled", BM: 128, BN: 128, BK: 8, TM: 8, TN4: 2, DB: 2 }) !== "tiled-128x128x8-8x8-db2"
-  ) {
-    throw new Error("tiled id changed");
-  }
+  assert.equal(variantId({ kind: "register", TM: 8, TN4: 2, WG: 64 }), "register-8x8-wg64", "id changed");
+  assert.equal(
+    variantId({ kind: "tiled", BM: 128, BN: 128, BK: 8, TM: 8, TN4: 2, DB: 2 }),
+    "tiled-128x128x8-8x8-db2",
+    "tiled id changed",
+  );
   // WebGPU's default limits (16 KiB) rule out the 128x128x16 tiles
-  if (candidateVariants("forward").some((v) => v.kind === "tiled" && tiledWorkgroupBytes(v) > 16384)) {
-    throw new Error("a candidate exceeds the default workgroup memory");
-  }
+  assert.ok(
+    !candidateVariants("forward").some((v) => v.kind === "tiled" && tiledWorkgroupBytes(v) > 16384),
+    "a candidate exceeds the default workgroup memory",
+  );
   const s: ConvShape = { N: 2, H: 8, W: 8, CI: 16, CO: 32, KH: 3, KW: 3, PAD: 1 };
   const pick: KernelVariant = { kind: "tiled", BM: 64, BN: 64, BK: 16, TM: 4, TN4: 1, DB: 2 };
   const tiles: ConvTiles = { ...DEFAULT_TILES, choices: { "2.conv1|weight_grad": pick } };
-  if (variantId(resolveVariant(tiles, "2.conv1.wgrad", "weight_grad", s)) !== variantId(pick)) {
-    throw new Error("the choice of 2.conv1's weight gradient was not used");
-  }
+  assert.equal(
+    variantId(resolveVariant(tiles, "2.conv1.wgrad", "weight_grad", s)),
+    variantId(pick),
+    "the choice of 2.conv1's weight gradient was not used",
+  );
   const d = resolveVariant(tiles, "2.conv1", "forward", s);
-  if (variantId(d) !== "register-8x8-wg64") throw new Error(`default forward: ${variantId(d)}`);
-  if (
-    variantId(resolveVariant(tiles, "2.conv1.wgrad", "weight_grad", { ...s, CI: 4, CO: 8 })) !==
-      variantId(pick)
-  ) {
-    throw new Error("choice lost");
-  }
+  assert.equal(variantId(d), "register-8x8-wg64", "default forward");
+  assert.equal(
+    variantId(resolveVariant(tiles, "2.conv1.wgrad", "weight_grad", { ...s, CI: 4, CO: 8 })),
+    variantId(pick),
+    "choice lost",
+  );
   const narrow = resolveVariant(DEFAULT_TILES, "x.wgrad", "weight_grad", { ...s, CI: 4, CO: 8 });
-  if (variantId(narrow) !== "register-4x8-wg64") {
-    throw new Error(`register block not shrunk: ${variantId(narrow)}`);
-  }
+  assert.equal(variantId(narrow), "register-4x8-wg64", "register block not shrunk");
 });

@@ -4,6 +4,7 @@
 // network has (31, 15, 7, 3 after the 2x2 whitening conv and the pools) and even ones (32, 16, 8, 4), f32 and
 // f16 storage. ERROR_REPORT=1 prints each variant's largest error beside the direct kernel's.
 
+import assert from "node:assert/strict";
 import {
   candidateVariants,
   convForwardWith,
@@ -117,9 +118,11 @@ async function checkVariant(v: KernelVariant, s: ConvShape, seedLabel: string) {
       const r = parseVariantId(id);
       return r.kind === "winograd" ? `winograd-f${r.MT}` : r.kind;
     };
-    if (ran.length !== 3 || ran.some((id) => kindOf(id!) !== kindOf(variantId(v)))) {
-      throw new Error(`${variantId(v)} on ${JSON.stringify(s)} ran ${ran.join(", ")}`);
-    }
+    assert.deepEqual(
+      ran.map((id) => kindOf(id!)),
+      Array(3).fill(kindOf(variantId(v))),
+      `${variantId(v)} on ${JSON.stringify(s)} ran ${ran.join(", ")}`,
+    );
     await gpu.checkCompile();
     gpu.run([fwd, ...igr, ...wgr]);
     const where = `[${s.N}x${s.H}x${s.W}x${s.CI}->${s.CO}]`;
@@ -161,23 +164,23 @@ Deno.test("winograd: the same inputs give the same bits twice", async () => {
       gpu.run([convForwardWith(gpu, "f32", s, { x: bx, w: bw, b: bb, y }, v, "bits")]);
       out.push(new Uint8Array(await gpu.read(y)));
     }
-    if (out[0].some((b, i) => b !== out[1][i])) throw new Error(`${variantId(v)}: two runs differ in bits`);
+    assert.deepEqual(out[0], out[1], `${variantId(v)}: two runs differ in bits`);
   }
 });
 
 Deno.test("winograd variants: ids parse back, offered for every pass, direct on other shapes", () => {
   for (const v of WINO) {
-    if (JSON.stringify(parseVariantId(variantId(v))) !== JSON.stringify(v)) throw new Error(variantId(v));
+    assert.equal(JSON.stringify(parseVariantId(variantId(v))), JSON.stringify(v), variantId(v));
   }
-  if (variantId(WINO[1]) !== "winograd-f4-8x8") throw new Error(`id changed: ${variantId(WINO[1])}`);
+  assert.equal(variantId(WINO[1]), "winograd-f4-8x8", "id changed");
   const kinds = (pass: "forward" | "input_grad" | "weight_grad") =>
     candidateVariants(pass).filter((v) => v.kind === "winograd").length;
-  if (!kinds("forward") || !kinds("input_grad") || !kinds("weight_grad")) {
-    throw new Error("winograd candidates: every pass");
+  for (const pass of ["forward", "input_grad", "weight_grad"] as const) {
+    assert.ok(kinds(pass) > 0, `winograd candidates: every pass (none for ${pass})`);
   }
   const whiten: ConvShape = { N: 2, H: 32, W: 32, CI: 4, CO: 24, KH: 2, KW: 2, PAD: 0 };
   for (const v of WINO) {
-    if (fitVariant(v, "forward", whiten).kind !== "register") throw new Error("2x2 conv must run direct");
+    assert.equal(fitVariant(v, "forward", whiten).kind, "register", "2x2 conv must run direct");
   }
   // multiplies: F(2,3) on 8x8 does 16 per 2x2 tile and channel pair, F(4,3) 36 per 4x4 tile, direct 9 per pixel
   const s = same(1, 8, 8, 4, 4);
@@ -186,9 +189,11 @@ Deno.test("winograd variants: ids parse back, offered for every pass, direct on 
     convMultiplies(s, "forward", "winograd-f4-8x8"),
   ];
   const direct = convMultiplies(s, "forward", "register-8x8-wg64");
-  if (got[0] !== 16 * 16 * 16 || got[1] !== 4 * 36 * 16 || direct !== 64 * 9 * 16) {
-    throw new Error(`multiplies ${got} / ${direct}`);
-  }
+  assert.deepEqual(
+    [...got, direct],
+    [16 * 16 * 16, 4 * 36 * 16, 64 * 9 * 16],
+    `multiplies ${got} / ${direct}`,
+  );
 });
 
 Deno.test("winograd in chunks of tiles (a partial last chunk): forward bits of one chunk, weight grad summed", async () => {
@@ -206,9 +211,9 @@ Deno.test("winograd in chunks of tiles (a partial last chunk): forward bits of o
     // 7 (F(2,3)) or 4 (F(4,3)) tiles per chunk at most: several chunks, the last one partial
     const cap = (MT === 2 ? 7 : 4) * (MT + 2) ** 2 * s.CO * 4;
     const { chunks, PC } = winogradChunks(s, MT, cap), { P } = winogradTiles(s, MT);
-    if (chunks < 3 || PC * chunks === P) {
-      throw new Error(`F(${MT},3): ${chunks} chunks of ${PC} for ${P} tiles`);
-    }
+    const split = `F(${MT},3): ${chunks} chunks of ${PC} for ${P} tiles`;
+    assert.ok(chunks >= 3, split);
+    assert.notEqual(PC * chunks, P, split);
     const ys = [0, 1].map(() => poisoned(gpu, ny, "f32")), dw = poisoned(gpu, nw, "f32");
     const a = (y: GPUBuffer) => ({ x: bx, w: bw, b: bb, y });
     gpu.run([
@@ -217,9 +222,7 @@ Deno.test("winograd in chunks of tiles (a partial last chunk): forward bits of o
       ...winogradWeightGrad(gpu, "f32", s, { x: bx, dy: bdy, dw }, v, "chunks.wgrad", cap),
     ]);
     const got = [await gpu.read(ys[0]), await gpu.read(ys[1])].map((r) => new Uint8Array(r));
-    if (got[0].some((v, i) => v !== got[1][i])) {
-      throw new Error(`F(${MT},3): chunked and whole differ in bits`);
-    }
+    assert.deepEqual(got[0], got[1], `F(${MT},3): chunked and whole differ in bits`);
     const y = await download(gpu, ys[0], ny, "f32");
     assertClose(y, convForwardRef(s, x, w, b), tolOf(v, "f32"), `winograd F(${MT},3) chunked`);
     const dwGot = await download(gpu, dw, nw, "f32");
