@@ -79,9 +79,8 @@ Deno.test("gemm: the vec4 path gives the scalar path's bits, all transposes", as
       const tag = `[${M}x${N}x${K} ${transA ? "T" : "N"}${transB ? "T" : "N"}]`;
       const [v, sc] = [await gpu.readF32(cv), await gpu.readF32(cs)];
       assertClose(v, gemmRef(a, b, s, d), TOL.f32, `gemm vec4 ${tag}`);
-      for (let i = 0; i < v.length; i++) {
-        if (!Object.is(v[i], sc[i])) throw new Error(`gemm ${tag}: vec4 ${v[i]} != scalar ${sc[i]} at ${i}`);
-      }
+      const at = v.findIndex((x, i) => !Object.is(x, sc[i]));
+      assert.equal(at, -1, `gemm ${tag}: vec4 ${v[at]} != scalar ${sc[at]} at ${at}`);
     }
   }
 });
@@ -100,9 +99,8 @@ Deno.test("gemm: the same inputs give the same bits; D may alias A", async () =>
   gpu.run([op1, op2]);
   const [r1, r2] = [await gpu.readF32(c1), await gpu.readF32(c2)];
   assertClose(r1, gemmRef(Float64Array.from(a), Float64Array.from(b), s, a), TOL.f32, "gemm D = A");
-  for (let i = 0; i < r1.length; i++) {
-    if (!Object.is(r1[i], r2[i])) throw new Error(`gemm rerun: element ${i} differs (${r1[i]} vs ${r2[i]})`);
-  }
+  const at = r1.findIndex((x, i) => !Object.is(x, r2[i]));
+  assert.equal(at, -1, `gemm rerun: element ${at} differs (${r1[at]} vs ${r2[at]})`);
 });
 
 Deno.test("gemm: bad arguments are rejected with the reason", async () => {

@@ -77,14 +77,10 @@ async function readU32(gpu: Gpu, buf: GPUBuffer): Promise<Uint32Array> {
   return new Uint32Array(await gpu.read(buf));
 }
 
-function assertEqual(actual: number, expected: number, label: string) {
-  if (actual !== expected) throw new Error(`${label}: got ${actual}, expected ${expected}`);
-}
-
 function assertBitsEqual(a: ArrayLike<number>, b: ArrayLike<number>, label: string) {
-  for (let i = 0; i < a.length; i++) {
-    if (!Object.is(a[i], b[i])) throw new Error(`${label}: element ${i} changed (${b[i]} -> ${a[i]})`);
-  }
+  let at = 0;
+  while (at < a.length && Object.is(a[at], b[at])) at++;
+  assert.equal(at, a.length, `${label}: element ${at} changed (${b[at]} -> ${a[at]})`);
 }
 
 function quantizeInPlace(x: Float64Array, p: Precision) {
@@ -271,7 +267,7 @@ async function checkLinear(gpu: Gpu, rand: () => number, p: Precision, N: number
   // dw is written inside its range only
   const around = new Uint32Array(await gpu.read(grads));
   for (const i of [PARAM_OFFSET / 4 - 1, PARAM_OFFSET / 4 + 10 * C]) {
-    assertEqual(around[i], POISON, "dw range");
+    assert.equal(around[i], POISON, "dw range");
   }
 }
 
@@ -335,10 +331,10 @@ Deno.test("cross-entropy with label smoothing: loss, dlogits, correct count", as
     assertClose(await gpu.readF32(dlogits), ref.dlogits, TOL.f32, `cross-entropy dlogits f32 ${tag}`);
     const st = await gpu.readF32(stats);
     assertClose([st[2 * step]], [ref.loss], TOL.f32, `cross-entropy loss f32 ${tag}`);
-    assertEqual(st[2 * step + 1], ref.correct, `cross-entropy correct count ${tag}`);
+    assert.equal(st[2 * step + 1], ref.correct, `cross-entropy correct count ${tag}`);
     const words = new Uint32Array(st.buffer);
     for (let i = 0; i < 2 * STEPS; i++) {
-      if (i >> 1 !== step) assertEqual(words[i], POISON, `cross-entropy stats of other steps ${tag}`);
+      if (i >> 1 !== step) assert.equal(words[i], POISON, `cross-entropy stats of other steps ${tag}`);
     }
   }
 });
@@ -360,8 +356,8 @@ Deno.test("count correct", async () => {
     ]);
     await gpu.checkCompile();
     const got = await readU32(gpu, out);
-    assertEqual(got[slot], countCorrectRef(z, labels, N), `count correct [N=${N}]`);
-    for (let i = 0; i < 4; i++) if (i !== slot) assertEqual(got[i], POISON, "count correct other slots");
+    assert.equal(got[slot], countCorrectRef(z, labels, N), `count correct [N=${N}]`);
+    for (let i = 0; i < 4; i++) if (i !== slot) assert.equal(got[i], POISON, "count correct other slots");
   }
 });
 
@@ -536,6 +532,6 @@ Deno.test("loss and linear weight gradient are deterministic (same bits twice)",
   }
   ["stats", "dlogits", "dx", "dw"].forEach((name, i) => {
     const at = runs[0][i].findIndex((v, j) => v !== runs[1][i][j]);
-    if (at >= 0) throw new Error(`${name} differs between two runs (element ${at >> 2})`);
+    assert.equal(at, -1, `${name} differs between two runs (element ${at >> 2})`);
   });
 });
