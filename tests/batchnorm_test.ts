@@ -68,11 +68,8 @@ class Flat {
   async read(gpu: Gpu, label: string): Promise<Float64Array[]> {
     const words = new Uint32Array(await gpu.read(this.buffer));
     const inSlot = (w: number) => w >= 64 && (w * 4 - 256) % this.stride < this.C * 4;
-    words.forEach((w, i) => {
-      if (!inSlot(i) && w !== this.fill) {
-        throw new Error(`${label}: word ${i} outside the bound ranges changed`);
-      }
-    });
+    const at = words.findIndex((w, i) => !inSlot(i) && w !== this.fill);
+    assert.equal(at, -1, `${label}: word ${at} outside the bound ranges changed`);
     const f = new Float32Array(words.buffer);
     return Array.from({ length: this.slots }, (_, k) => {
       const at = this.offset(k) / 4;
@@ -82,9 +79,10 @@ class Flat {
 }
 
 function assertNear(actual: number, expected: number, label: string) {
-  if (!(Math.abs(actual - expected) <= 1e-6 * Math.abs(expected))) {
-    throw new Error(`${label}: got ${actual}, expected ${expected}`);
-  }
+  assert.ok(
+    Math.abs(actual - expected) <= 1e-6 * Math.abs(expected),
+    `${label}: got ${actual}, expected ${expected}`,
+  );
 }
 
 function rows(s: BatchNormShape): number {
@@ -281,11 +279,8 @@ Deno.test("batchnorm: same bits on two runs", async () => {
       const a = await withLimits(lim, () => runAll(gpu, p, inp, POISON));
       const b = await withLimits(lim, () => runAll(gpu, p, inp, POISON_2));
       for (const k of Object.keys(a) as (keyof Outputs)[]) {
-        a[k].forEach((v, i) => {
-          if (!Object.is(v, b[k][i]) || Number.isNaN(v)) {
-            throw new Error(`${k} ${p} [${shapeTag(s)}]: element ${i} differs (${v}, ${b[k][i]})`);
-          }
-        });
+        const at = a[k].findIndex((v, i) => !Object.is(v, b[k][i]) || Number.isNaN(v));
+        assert.equal(at, -1, `${k} ${p} [${shapeTag(s)}]: element ${at} differs (${a[k][at]}, ${b[k][at]})`);
       }
     }
   }
@@ -367,13 +362,44 @@ Deno.test("batchnorm backward reference is the adjoint of the forward's derivati
       rhs += g.dweight[c] * vw[c] + g.dbias[c] * vb[c];
       scale += Math.abs(g.dweight[c] * vw[c]) + Math.abs(g.dbias[c] * vb[c]);
     }
-    if (Math.abs(lhs - rhs) > 1e-12 * scale) {
-      throw new Error(`adjoint [${shapeTag(s)}]: ${lhs} != ${rhs}`);
-    }
+    assert.ok(Math.abs(lhs - rhs) <= 1e-12 * scale, `adjoint [${shapeTag(s)}]: ${lhs} != ${rhs}`);
   }
 });
 
 // ------------------------------------------------------------------------------------------------ the layer
+
+/** What the layer test binds: the input, the layer's tensors in `flat` (slot k holds names[k]), the bias gradient. */
+interface LayerBindings {
+  gpu: Gpu;
+  s: BatchNormShape;
+  x: Float64Array;
+  flat: Flat;
+  names: string[];
+  dbias: Flat;
+}
+
+/** The context the network would hand BatchNorm2d "2.norm1" (f32), in train or eval mode, writing `y`. */
+function layerCtx(b: LayerBindings, training: boolean, y: GPUBuffer): LayerCtx {
+  const { gpu, s, flat, names, dbias } = b;
+  const scratch = new Map<string, GPUBuffer>();
+  return {
+    gpu,
+    p: "f32",
+    batch: s.N,
+    tiles: DEFAULT_TILES,
+    label: "2.norm1",
+    training,
+    inputs: [{ buf: upload(gpu, b.x, "f32"), shape: { H: s.H, W: s.W, C: s.C }, dtype: "act" }],
+    output: { buf: y, shape: { H: s.H, W: s.W, C: s.C }, dtype: "act" },
+    param: (local) => flat.bind(names.indexOf(local)),
+    grad: (local) => {
+      assert.equal(local, "bias", "only the bias has a gradient");
+      return dbias.bind(0);
+    },
+    trains: (local) => local === "bias",
+    scratch: (key, bytes) => scratch.get(key) ?? scratch.set(key, gpu.buffer(bytes)).get(key)!,
+  };
+}
 
 Deno.test("BatchNorm2d layer: state dict, train mode (batch stats, running update, backward), eval mode", async () => {
   const gpu = await testGpu();
@@ -401,26 +427,7 @@ Deno.test("BatchNorm2d layer: state dict, train mode (batch stats, running updat
   const flat = new Flat(gpu, s.C, 4, GUARD_BITS), names = Object.keys(v) as (keyof typeof v)[];
   names.forEach((k, i) => flat.set(gpu, i, v[k]));
   const dbias = new Flat(gpu, s.C, 1, GUARD_BITS);
-  const ctxOf = (training: boolean, y: GPUBuffer): LayerCtx => {
-    const scratch = new Map<string, GPUBuffer>();
-    return {
-      gpu,
-      p: "f32",
-      batch: s.N,
-      tiles: DEFAULT_TILES,
-      label: "2.norm1",
-      training,
-      inputs: [{ buf: upload(gpu, x, "f32"), shape: { H: s.H, W: s.W, C: s.C }, dtype: "act" }],
-      output: { buf: y, shape: { H: s.H, W: s.W, C: s.C }, dtype: "act" },
-      param: (local) => flat.bind(names.indexOf(local as keyof typeof v)),
-      grad: (local) => {
-        assert.equal(local, "bias", "only the bias has a gradient");
-        return dbias.bind(0);
-      },
-      trains: (local) => local === "bias",
-      scratch: (key, bytes) => scratch.get(key) ?? scratch.set(key, gpu.buffer(bytes)).get(key)!,
-    };
-  };
+  const ctxOf = (training: boolean, y: GPUBuffer) => layerCtx({ gpu, s, x, flat, names, dbias }, training, y);
   const run = (ops: Op[]) => gpu.submit([{ ops }]);
 
   // Train mode: batch statistics, the running statistics updated once, then the backward (no dweight).
