@@ -4,129 +4,126 @@
 
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { fileURLToPath } from "node:url";
 import { INPUT_SHAPE, ParamLayout } from "../lib/nn/model.ts";
 import { Graph } from "../lib/nn/module.ts";
 import { stateDigest } from "../lib/io/runlog.ts";
+import { ROOT } from "../lib/root.ts";
 import { getF32, loadSafetensors } from "../lib/io/safetensors.ts";
 import { hyp, makeNet } from "../main.ts";
-import { makeBatch, runDeno } from "./synthetic.ts";
+import { makeBatch, runDeno, writeDataset } from "./synthetic.ts";
 import { testRng } from "./util.ts";
-
-const ROOT = join(fileURLToPath(new URL(".", import.meta.url)), "..");
 
 function runMain(args: string[]) {
   return runDeno(["run", "-A", "main.ts", ...args]);
 }
 
+// deno-lint-ignore no-explicit-any
+type Log = any;
+
+/** main.ts twice on the same flags (the first run also saves its weights); the two logs, after checking stdout. */
+async function trainTwice(dir: string, common: string[]): Promise<[Log, Log]> {
+  const logs = [];
+  for (const i of [0, 1]) {
+    const logDir = join(dir, `logs${i}`);
+    const args = [...common, "--log-dir", logDir];
+    if (i === 0) args.push("--save-weights", join(dir, "w.safetensors"));
+    const r = await runMain(args);
+    assert.equal(r.code, 0, `main.ts failed:\n${r.stderr}\n${r.stdout}`);
+    assert.match(r.stdout, /\| run\s+\| epoch \| train_loss \| train_acc \| val_acc \| tta_val_acc \|/);
+    assert.match(r.stdout, /Mean: \d\.\d{4} {2}Std: \d\.\d{4}/);
+    const files = [...Deno.readDirSync(logDir)].map((e) => e.name).filter((n) => n.endsWith(".json"));
+    assert.equal(files.length, 1);
+    assert.ok(r.stdout.includes(files[0]), "the log path is printed at the end");
+    logs.push(JSON.parse(await Deno.readTextFile(join(logDir, files[0]))));
+  }
+  return [logs[0], logs[1]];
+}
+
+/** The log's documented keys, the code and flags that ran, the fingerprint of every library and kernel file. */
+async function assertLogHeader(a: Log, common: string[]) {
+  for (
+    const key of ["code", "config", "adapter", "precision", "runs", "mean", "std", "argv", "fingerprint"]
+  ) {
+    assert.ok(key in a, key);
+  }
+  assert.equal(a.code, await Deno.readTextFile(join(ROOT, "main.ts")));
+  assert.equal(a.experiment, "main.ts");
+  assert.deepEqual(a.argv.slice(0, 4), common.slice(0, 4));
+  // Every library and kernel file, by SHA-256 (what ran is in the log, not only main.ts).
+  const fp = a.fingerprint;
+  for (
+    const f of [
+      "lib/nn/module.ts",
+      "lib/nn/layers.ts",
+      "lib/nn/model.ts",
+      "kernels/conv.wgsl",
+      "kernels/shared/step.wgsl",
+    ]
+  ) {
+    assert.match(fp.files[f], /^[0-9a-f]{64}$/, f);
+  }
+  assert.ok(Object.keys(fp.files).every((f: string) => /^(lib|kernels)\//.test(f)));
+  assert.ok(fp.commit === null || /^[0-9a-f]{40}$/.test(fp.commit));
+  assert.equal(a.network.at(-1).layer, "7+8", "the head (Linear + Mul, fused) is the last layer");
+  assert.deepEqual(a.config.net.widths, [8, 16, 16]);
+  assert.equal(a.config.opt.lr, 6);
+}
+
+/** The one run learned, its epoch rows hold the documented keys, and the second log repeats it bit for bit. */
+function assertLearnedAndReproduced(a: Log, b: Log) {
+  assert.equal(a.runs.length, 1);
+  const run = a.runs[0];
+  assert.equal(run.seed, 7);
+  assert.equal(run.epochs.length, 3);
+  for (const row of run.epochs) {
+    for (const k of ["epoch", "train_loss", "train_acc", "val_acc", "total_time_seconds"]) {
+      assert.ok(k in row, k);
+    }
+  }
+  // Chance is 0.1; 60 steps of this tiny net reach about 0.45.
+  assert.ok(
+    run.tta_val_acc > 0.3,
+    `the tiny net should learn the generated classes (tta ${run.tta_val_acc})`,
+  );
+  assert.ok(run.total_time_seconds > 0);
+  assert.equal(a.mean, run.tta_val_acc);
+  // Same code, config and seed on the same adapter: the same accuracies and losses, bit for bit.
+  assert.deepEqual(
+    b.runs[0].epochs.map((r: Record<string, number>) => [r.train_loss, r.train_acc, r.val_acc]),
+    run.epochs.map((r: Record<string, number>) => [r.train_loss, r.train_acc, r.val_acc]),
+  );
+  assert.equal(b.runs[0].tta_val_acc, run.tta_val_acc);
+}
+
+/** The saved weights: PyTorch's names and shapes, and the digest both logs give (state-dict order). */
+function assertSavedWeights(path: string, a: Log, b: Log) {
+  const w = loadSafetensors(path).tensors;
+  assert.deepEqual(w["0.weight"].shape, [24, 3, 2, 2]);
+  assert.deepEqual(w["2.conv1.weight"].shape, [8, 24, 3, 3]);
+  assert.deepEqual(w["4.conv2.bias"].shape, [16]);
+  assert.deepEqual(w["7.weight"].shape, [10, 16]);
+  const net = makeNet({ ...hyp.defaults, net: { ...hyp.defaults.net, widths: [8, 16, 16] } });
+  const names = new ParamLayout(new Graph(net, INPUT_SHAPE)).entries.map((e) => e.name);
+  assert.equal(
+    stateDigest(Object.fromEntries(names.map((n) => [n, { data: getF32(w, n) }]))),
+    a.runs[0].weights_sha256,
+  );
+  assert.equal(b.runs[0].weights_sha256, a.runs[0].weights_sha256);
+}
+
 Deno.test("main.ts trains a tiny net end to end, logs it, and reproduces it bit for bit", async () => {
   const dir = await Deno.makeTempDir({ prefix: "airbench-e2e-" });
   try {
-    const rand = testRng(1234);
     const data = join(dir, "data");
-    await Deno.mkdir(data);
-    for (let b = 1; b <= 5; b++) {
-      await Deno.writeFile(join(data, `data_batch_${b}.bin`), makeBatch(200, rand));
-    }
-    await Deno.writeFile(join(data, "test_batch.bin"), makeBatch(200, rand));
+    await writeDataset(data, 200, testRng(1234));
     const common = [
-      "--data",
-      data,
-      "--verify",
-      "false",
-      "--runs",
-      "1",
-      "--widths",
-      "8,16,16",
-      "--epochs",
-      "3",
-      "--batch-size",
-      "50",
-      "--lr",
-      "6",
-      "--tta",
-      "2",
-      "--seed",
-      "7",
-      "--quiet",
+      ...["--data", data, "--verify", "false", "--runs", "1", "--widths", "8,16,16", "--epochs", "3"],
+      ...["--batch-size", "50", "--lr", "6", "--tta", "2", "--seed", "7", "--quiet"],
     ];
-    const logs = [];
-    for (const i of [0, 1]) {
-      const logDir = join(dir, `logs${i}`);
-      const args = [...common, "--log-dir", logDir];
-      if (i === 0) args.push("--save-weights", join(dir, "w.safetensors"));
-      const r = await runMain(args);
-      assert.equal(r.code, 0, `main.ts failed:\n${r.stderr}\n${r.stdout}`);
-      assert.match(r.stdout, /\| run\s+\| epoch \| train_loss \| train_acc \| val_acc \| tta_val_acc \|/);
-      assert.match(r.stdout, /Mean: \d\.\d{4} {2}Std: \d\.\d{4}/);
-      const files = [...Deno.readDirSync(logDir)].map((e) => e.name).filter((n) => n.endsWith(".json"));
-      assert.equal(files.length, 1);
-      assert.ok(r.stdout.includes(files[0]), "the log path is printed at the end");
-      logs.push(JSON.parse(await Deno.readTextFile(join(logDir, files[0]))));
-    }
-    const [a, b] = logs;
-    for (
-      const key of ["code", "config", "adapter", "precision", "runs", "mean", "std", "argv", "fingerprint"]
-    ) {
-      assert.ok(key in a, key);
-    }
-    assert.equal(a.code, await Deno.readTextFile(join(ROOT, "main.ts")));
-    assert.equal(a.experiment, "main.ts");
-    assert.deepEqual(a.argv.slice(0, 4), common.slice(0, 4));
-    // Every library and kernel file, by SHA-256 (what ran is in the log, not only main.ts).
-    const fp = a.fingerprint;
-    for (
-      const f of [
-        "lib/nn/module.ts",
-        "lib/nn/layers.ts",
-        "lib/nn/model.ts",
-        "kernels/conv.wgsl",
-        "kernels/shared/step.wgsl",
-      ]
-    ) {
-      assert.match(fp.files[f], /^[0-9a-f]{64}$/, f);
-    }
-    assert.ok(Object.keys(fp.files).every((f: string) => /^(lib|kernels)\//.test(f)));
-    assert.ok(fp.commit === null || /^[0-9a-f]{40}$/.test(fp.commit));
-    assert.equal(a.network.at(-1).layer, "7+8", "the head (Linear + Mul, fused) is the last layer");
-    assert.deepEqual(a.config.net.widths, [8, 16, 16]);
-    assert.equal(a.config.opt.lr, 6);
-    assert.equal(a.runs.length, 1);
-    const run = a.runs[0];
-    assert.equal(run.seed, 7);
-    assert.equal(run.epochs.length, 3);
-    for (const row of run.epochs) {
-      for (const k of ["epoch", "train_loss", "train_acc", "val_acc", "total_time_seconds"]) {
-        assert.ok(k in row, k);
-      }
-    }
-    // Chance is 0.1; 60 steps of this tiny net reach about 0.45.
-    assert.ok(
-      run.tta_val_acc > 0.3,
-      `the tiny net should learn the generated classes (tta ${run.tta_val_acc})`,
-    );
-    assert.ok(run.total_time_seconds > 0);
-    assert.equal(a.mean, run.tta_val_acc);
-    // Same code, config and seed on the same adapter: the same accuracies and losses, bit for bit.
-    assert.deepEqual(
-      b.runs[0].epochs.map((r: Record<string, number>) => [r.train_loss, r.train_acc, r.val_acc]),
-      run.epochs.map((r: Record<string, number>) => [r.train_loss, r.train_acc, r.val_acc]),
-    );
-    assert.equal(b.runs[0].tta_val_acc, run.tta_val_acc);
-    // The saved weights carry PyTorch's names and shapes.
-    const w = loadSafetensors(join(dir, "w.safetensors")).tensors;
-    assert.deepEqual(w["0.weight"].shape, [24, 3, 2, 2]);
-    assert.deepEqual(w["2.conv1.weight"].shape, [8, 24, 3, 3]);
-    assert.deepEqual(w["4.conv2.bias"].shape, [16]);
-    assert.deepEqual(w["7.weight"].shape, [10, 16]);
-    // The log's weights_sha256 is the digest of exactly these weights (state-dict order), the same in both runs.
-    const net = makeNet({ ...hyp.defaults, net: { ...hyp.defaults.net, widths: [8, 16, 16] } });
-    const names = new ParamLayout(new Graph(net, INPUT_SHAPE)).entries.map((e) => e.name);
-    assert.equal(
-      stateDigest(Object.fromEntries(names.map((n) => [n, { data: getF32(w, n) }]))),
-      run.weights_sha256,
-    );
-    assert.equal(b.runs[0].weights_sha256, run.weights_sha256);
+    const [a, b] = await trainTwice(dir, common);
+    await assertLogHeader(a, common);
+    assertLearnedAndReproduced(a, b);
+    assertSavedWeights(join(dir, "w.safetensors"), a, b);
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
