@@ -653,7 +653,7 @@ function reduceSplits2(
   const BOFF = Math.ceil(L4 / WG) * WG;
   const g = groups(gpu, BOFF + L4B, WG);
   const consts = { L4, KSPLIT: a.k, L4B, KSPLITB: b.k, BOFF, WG };
-  const pipe = gpu.pipeline("reduce_splits.wgsl", "reduce_splits2", consts);
+  const pipe = gpu.pipeline("reduce_splits2.wgsl", "reduce_splits2", consts);
   return dispatch(gpu, name, pipe, [a.part, a.out, b.part, b.out], g.grid);
 }
 
@@ -668,7 +668,6 @@ function reduceSplits(
 ): Op {
   const L4 = count / 4;
   const g = groups(gpu, L4, WG);
-  const consts = { L4, KSPLIT, L4B: 0, KSPLITB: 0, BOFF: 0, WG };
-  const pipe = gpu.pipeline("reduce_splits.wgsl", "reduce_splits", consts);
+  const pipe = gpu.pipeline("reduce_splits.wgsl", "reduce_splits", { L4, KSPLIT, WG });
   return dispatch(gpu, name, pipe, [part, out], g.grid);
 }

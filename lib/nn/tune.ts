@@ -95,6 +95,7 @@ export const KERNEL_FILES = [
   "conv_wgrad.wgsl",
   "conv_wgrad_tiled.wgsl",
   "reduce_splits.wgsl",
+  "reduce_splits2.wgsl",
   "winograd.wgsl",
 ];
 
