@@ -19,7 +19,7 @@ Deno.test("bench flags: --report-args holds flags; bad flags throw one line nami
   const a = parseBenchArgs(["--tiles", "8,2,2", "--repeats", "3", "--widths", "8,16,16"])!;
   assert.deepEqual([a.tiles, a.repeats, a.widths], [[8, 2, 2], 3, [8, 16, 16]]);
   const bad: [string[], RegExp][] = [
-    [["--variant", "x"], /^--variant "x": expected one of register, workgroup$/],
+    [["--variant", "x"], /^--variant "x": expected one of register, tiled$/],
     [["--batch-size", "abc"], /^--batch-size "abc": expected a positive integer$/],
     [["--batch-size", "0"], /^--batch-size "0": expected a positive integer$/],
     [["--batch-size", "-5"], /^--batch-size "-5": expected a positive integer$/],

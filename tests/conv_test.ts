@@ -53,7 +53,7 @@ const SHAPES: [string, ConvShape][] = [
   ["3x3 same two channel tiles", { N: 2, H: 5, W: 6, CI: 20, CO: 68, KH: 3, KW: 3, PAD: 1 }],
 ];
 
-const VARIANTS: ConvVariant[] = ["register", "workgroup"];
+const VARIANTS: ConvVariant[] = ["register", "tiled"];
 
 for (const variant of VARIANTS) {
   for (const [label, s] of SHAPES) {
@@ -136,7 +136,7 @@ function adapter(isCpu: boolean): AdapterReport {
 Deno.test("conv tilesFor: register blocking on CPU adapters, workgroup tiling on GPUs", () => {
   const cpu = tilesFor(adapter(true)), gpu = tilesFor(adapter(false));
   assert.equal(cpu.variant, "register", `tilesFor: CPU ${cpu.variant}, GPU ${gpu.variant}`);
-  assert.equal(gpu.variant, "workgroup", `tilesFor: CPU ${cpu.variant}, GPU ${gpu.variant}`);
+  assert.equal(gpu.variant, "tiled", `tilesFor: CPU ${cpu.variant}, GPU ${gpu.variant}`);
   assert.equal(DEFAULT_TILES.variant, "register", "DEFAULT_TILES must stay on register blocking");
   // everything but the variant is the defaults
   for (const t of [cpu, gpu]) {

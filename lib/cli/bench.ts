@@ -1,7 +1,7 @@
 // `deno task bench`: where the time of a training step goes on this adapter.
 //
 //   deno task bench [--full] [--json] [--batch-size B] [--repeats R] [--widths a,b,...] [--experiment FILE]
-//                   [--tiles TM,TN4,TMV,TN4W] [--variant register|workgroup] [--log-dir DIR]
+//                   [--tiles TM,TN4,TMV,TN4W] [--variant register|tiled] [--log-dir DIR]
 //                   [--tune auto|off|force] [--report [--report-args="..."]]
 //
 // The network is the experiment's own declaration (main.ts by default): every layer of it is measured by name.
@@ -62,7 +62,7 @@ interface BenchArgs {
 
 const USAGE =
   "usage: deno task bench [--full] [--json] [--batch-size 384] [--repeats R] [--widths 64,256,256]\n" +
-  "                       [--experiment main.ts] [--tiles TM,TN4,TMV,TN4W] [--variant register|workgroup]\n" +
+  "                       [--experiment main.ts] [--tiles TM,TN4,TMV,TN4W] [--variant register|tiled]\n" +
   '                       [--log-dir logs] [--tune auto|off|force] [--report [--report-args="..."]]\n' +
   "  --full   more repeats, a larger matmul probe, f16 steps on CPU adapters too\n" +
   "  --json   print only the JSON\n" +
@@ -119,7 +119,7 @@ export function parseBenchArgs(args: string[]): BenchArgs | undefined {
     widths: get("widths", "widths") as number[] | undefined,
     repeats: get("repeats", "posint") as number | undefined,
     tiles: tiles?.map((t) => convertFlag({ name: "tiles", kind: "posint" }, t) as number),
-    variant: get("variant", "choice", ["register", "workgroup"]) as ConvVariant | undefined,
+    variant: get("variant", "choice", ["register", "tiled"]) as ConvVariant | undefined,
     logDir: (get("log-dir", "string") ?? "logs") as string,
     experiment: (get("experiment", "string") ?? "main.ts") as string,
   };

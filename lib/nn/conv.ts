@@ -23,12 +23,12 @@ export function outSize(s: ConvShape): { HO: number; WO: number } {
  * How the convolutions (forward, so also the input gradient, and the weight gradient) are computed by default:
  *   "register":  conv.wgsl / conv_wgrad.wgsl, register blocking with vec4 global loads and no workgroup memory
  *                (fastest on CPU adapters such as lavapipe, where workgroup memory and barriers buy nothing);
- *   "workgroup": conv_tiled.wgsl / conv_wgrad_tiled.wgsl, the shared-memory tiled GEMM (BM x BN output tiles,
+ *   "tiled":     conv_tiled.wgsl / conv_wgrad_tiled.wgsl, the shared-memory tiled GEMM (BM x BN output tiles,
  *                the reduction in chunks of BK staged in workgroup memory; tiledBlock): for real GPUs.
  * TM, TN4, TMV, TN4W and WG tune the default "register" kernels; splitTarget applies to both weight gradients.
  * A layer's pass can take any other kernel variant (KernelVariant) through `choices` (lib/nn/tune.ts fills it).
  */
-export type ConvVariant = "register" | "workgroup";
+export type ConvVariant = "register" | "tiled";
 
 /** The three passes of a convolution layer (the keys of a choice). */
 export type ConvPass = "forward" | "input_grad" | "weight_grad";
@@ -108,11 +108,11 @@ export const DEFAULT_TILES: ConvTiles = {
 
 /** The tiles for an adapter: register blocking on CPU adapters, workgroup-memory tiling on real GPUs. */
 export function tilesFor(adapter: AdapterReport): ConvTiles {
-  return { ...DEFAULT_TILES, variant: adapter.isCpu ? "register" : "workgroup" };
+  return { ...DEFAULT_TILES, variant: adapter.isCpu ? "register" : "tiled" };
 }
 
 /**
- * Tile of the "workgroup" variant (kernels/conv_tiled.wgsl): a workgroup computes BM pixels x BN channels,
+ * Tile of the "tiled" variant (kernels/conv_tiled.wgsl): a workgroup computes BM pixels x BN channels,
  * staging K in chunks of BK; each invocation owns TM pixels x 4*TN4 channels, so the workgroup has
  * (BM/TM) * (BN/(4*TN4)) invocations.
  */
@@ -155,7 +155,7 @@ function labelOf(name: string): string {
 
 /** The default variant of a pass for `tiles` (shape `s` of the kernel that runs: for the input grad, the transposed conv). */
 export function defaultVariant(tiles: ConvTiles, pass: ConvPass, s: ConvShape): KernelVariant {
-  if (tiles.variant === "workgroup") return { ...tiledBlock(s.CO), DB: 1, kind: "tiled" };
+  if (tiles.variant === "tiled") return { ...tiledBlock(s.CO), DB: 1, kind: "tiled" };
   if (pass === "weight_grad") return { kind: "register", TM: 4 * tiles.TMV, TN4: tiles.TN4W, WG: tiles.WG };
   return { kind: "register", TM: tiles.TM, TN4: tiles.TN4, WG: tiles.WG };
 }
