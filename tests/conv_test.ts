@@ -3,28 +3,27 @@
 
 import assert from "node:assert/strict";
 import {
-  biasGrad,
-  candidateVariants,
   convForward,
   convForwardWith,
   convInputGrad,
   convInputGradWith,
-  type ConvShape,
   type ConvTiles,
-  type ConvVariant,
   convWeightGrad,
   convWeightGradWith,
   DEFAULT_TILES,
-  type KernelVariant,
-  outSize,
-  parseVariantId,
   resolveVariant,
-  tiledBlock,
-  tiledWorkgroupBytes,
-  tiledWorkgroupSize,
   tilesFor,
-  variantId,
 } from "../lib/nn/conv.ts";
+import { biasGrad, type ConvShape, outSize } from "../lib/nn/conv_base.ts";
+import { tiledBlock, tiledWorkgroupBytes, tiledWorkgroupSize } from "../lib/nn/conv_tiled.ts";
+import {
+  candidateVariants,
+  type KernelVariant,
+  type KindName,
+  kindNames,
+  parseVariantId,
+  variantId,
+} from "../lib/nn/conv_variants.ts";
 import type { AdapterReport, Gpu, Op, Precision } from "../lib/gpu/gpu.ts";
 import { convBackwardRef, convForwardRef } from "../lib/reference/conv.ts";
 import {
@@ -53,7 +52,8 @@ const SHAPES: [string, ConvShape][] = [
   ["3x3 same two channel tiles", { N: 2, H: 5, W: 6, CI: 20, CO: 68, KH: 3, KW: 3, PAD: 1 }],
 ];
 
-const VARIANTS: ConvVariant[] = ["register", "tiled"];
+// Every kind a session's tiles can default to (register, tiled): what a network runs without choices.
+const VARIANTS: KindName[] = kindNames(true);
 
 for (const variant of VARIANTS) {
   for (const [label, s] of SHAPES) {
@@ -110,7 +110,7 @@ async function checkPasses(s: ConvShape, seedLabel: string, build: ConvOps, labe
 }
 
 /** The ops a network runs (chosen from `tiles`) for one default variant. */
-function checkConv(variant: ConvVariant, label: string, s: ConvShape) {
+function checkConv(variant: KindName, label: string, s: ConvShape) {
   const tiles: ConvTiles = { ...DEFAULT_TILES, variant };
   return checkPasses(s, `conv ${variant} ${label}`, (g, p, bf) => ({
     forward: [convForward(g, p, s, { x: bf.x, w: bf.w, b: bf.b, y: bf.y }, tiles)],
@@ -135,16 +135,11 @@ function adapter(isCpu: boolean): AdapterReport {
 
 Deno.test("conv tilesFor: register blocking on CPU adapters, workgroup tiling on GPUs", () => {
   const cpu = tilesFor(adapter(true)), gpu = tilesFor(adapter(false));
-  assert.equal(cpu.variant, "register", `tilesFor: CPU ${cpu.variant}, GPU ${gpu.variant}`);
-  assert.equal(gpu.variant, "tiled", `tilesFor: CPU ${cpu.variant}, GPU ${gpu.variant}`);
+  assert.deepEqual([cpu.variant, gpu.variant], ["register", "tiled"]);
   assert.equal(DEFAULT_TILES.variant, "register", "DEFAULT_TILES must stay on register blocking");
   // everything but the variant is the defaults
   for (const t of [cpu, gpu]) {
-    assert.equal(
-      JSON.stringify({ ...t, variant: "register" }),
-      JSON.stringify(DEFAULT_TILES),
-      `tilesFor changed more than the variant: ${JSON.stringify(t)}`,
-    );
+    assert.deepEqual({ ...t, variant: "register" }, DEFAULT_TILES, "tilesFor changed more than the variant");
   }
 });
 
@@ -318,20 +313,18 @@ Deno.test("conv register weight grad: the combined bias gradient has the bits of
   }
 });
 
-Deno.test("conv variants: stable ids, parsed back, per-layer choices resolved by op name", () => {
+Deno.test("conv variants: stable ids, parsed back, per-layer choices resolved by layer label", () => {
   const all = [
     ...candidateVariants("forward", { maxComputeWorkgroupStorageSize: 1 << 20 }),
     ...candidateVariants("weight_grad", { maxComputeWorkgroupStorageSize: 1 << 20 }),
   ];
   for (const v of all) {
-    const id = variantId(v);
-    assert.equal(JSON.stringify(parseVariantId(id)), JSON.stringify(v), `${id} does not parse back`);
+    assert.deepEqual(parseVariantId(variantId(v)), v, `${variantId(v)} does not parse back`);
   }
-  assert.equal(variantId({ kind: "register", TM: 8, TN4: 2, WG: 64 }), "register-8x8-wg64", "id changed");
+  assert.equal(variantId({ kind: "register", TM: 8, TN4: 2, WG: 64 }), "register-8x8-wg64");
   assert.equal(
     variantId({ kind: "tiled", BM: 128, BN: 128, BK: 8, TM: 8, TN4: 2, DB: 2 }),
     "tiled-128x128x8-8x8-db2",
-    "tiled id changed",
   );
   // WebGPU's default limits (16 KiB) rule out the 128x128x16 tiles
   assert.ok(
@@ -341,18 +334,11 @@ Deno.test("conv variants: stable ids, parsed back, per-layer choices resolved by
   const s: ConvShape = { N: 2, H: 8, W: 8, CI: 16, CO: 32, KH: 3, KW: 3, PAD: 1 };
   const pick: KernelVariant = { kind: "tiled", BM: 64, BN: 64, BK: 16, TM: 4, TN4: 1, DB: 2 };
   const tiles: ConvTiles = { ...DEFAULT_TILES, choices: { "2.conv1|weight_grad": pick } };
-  assert.equal(
-    variantId(resolveVariant(tiles, "2.conv1.wgrad", "weight_grad", s)),
-    variantId(pick),
-    "the choice of 2.conv1's weight gradient was not used",
-  );
-  const d = resolveVariant(tiles, "2.conv1", "forward", s);
-  assert.equal(variantId(d), "register-8x8-wg64", "default forward");
-  assert.equal(
-    variantId(resolveVariant(tiles, "2.conv1.wgrad", "weight_grad", { ...s, CI: 4, CO: 8 })),
-    variantId(pick),
-    "choice lost",
-  );
-  const narrow = resolveVariant(DEFAULT_TILES, "x.wgrad", "weight_grad", { ...s, CI: 4, CO: 8 });
-  assert.equal(variantId(narrow), "register-4x8-wg64", "register block not shrunk");
+  const ran = (t: ConvTiles, label: string, pass: "forward" | "weight_grad", shape: ConvShape) =>
+    variantId(resolveVariant(t, label, pass, shape));
+  assert.equal(ran(tiles, "2.conv1", "weight_grad", s), variantId(pick), "2.conv1's weight gradient choice");
+  assert.equal(ran(tiles, "2.conv1", "forward", s), "register-8x8-wg64", "default forward");
+  assert.equal(ran(tiles, "2.conv2", "weight_grad", s), "register-8x16-wg64", "another layer: the default");
+  assert.equal(ran(tiles, "2.conv1", "weight_grad", { ...s, CI: 4, CO: 8 }), variantId(pick), "choice lost");
+  assert.equal(ran(DEFAULT_TILES, "x", "weight_grad", { ...s, CI: 4, CO: 8 }), "register-4x8-wg64");
 });

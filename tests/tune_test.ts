@@ -2,15 +2,9 @@
 // cache key, cache reuse and invalidation, the modes, and the per-layer choices handed to the conv ops.
 
 import assert from "node:assert/strict";
-import {
-  type ConvShape,
-  DEFAULT_TILES,
-  type KernelVariant,
-  resolveVariant,
-  tilesFor,
-  transposedShape,
-  variantId,
-} from "../lib/nn/conv.ts";
+import { DEFAULT_TILES, resolveVariant, tilesFor } from "../lib/nn/conv.ts";
+import { type ConvShape, transposedShape } from "../lib/nn/conv_base.ts";
+import { type KernelVariant, variantId } from "../lib/nn/conv_variants.ts";
 import type { AdapterReport } from "../lib/gpu/gpu.ts";
 import { Graph } from "../lib/nn/module.ts";
 import { INPUT_SHAPE } from "../lib/nn/model.ts";
@@ -260,14 +254,16 @@ Deno.test("tune: a logged record pins every layer's variant (--variants LOG); a 
   const cpu = tilesFor(adapter({ isCpu: true }));
   const { tiles, record } = variantsFromRecord(logged, cpu, graph, 384, "f32");
   for (const { label, job } of convJobs(graph, 384, "f32")) {
-    // The variant the op of this layer and pass runs (op names as lib/nn/layers.ts gives them).
-    const op = { forward: label, input_grad: `${label}.igrad`, weight_grad: `${label}.wgrad` }[job.pass];
+    // The variant this layer's pass runs (lib/nn/layers.ts hands the conv ops the layer's label).
     const s = job.pass === "input_grad" ? transposedShape(job.shape) : job.shape;
-    const ran = variantId(resolveVariant(tiles, op, job.pass, s));
-    const said = logged[label][job.pass].variant;
-    assert.equal(ran, said, `${label} ${job.pass} runs ${ran}, the log says ${said}`);
+    const ran = variantId(resolveVariant(tiles, label, job.pass, s));
+    assert.equal(ran, logged[label][job.pass].variant, `${label} ${job.pass}`);
     const r = record[label][job.pass];
-    assert.equal(r.variant, said, `${label} ${job.pass}: record ${JSON.stringify(r)}`);
+    assert.equal(
+      r.variant,
+      logged[label][job.pass].variant,
+      `${label} ${job.pass}: record ${JSON.stringify(r)}`,
+    );
     assert.equal(r.source, "log", `${label} ${job.pass}: record ${JSON.stringify(r)}`);
   }
   const missing = structuredClone(logged);

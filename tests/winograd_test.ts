@@ -5,24 +5,21 @@
 // f16 storage. ERROR_REPORT=1 prints each variant's largest error beside the direct kernel's.
 
 import assert from "node:assert/strict";
+import { convForwardWith, convInputGradWith, convWeightGradWith } from "../lib/nn/conv.ts";
+import { type ConvShape, outSize, type VariantOp } from "../lib/nn/conv_base.ts";
 import {
   candidateVariants,
-  convForwardWith,
-  convInputGradWith,
   convMultiplies,
-  type ConvShape,
-  convWeightGradWith,
   fitVariant,
   type KernelVariant,
-  outSize,
   parseVariantId,
   variantId,
-  type VariantOp,
-} from "../lib/nn/conv.ts";
+} from "../lib/nn/conv_variants.ts";
 import type { Precision } from "../lib/gpu/gpu.ts";
 import { convBackwardRef, convForwardRef } from "../lib/reference/conv.ts";
 import { winogradForwardRef } from "../lib/reference/winograd.ts";
 import {
+  WINOGRAD_KIND,
   winogradChunks,
   winogradConv,
   type WinogradTile,
@@ -78,11 +75,8 @@ Deno.test("winograd float64 reference: F(2,3) and F(4,3) equal the direct convol
 });
 
 const DIRECT: KernelVariant = { kind: "register", TM: 8, TN4: 2, WG: 64 };
-const WINO: KernelVariant[] = [
-  { kind: "winograd", MT: 2, TM: 8, TN4: 2 },
-  { kind: "winograd", MT: 4, TM: 8, TN4: 2 },
-  { kind: "winograd", MT: 4, TM: 4, TN4: 4 },
-];
+// The registry's Winograd candidates of the forward (F(2,3) 8x8, F(4,3) 8x8, F(4,3) 4x16), used in every pass.
+const WINO: KernelVariant[] = WINOGRAD_KIND.candidates("forward");
 
 /**
  * The tolerance of a variant: F(4,3)'s transforms (entries up to 8 and down to 1/24) amplify f32 rounding about
@@ -111,7 +105,7 @@ async function checkVariant(v: KernelVariant, s: ConvShape, seedLabel: string) {
     const y = poisoned(gpu, ny, p), dx = poisoned(gpu, nx, p);
     const dw = poisoned(gpu, nw, "f32"), db = poisoned(gpu, s.CO, "f32");
     const fwd = convForwardWith(gpu, p, s, { x: bx, w: bw, b: bb, y }, v, "wino_test");
-    const igr = convInputGradWith(gpu, p, s, { dy: bdy, w: bw, dx }, v, 64, "wino_test.igrad");
+    const igr = convInputGradWith(gpu, p, s, { dy: bdy, w: bw, dx }, v, { WG: 64 }, "wino_test.igrad");
     const wgr = convWeightGradWith(gpu, p, s, { x: bx, dy: bdy, dw, db }, v, {}, "wino_test.wgrad");
     const ran = [fwd, ...igr, ...wgr].map((o) => (o as VariantOp).variant).filter(Boolean);
     const kindOf = (id: string) => {

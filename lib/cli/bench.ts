@@ -18,16 +18,9 @@ import { pathToFileURL } from "node:url";
 import { writeFileAtomic } from "../io/atomic.ts";
 import { convertFlag, parseCommandLine, parseFlags, UsageError } from "../io/flags.ts";
 import type { BaseHyp } from "../io/hyp.ts";
-import {
-  convMultiplies,
-  type ConvPass,
-  type ConvTiles,
-  type ConvVariant,
-  defaultVariant,
-  tilesFor,
-  transposedShape,
-  variantProblem,
-} from "../nn/conv.ts";
+import { type ConvTiles, defaultVariant, tilesFor } from "../nn/conv.ts";
+import { type ConvPass, transposedShape } from "../nn/conv_base.ts";
+import { convMultiplies, type KindName, kindNames, variantProblem } from "../nn/conv_variants.ts";
 import { checkFits } from "./experiment.ts";
 import { tuneSession } from "../nn/tune_session.ts";
 import { convJobs, TUNE_MODES, type TuneMode, type VariantRecord } from "../nn/tune.ts";
@@ -52,7 +45,7 @@ interface BenchArgs {
   widths?: number[];
   repeats?: number;
   tiles?: number[];
-  variant?: ConvVariant;
+  variant?: KindName;
   logDir: string;
   experiment: string;
   tune: TuneMode;
@@ -60,12 +53,17 @@ interface BenchArgs {
   reportArgs: string[];
 }
 
+/** --variant: the conv variant kinds a session's tiles can default to (lib/nn/conv_variants.ts). */
+const DEFAULT_KINDS = kindNames(true);
+
 const USAGE =
   "usage: deno task bench [--full] [--json] [--batch-size 384] [--repeats R] [--widths 64,256,256]\n" +
-  "                       [--experiment main.ts] [--tiles TM,TN4,TMV,TN4W] [--variant register|tiled]\n" +
-  '                       [--log-dir logs] [--tune auto|off|force] [--report [--report-args="..."]]\n' +
+  "                       [--experiment main.ts] [--tiles TM,TN4,TMV,TN4W] [--log-dir logs]\n" +
+  `                       [--variant ${DEFAULT_KINDS.join("|")}] [--tune auto|off|force]\n` +
+  '                       [--report [--report-args="..."]]\n' +
   "  --full   more repeats, a larger matmul probe, f16 steps on CPU adapters too\n" +
   "  --json   print only the JSON\n" +
+  "  --variant the conv kernels' default kind (register on CPU adapters, tiled on GPUs; --tiles: its blocks)\n" +
   "  --tune   conv kernel variants as in main.ts: auto (tune on GPUs, cached; CPU adapters: Winograd for 3x3),\n" +
   "           off (the direct kernels), force (time every candidate now)\n" +
   "  --report --full, then one timed training run of the experiment (--runs 1 and --report-args), and\n" +
@@ -119,7 +117,7 @@ export function parseBenchArgs(args: string[]): BenchArgs | undefined {
     widths: get("widths", "widths") as number[] | undefined,
     repeats: get("repeats", "posint") as number | undefined,
     tiles: tiles?.map((t) => convertFlag({ name: "tiles", kind: "posint" }, t) as number),
-    variant: get("variant", "choice", ["register", "tiled"]) as ConvVariant | undefined,
+    variant: get("variant", "choice", DEFAULT_KINDS) as KindName | undefined,
     logDir: (get("log-dir", "string") ?? "logs") as string,
     experiment: (get("experiment", "string") ?? "main.ts") as string,
   };

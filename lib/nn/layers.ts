@@ -11,7 +11,8 @@
 //   Mul(s)                                      x * s (the recipe's Mul), fused into the Linear before it
 //   Residual(fn)                                x + fn(x)
 
-import { biasGrad, convForward, convInputGrad, type ConvShape, convWeightGrad, outSize } from "./conv.ts";
+import { convForward, convInputGrad, convWeightGrad } from "./conv.ts";
+import { biasGrad, type ConvShape, outSize } from "./conv_base.ts";
 import type { Op } from "../gpu/gpu.ts";
 import {
   type Container,
@@ -129,7 +130,7 @@ export function Conv2d(cin: number, cout: number, k: number, o: ConvOptions = {}
       const db = o.bias && ctx.trains("bias") ? ctx.grad("bias") : undefined;
       if (ctx.trains("weight")) {
         const a = { x: ctx.inputs[0].buf, dy, dw: ctx.grad("weight"), db };
-        ops.push(...asPass(convWeightGrad(gpu, p, s, a, tiles, `${label}.wgrad`), "weight_grad"));
+        ops.push(...asPass(convWeightGrad(gpu, p, s, a, tiles, label), "weight_grad"));
       } else if (db) {
         const { HO, WO } = outSize(s);
         const a = { dy, db, M: s.N * HO * WO, C: cout };
@@ -138,7 +139,7 @@ export function Conv2d(cin: number, cout: number, k: number, o: ConvOptions = {}
       if (!wantInput[0]) return { ops, dx: [null] };
       const dx = grad(0);
       const a = { dy, w: ctx.param("weight"), dx };
-      ops.push(...asPass(convInputGrad(gpu, p, s, a, tiles, `${label}.igrad`), "input_grad"));
+      ops.push(...asPass(convInputGrad(gpu, p, s, a, tiles, label), "input_grad"));
       return { ops, dx: [dx] };
     },
   };

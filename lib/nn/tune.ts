@@ -1,5 +1,5 @@
 // The convolution autotuner: for each (layer shape, pass, precision) of a network, time the candidate kernel
-// variants (lib/nn/conv.ts candidateVariants) on the adapter at hand, keep the fastest, and cache the choice in a
+// variants (lib/nn/conv_variants.ts candidateVariants) on the adapter at hand, keep the fastest, and cache the choice in a
 // JSON file keyed by the adapter (name, vendor, architecture, driver description), the Deno version and the
 // SHA-256 of the kernel files, so a later run on the same machine reuses it.
 //
@@ -15,25 +15,25 @@ import { createHash } from "node:crypto";
 import { join } from "node:path";
 import { writeFileAtomic } from "../io/atomic.ts";
 import { ROOT } from "../root.ts";
+import { type ConvPass, type ConvShape, outSize, transposedShape } from "./conv_base.ts";
 import {
-  candidateVariants,
   choiceKey,
   convForwardWith,
   convInputGradWith,
-  type ConvPass,
-  type ConvShape,
   type ConvTiles,
   convWeightGradWith,
   defaultVariant,
+} from "./conv.ts";
+import {
+  candidateVariants,
   fitVariant,
   type KernelVariant,
-  outSize,
+  kindFiles,
   parseVariantId,
-  transposedShape,
   variantId,
   variantProblem,
-  winogradShape,
-} from "./conv.ts";
+} from "./conv_variants.ts";
+import { winogradShape } from "./winograd.ts";
 import { type AdapterReport, type Gpu, includesOf, type Op, type Precision, warmUp } from "../gpu/gpu.ts";
 import type { Graph } from "./module.ts";
 import { median } from "../gpu/probe.ts";
@@ -85,25 +85,14 @@ export interface TuneResult {
 /** Milliseconds of one variant on one job (the real one: gpuTimeFn). */
 export type TimeFn = (job: TuneJob, v: KernelVariant) => Promise<number>;
 
-/** The kernel files whose text the cache key hashes (with the files they include: kernelsHash). */
-export const KERNEL_FILES = [
-  "conv.wgsl",
-  "conv_bias_grad.wgsl",
-  "conv_bias_grad_sg.wgsl",
-  "conv_tiled.wgsl",
-  "conv_transpose.wgsl",
-  "conv_wgrad.wgsl",
-  "conv_wgrad_tiled.wgsl",
-  "reduce_splits.wgsl",
-  "reduce_splits2.wgsl",
-  "winograd.wgsl",
-];
+/** The kernel files whose text the cache key hashes (every conv variant kind's; with their includes). */
+export const KERNEL_FILES: readonly string[] = kindFiles();
 
 /**
  * SHA-256 (hex) over the names and texts of the kernel files and of every file they include (lib/gpu/gpu.ts
  * includesOf), read from `dir` (default kernels/).
  */
-export function kernelsHash(dir = join(ROOT, "kernels"), files = KERNEL_FILES): string {
+export function kernelsHash(dir = join(ROOT, "kernels"), files: readonly string[] = KERNEL_FILES): string {
   const h = createHash("sha256");
   const all = new Set<string>();
   const visit = (f: string) => {
@@ -386,7 +375,7 @@ export async function tuneNetwork(
  * The variants a run log recorded (its `conv_variants`) as the choices of `tiles` for the same network: what
  * `--variants LOG` (and so `deno task reproduce`) runs, whatever the tuning cache holds now. Throws naming
  * the layer and pass when the record lacks one of the network's convolutions, names an unknown variant, or,
- * given the device's `limits`, one that cannot run on that layer's shape there (lib/nn/conv.ts variantProblem).
+ * given the device's `limits`, one that cannot run on that layer's shape there (lib/nn/conv_variants.ts variantProblem).
  */
 export function variantsFromRecord(
   logged: VariantRecord,
@@ -488,7 +477,7 @@ export function gpuTimeFn(
       ops = job.pass === "forward"
         ? [convForwardWith(gpu, p, s, { x, w, b, y }, v, "tune")]
         : job.pass === "input_grad"
-        ? convInputGradWith(gpu, p, s, { dy: y, w, dx: x }, v, o.tiles?.WG, "tune")
+        ? convInputGradWith(gpu, p, s, { dy: y, w, dx: x }, v, opts, "tune")
         : convWeightGradWith(gpu, p, s, { x, dy: y, dw, db }, v, opts, "tune");
       await gpu.checkCompile();
       popped = true;

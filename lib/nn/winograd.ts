@@ -1,12 +1,26 @@
 // Winograd F(2x2,3x3) and F(4x4,3x3) convolutions (kernels/winograd.wgsl) for the stride-1 "same" 3x3 layers:
 // the forward pass and the input gradient (the same convolution on dy with the weights flipped and
 // transposed, which the filter transform reads in place). Four dispatches each: filter transform (the weights
-// change every step), input-tile transform, T*T batched GEMMs, output transform (+ bias). lib/nn/conv.ts routes a
-// "winograd" KernelVariant here.
+// change every step), input-tile transform, T*T batched GEMMs, output transform (+ bias). WINOGRAD_KIND is the
+// "winograd" kind of convolution variant (lib/nn/conv_variants.ts): on other shapes it runs the direct
+// register kernel.
 
 import { dispatch, type Gpu, grid2d, type Op, type Precision } from "../gpu/gpu.ts";
-
-type Binding = GPUBuffer | GPUBufferBinding;
+import {
+  biasGrad,
+  type Binding,
+  type ConvKind,
+  type ConvShape,
+  largestDivisor,
+  outSize,
+  registerBlockProblem,
+  sequence,
+  sizesProblem,
+  transposedShape,
+  withVariant,
+  zeroBias,
+} from "./conv_base.ts";
+import { REGISTER_KIND, type RegisterVariant } from "./conv_register.ts";
 
 /** Output tile size m of F(m x m, 3 x 3): 2 or 4. */
 export type WinogradTile = 2 | 4;
@@ -55,7 +69,7 @@ export function winogradChunks(
 }
 
 /** Multiplies done: the GEMMs' T^2 per tile and channel pair (the transforms' few adds and scalings aside). */
-export function winogradMultiplies(s: WinogradShape, MT: WinogradTile): number {
+function winogradMultiplies(s: WinogradShape, MT: WinogradTile): number {
   const T = MT + 2, { P } = winogradTiles(s, MT);
   return T * T * P * s.CI * s.CO;
 }
@@ -166,3 +180,61 @@ export function winogradWeightGrad(
   ops.push(dispatch(gpu, `${name}.wino_dfilter`, pf, [du, a.dw], gf.grid));
   return ops;
 }
+
+/** Whether a shape is a stride-1 "same" 3x3 convolution (what the Winograd variants compute). */
+export function winogradShape(s: ConvShape): boolean {
+  return s.KH === 3 && s.KW === 3 && s.PAD === 1;
+}
+
+/** The register variant a Winograd variant stands for where it does not apply (other shapes). */
+const DIRECT_OF_WINOGRAD: RegisterVariant = { kind: "register", TM: 8, TN4: 2, WG: 64 };
+
+const wino = (MT: WinogradTile, TM: number, TN4: number): WinogradVariant => ({
+  kind: "winograd",
+  MT,
+  TM,
+  TN4,
+});
+
+function id(v: WinogradVariant): string {
+  return `winograd-f${v.MT}-${v.TM}x${4 * v.TN4}`;
+}
+
+export const WINOGRAD_KIND: ConvKind<WinogradVariant> = {
+  name: "winograd",
+  // the bias gradient beside the weight gradient: biasGrad's kernels
+  files: ["winograd.wgsl", "conv_bias_grad.wgsl", "reduce_splits.wgsl"],
+  id,
+  parse(text) {
+    const m = /^winograd-f([24])-(\d+)x(\d+)$/.exec(text);
+    return m ? wino(+m[1] as WinogradTile, +m[2], +m[3] / 4) : undefined;
+  },
+  invalid: (v, pass) =>
+    sizesProblem({ MT: v.MT, TM: v.TM, TN: 4 * v.TN4 }) ?? registerBlockProblem(v.TM, v.TN4, pass),
+  unfit: (v) => v.MT !== 2 && v.MT !== 4 ? `tile ${v.MT} is not 2 or 4` : undefined,
+  fit(v, pass, s) {
+    if (!winogradShape(s)) return REGISTER_KIND.fit(DIRECT_OF_WINOGRAD, pass, s);
+    const TN4 = largestDivisor(s.CO / 4, [v.TN4, 2, 1]);
+    if (pass !== "weight_grad") return { ...v, TN4 };
+    return { ...v, TM: 4 * largestDivisor(s.CI / 4, [Math.max(1, v.TM / 4), 2, 1]), TN4 };
+  },
+  candidates: (pass) =>
+    pass === "weight_grad" ? [wino(2, 8, 4), wino(4, 8, 4)] : [wino(2, 8, 2), wino(4, 8, 2), wino(4, 4, 4)],
+  multiplies: (s, pass, v) => winogradMultiplies(pass === "input_grad" ? transposedShape(s) : s, v.MT),
+  forward: (gpu, p, s, a, v, name) =>
+    withVariant(sequence(name, winogradConv(gpu, p, s, a, v, false, name)), id(v)),
+  // the filter transform reads w flipped and transposed (no conv_transpose pass)
+  inputGrad(gpu, p, s, a, v, _o, name) {
+    const b = zeroBias(gpu, s.CI, name);
+    const ops = winogradConv(gpu, p, transposedShape(s), { x: a.dy, w: a.w, b, y: a.dx }, v, true, name);
+    return [withVariant(sequence(name, ops), id(v))];
+  },
+  weightGrad(gpu, p, s, a, v, o, name) {
+    const ops = winogradWeightGrad(gpu, p, s, { x: a.x, dy: a.dy, dw: a.dw }, v, name);
+    const { HO, WO } = outSize(s);
+    const bias = a.db
+      ? biasGrad(gpu, p, { dy: a.dy, db: a.db, M: s.N * HO * WO, C: s.CO }, o.WG, `${name}.b`)
+      : [];
+    return [withVariant(sequence(`${name}.w`, ops), id(v)), ...bias];
+  },
+};

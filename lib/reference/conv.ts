@@ -1,6 +1,6 @@
 // Plain float64 references for the convolution kernels (NHWC activations, HWIO weights, as the kernels).
 
-import { type ConvShape, outSize } from "../nn/conv.ts";
+import { type ConvShape, outSize } from "../nn/conv_base.ts";
 
 type Arr = ArrayLike<number>;
 
