@@ -4,12 +4,7 @@
 // Layouts: dy NHWC flattened to [M][CO] act. Constants: M CO KSPLIT WG.
 
 // #include "shared/grid.wgsl"
-
-const CO4: u32 = CO / 4u;
-const KCHUNK: u32 = (M + KSPLIT - 1u) / KSPLIT;
-
-@group(0) @binding(0) var<storage, read> dy: array<act4>;
-@group(0) @binding(1) var<storage, read_write> part: array<vec4<f32>>;
+// #include "shared/bias_chunks.wgsl"
 
 @compute @workgroup_size(WG)
 fn bias_grad(ids: GridIds) {
@@ -19,12 +14,7 @@ fn bias_grad(ids: GridIds) {
   }
   let c4 = tid % CO4;
   let s = tid / CO4;
-  var acc = vec4<f32>(0.0);
-  let p1 = min(M, (s + 1u) * KCHUNK);
-  for (var p = s * KCHUNK; p < p1; p++) {
-    acc += vec4<f32>(dy[p * CO4 + c4]);
-  }
-  part[s * CO4 + c4] = acc;
+  part[s * CO4 + c4] = chunk_sum(s, c4, 0u, 1u);
 }
 
 // bias_grad_wg: one workgroup of WG invocations per (chunk, 4 channels); its invocations stride over the
@@ -45,12 +35,7 @@ fn bias_grad_wg(
   }
   let c4 = g % CO4;
   let s = g / CO4;
-  var acc = vec4<f32>(0.0);
-  let p1 = min(M, (s + 1u) * KCHUNK);
-  for (var p = s * KCHUNK + lid; p < p1; p += WG) {
-    acc += vec4<f32>(dy[p * CO4 + c4]);
-  }
-  red[lid] = acc;
+  red[lid] = chunk_sum(s, c4, lid, WG);
   workgroupBarrier();
   for (var h = WG / 2u; h > 0u; h /= 2u) {
     if (lid < h) {

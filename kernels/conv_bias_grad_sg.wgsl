@@ -4,12 +4,7 @@
 // `enable subgroups;`, which Deno's naga rejects). Constants: M CO KSPLIT WG.
 
 // #include "shared/grid.wgsl"
-
-const CO4: u32 = CO / 4u;
-const KCHUNK: u32 = (M + KSPLIT - 1u) / KSPLIT;
-
-@group(0) @binding(0) var<storage, read> dy: array<act4>;
-@group(0) @binding(1) var<storage, read_write> part: array<vec4<f32>>;
+// #include "shared/bias_chunks.wgsl"
 
 var<workgroup> red: array<vec4<f32>, WG>; // one slot per subgroup (at most WG of them)
 
@@ -27,12 +22,7 @@ fn bias_grad_sg(
   }
   let c4 = g % CO4;
   let s = g / CO4;
-  var acc = vec4<f32>(0.0);
-  let p1 = min(M, (s + 1u) * KCHUNK);
-  for (var p = s * KCHUNK + lid; p < p1; p += WG) {
-    acc += vec4<f32>(dy[p * CO4 + c4]);
-  }
-  let sum = subgroupAdd(acc);
+  let sum = subgroupAdd(chunk_sum(s, c4, lid, WG));
   // Subgroups are consecutive local invocation indices (lavapipe, Vulkan with full subgroups): subgroup
   // lid / sg_size; its first lane publishes the sum.
   if (sg_lane == 0u) {
