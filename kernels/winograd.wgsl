@@ -147,13 +147,8 @@ fn wino_input(ids: GridIds) {
   if (!lane.ok) {
     return;
   }
-  let pl = lane.pl;
-  let c4 = lane.c4;
-  let tx = lane.tx;
-  let ty = lane.ty;
-  let n = lane.n;
-  let y0 = i32(ty * MT) - 1;
-  let x0 = i32(tx * MT) - 1;
+  let y0 = i32(lane.ty * MT) - 1;
+  let x0 = i32(lane.tx * MT) - 1;
   var cols: array<array<vec4f, 6>, 6>; // cols[j]: B^T applied down column j of the tile
   for (var j = 0u; j < T; j++) {
     var col: array<vec4f, 6>;
@@ -161,7 +156,7 @@ fn wino_input(ids: GridIds) {
     for (var i = 0u; i < T; i++) {
       let yy = y0 + i32(i);
       let inside = yy >= 0 && yy < i32(H) && xx >= 0 && xx < i32(W);
-      let at_ = select(0u, ((n * H + u32(yy)) * W + u32(xx)) * CI4 + c4, inside);
+      let at_ = select(0u, ((lane.n * H + u32(yy)) * W + u32(xx)) * CI4 + lane.c4, inside);
       col[i] = select(vec4f(0.0), vec4f(ix[at_]), inside);
     }
     cols[j] = bt(col);
@@ -173,7 +168,7 @@ fn wino_input(ids: GridIds) {
     }
     let r = bt(row);
     for (var j = 0u; j < T; j++) {
-      iv[((i * T + j) * PC + pl) * CI4 + c4] = r[j];
+      iv[((i * T + j) * PC + lane.pl) * CI4 + lane.c4] = r[j];
     }
   }
 }
@@ -241,31 +236,26 @@ fn wino_output(ids: GridIds) {
   if (!lane.ok) {
     return;
   }
-  let pl = lane.pl;
-  let c4 = lane.c4;
-  let tx = lane.tx;
-  let ty = lane.ty;
-  let n = lane.n;
   var cols: array<array<vec4f, 4>, 6>; // cols[j]: A^T applied down column j
   for (var j = 0u; j < T; j++) {
     var col: array<vec4f, 6>;
     for (var i = 0u; i < T; i++) {
-      col[i] = om[((i * T + j) * PC + pl) * CO4 + c4];
+      col[i] = om[((i * T + j) * PC + lane.pl) * CO4 + lane.c4];
     }
     cols[j] = at(col);
   }
-  let bias = ob[c4];
+  let bias = ob[lane.c4];
   for (var r = 0u; r < MT; r++) {
-    let yy = ty * MT + r;
+    let yy = lane.ty * MT + r;
     var row: array<vec4f, 6>;
     for (var j = 0u; j < T; j++) {
       row[j] = cols[j][r];
     }
     let out = at(row);
     for (var s = 0u; s < MT; s++) {
-      let xx = tx * MT + s;
+      let xx = lane.tx * MT + s;
       if (yy < H && xx < W) {
-        oy[((n * H + yy) * W + xx) * CO4 + c4] = act4(out[s] + bias);
+        oy[((lane.n * H + yy) * W + xx) * CO4 + lane.c4] = act4(out[s] + bias);
       }
     }
   }
@@ -321,19 +311,14 @@ fn wino_dy(ids: GridIds) {
   if (!lane.ok) {
     return;
   }
-  let pl = lane.pl;
-  let c4 = lane.c4;
-  let tx = lane.tx;
-  let ty = lane.ty;
-  let n = lane.n;
   var cols: array<array<vec4f, 6>, 4>; // cols[j]: A applied down column j of the MT x MT tile of dy
   for (var j = 0u; j < MT; j++) {
     var col: array<vec4f, 4>;
-    let xx = tx * MT + j;
+    let xx = lane.tx * MT + j;
     for (var i = 0u; i < MT; i++) {
-      let yy = ty * MT + i;
+      let yy = lane.ty * MT + i;
       let inside = yy < H && xx < W;
-      let at_ = select(0u, ((n * H + yy) * W + xx) * CO4 + c4, inside);
+      let at_ = select(0u, ((lane.n * H + yy) * W + xx) * CO4 + lane.c4, inside);
       col[i] = select(vec4f(0.0), vec4f(dyx[at_]), inside);
     }
     cols[j] = a_(col);
@@ -345,7 +330,7 @@ fn wino_dy(ids: GridIds) {
     }
     let r = a_(row);
     for (var j = 0u; j < T; j++) {
-      dym[((i * T + j) * PC + pl) * CO4 + c4] = r[j];
+      dym[((i * T + j) * PC + lane.pl) * CO4 + lane.c4] = r[j];
     }
   }
 }
