@@ -12,7 +12,8 @@ import {
   batchNormTrainForward,
 } from "../lib/nn/batchnorm.ts";
 import { DEFAULT_TILES } from "../lib/nn/conv.ts";
-import type { Gpu, Op, Precision } from "../lib/gpu/gpu.ts";
+import type { Gpu, Op } from "../lib/gpu/gpu.ts";
+import type { Precision } from "../lib/gpu/kernels.ts";
 import type { LayerCtx } from "../lib/nn/module.ts";
 import {
   batchNormBackwardRef,

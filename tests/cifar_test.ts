@@ -6,19 +6,16 @@ import { gzipSync } from "fflate";
 import {
   BATCH_NAMES,
   BATCH_SHA256,
-  CACHE_LOCK,
   type Cifar10,
-  DATA_ENV,
-  defaultDataDir,
   IMAGE_BYTES,
-  loadCifar10,
-  type LoadOptions,
   parseBatches,
   RECORD_BYTES,
   sha256Hex,
-  spriteToBatch,
   verifyBatch,
-} from "../lib/data/cifar.ts";
+} from "../lib/data/cifar_batches.ts";
+import { CACHE_LOCK, DATA_ENV, defaultDataDir } from "../lib/data/cifar_cache.ts";
+import { loadCifar10, type LoadOptions } from "../lib/data/cifar.ts";
+import { spriteToBatch } from "../lib/data/cifar_npm.ts";
 import { encodePng } from "./png_encode.ts";
 import { writeTar } from "../lib/data/tar.ts";
 

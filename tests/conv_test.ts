@@ -24,7 +24,9 @@ import {
   parseVariantId,
   variantId,
 } from "../lib/nn/conv_variants.ts";
-import type { AdapterReport, Gpu, Op, Precision } from "../lib/gpu/gpu.ts";
+import type { AdapterReport } from "../lib/gpu/adapter.ts";
+import type { Gpu, Op } from "../lib/gpu/gpu.ts";
+import type { Precision } from "../lib/gpu/kernels.ts";
 import { convBackwardRef, convForwardRef } from "../lib/reference/conv.ts";
 import {
   assertClose,

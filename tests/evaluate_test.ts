@@ -4,7 +4,7 @@
 // page's confusion matrix) are the same either way and are what the accuracy counts.
 
 import assert from "node:assert/strict";
-import { IMAGE_BYTES } from "../lib/data/cifar.ts";
+import { IMAGE_BYTES } from "../lib/data/cifar_batches.ts";
 import { tilesFor } from "../lib/nn/conv.ts";
 import { Evaluator } from "../lib/train/evaluate.ts";
 import { initParams, INPUT_SHAPE, Net, NetState, ParamLayout } from "../lib/nn/model.ts";

@@ -1,7 +1,7 @@
 // The device layer: adapter report, requested limits, and shader errors that name the kernel file and line.
 
 import assert from "node:assert/strict";
-import { expandIncludes } from "../lib/gpu/gpu.ts";
+import { expandIncludes } from "../lib/gpu/kernels.ts";
 import { testGpu } from "./util.ts";
 
 Deno.test("gpu: the adapter is reported and its own limits are requested", async () => {

@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
-import { type Gpu, type Op, POISON_WORD, type Precision } from "../lib/gpu/gpu.ts";
+import { type Gpu, type Op, POISON_WORD } from "../lib/gpu/gpu.ts";
+import { type Precision } from "../lib/gpu/kernels.ts";
 import {
   batchBytes,
   EvalLoader,

@@ -20,7 +20,8 @@ import {
   scaleAdd,
   sgdStep,
 } from "../lib/nn/ops.ts";
-import type { Gpu, Precision } from "../lib/gpu/gpu.ts";
+import type { Gpu } from "../lib/gpu/gpu.ts";
+import type { Precision } from "../lib/gpu/kernels.ts";
 import { packSteps, STEP_SLOTS } from "../lib/gpu/steps.ts";
 import {
   countCorrectRef,

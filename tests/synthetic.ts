@@ -3,7 +3,7 @@
 
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { RECORD_BYTES } from "../lib/data/cifar.ts";
+import { RECORD_BYTES } from "../lib/data/cifar_batches.ts";
 import { ROOT } from "../lib/root.ts";
 import { testRng } from "./util.ts";
 

@@ -5,7 +5,7 @@ import assert from "node:assert/strict";
 import { DEFAULT_TILES, resolveVariant, tilesFor } from "../lib/nn/conv.ts";
 import { type ConvShape, transposedShape } from "../lib/nn/conv_base.ts";
 import { type KernelVariant, variantId } from "../lib/nn/conv_variants.ts";
-import type { AdapterReport } from "../lib/gpu/gpu.ts";
+import type { AdapterReport } from "../lib/gpu/adapter.ts";
 import { Graph } from "../lib/nn/module.ts";
 import { INPUT_SHAPE } from "../lib/nn/model.ts";
 import {

@@ -2,7 +2,8 @@
 // uploads in either precision, and one GPU per test process.
 
 import assert from "node:assert/strict";
-import { Gpu, POISON_WORD, type Precision } from "../lib/gpu/gpu.ts";
+import { Gpu, POISON_WORD } from "../lib/gpu/gpu.ts";
+import { type Precision } from "../lib/gpu/kernels.ts";
 import { inGroup, type Optimizer, SGD, type SgdGroup } from "../lib/train/optim.ts";
 import type { StepValues } from "../lib/gpu/steps.ts";
 import type { TrainStep } from "../lib/train/train_step.ts";

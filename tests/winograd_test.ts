@@ -15,7 +15,7 @@ import {
   parseVariantId,
   variantId,
 } from "../lib/nn/conv_variants.ts";
-import type { Precision } from "../lib/gpu/gpu.ts";
+import type { Precision } from "../lib/gpu/kernels.ts";
 import { convBackwardRef, convForwardRef } from "../lib/reference/conv.ts";
 import { winogradForwardRef } from "../lib/reference/winograd.ts";
 import {

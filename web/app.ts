@@ -23,9 +23,9 @@ import {
   BATCH_SHA256,
   type Cifar10,
   parseBatches,
-  readBatchesFromTarGz,
   verifyBatch,
-} from "../lib/data/cifar.ts";
+} from "../lib/data/cifar_batches.ts";
+import { readBatchesFromTarGz } from "../lib/data/cifar_sources.ts";
 import type { BaseHyp } from "../lib/io/hyp.ts";
 import type { Experiment, ExperimentLog } from "../lib/train/session.ts";
 import { testNote } from "../lib/report/html.ts";

@@ -6,7 +6,7 @@
 //
 // No Deno APIs here: the node: built-ins the library imports come from web/node_shim.js in a page.
 
-import type { Cifar10, CifarSplit } from "../lib/data/cifar.ts";
+import type { Cifar10, CifarSplit } from "../lib/data/cifar_batches.ts";
 import { parseCommandLine } from "../lib/io/flags.ts";
 import type { BaseHyp } from "../lib/io/hyp.ts";
 import {

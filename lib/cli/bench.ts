@@ -27,7 +27,8 @@ import { convJobs, TUNE_MODES, type TuneMode, type VariantRecord } from "../nn/t
 import { checkWritable } from "../io/runlog.ts";
 import { Evaluator } from "../train/evaluate.ts";
 import type { Experiment } from "../train/session.ts";
-import { Gpu, type Op, type Precision, warmUp } from "../gpu/gpu.ts";
+import { Gpu, type Op, warmUp } from "../gpu/gpu.ts";
+import { type Precision } from "../gpu/kernels.ts";
 import { TrainLoader } from "../data/loader.ts";
 import { initParams, INPUT_SHAPE, Net } from "../nn/model.ts";
 import { Graph, nodeFlops } from "../nn/module.ts";

@@ -5,13 +5,15 @@
 
 import { relative } from "node:path";
 import { fileURLToPath } from "node:url";
-import { type Cifar10, loadCifar10 } from "../data/cifar.ts";
+import { type Cifar10 } from "../data/cifar_batches.ts";
+import { loadCifar10 } from "../data/cifar.ts";
 import { parseCommandLine, type RunOptions, UsageError } from "../io/flags.ts";
 import type { BaseHyp } from "../io/hyp.ts";
 import { DEFAULT_TILES, tilesFor } from "../nn/conv.ts";
 import { type VariantRecord, variantsFromRecord } from "../nn/tune.ts";
 import { tuneSession } from "../nn/tune_session.ts";
-import { ACT_BYTES, Gpu, type Precision } from "../gpu/gpu.ts";
+import { ACT_BYTES, Gpu } from "../gpu/gpu.ts";
+import { type Precision } from "../gpu/kernels.ts";
 import { INPUT_SHAPE, NetState, ParamLayout } from "../nn/model.ts";
 import { Graph } from "../nn/module.ts";
 import { printHeader } from "../report/console.ts";

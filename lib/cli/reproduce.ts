@@ -20,7 +20,7 @@
 
 import { dirname, isAbsolute, join, resolve, sep } from "node:path";
 import { parseArgs } from "node:util";
-import { defaultDataDir } from "../data/cifar.ts";
+import { defaultDataDir } from "../data/cifar_cache.ts";
 import { joinNegativeValues } from "../io/flags.ts";
 import type { ExperimentLog, RunLog } from "../train/session.ts";
 import { type Fingerprint, fingerprint } from "../io/runlog.ts";

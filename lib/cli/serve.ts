@@ -14,7 +14,8 @@
 import { dirname, isAbsolute, join, relative } from "node:path";
 import { pathToFileURL } from "node:url";
 import { parseArgs } from "node:util";
-import { type Cifar10, loadCifar10 } from "../data/cifar.ts";
+import { type Cifar10 } from "../data/cifar_batches.ts";
+import { loadCifar10 } from "../data/cifar.ts";
 import { joinNegativeValues } from "../io/flags.ts";
 import { checkWritable, fingerprint } from "../io/runlog.ts";
 import { ROOT } from "../root.ts";

@@ -21,25 +21,6 @@ import { clearCache, defaultDataDir, fillCache, lockCache, readCache } from "./c
 import { fromNpm, NPM_FIX, resolveNpmPackageDir } from "./cifar_npm.ts";
 import { checkPath, fromOfficial, fromPath, type PathPlan } from "./cifar_sources.ts";
 
-export {
-  BATCH_NAMES,
-  BATCH_SHA256,
-  type Cifar10,
-  type CifarSplit,
-  IMAGE_BYTES,
-  NPM_PACKAGE,
-  OFFICIAL_SHA256,
-  OFFICIAL_SIZE,
-  OFFICIAL_URL,
-  parseBatches,
-  RECORD_BYTES,
-  sha256Hex,
-  verifyBatch,
-} from "./cifar_batches.ts";
-export { CACHE_LOCK, DATA_ENV, defaultDataDir } from "./cifar_cache.ts";
-export { resolveNpmPackageDir, spriteToBatch } from "./cifar_npm.ts";
-export { readBatchesFromTarGz } from "./cifar_sources.ts";
-
 export interface LoadOptions {
   // The cache lives in <dataDir>/cifar-10-batches-bin. Default: defaultDataDir(), i.e. $AIRBENCH_DATA when
   // set, else the project's data/ folder (never the current working directory).

@@ -10,7 +10,8 @@
 // epochs, shuffles, and drops the last partial batch. All draws are made here at construction from the seed.
 // Test (EvalLoader): images in order, batches of up to 2000, plus translated/mirrored views for TTA.
 
-import { dispatch, type Gpu, grid2d, type Op, type Precision } from "../gpu/gpu.ts";
+import { dispatch, type Gpu, grid2d, type Op } from "../gpu/gpu.ts";
+import { type Precision } from "../gpu/kernels.ts";
 import { Rng } from "./rng.ts";
 import { stepsPerEpoch } from "./batches.ts";
 

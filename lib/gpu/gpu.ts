@@ -4,16 +4,6 @@
 import { type AdapterReport, type DeviceOptions, openDevice } from "./adapter.ts";
 import { type Consts, KernelCache, type Precision } from "./kernels.ts";
 
-export type { AdapterReport } from "./adapter.ts";
-export {
-  type Consts,
-  type ConstValue,
-  expandIncludes,
-  includesOf,
-  type LineOrigin,
-  type Precision,
-} from "./kernels.ts";
-
 /**
  * gpu.poison's fill word: a NaN read as one f32 (0x7fc07e00) and as two f16 (0x7e00 and 0x7fc0 are both NaN),
  * so an unwritten output is NaN at every precision.

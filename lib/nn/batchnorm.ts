@@ -10,7 +10,8 @@
 // row lanes combined by a fixed tree), then combined per channel in a fixed order: the same inputs give the
 // same bits on the same adapter. The statistics use Welford / Chan merges (no cancellation for large means).
 
-import { type Consts, dispatch, type Gpu, grid2d, type Op, type Precision } from "../gpu/gpu.ts";
+import { type Consts, type Precision } from "../gpu/kernels.ts";
+import { dispatch, type Gpu, grid2d, type Op } from "../gpu/gpu.ts";
 import type { Init, Layer, LayerCtx, ParamSpec } from "./module.ts";
 
 type Binding = GPUBuffer | GPUBufferBinding;

@@ -3,7 +3,9 @@
 // Winograd): the session's default (ConvTiles) or the layer's choice (ConvTiles.choices, filled by the tuner,
 // lib/nn/tune.ts, or by --variants LOG).
 
-import type { AdapterReport, Gpu, Op, Precision } from "../gpu/gpu.ts";
+import type { AdapterReport } from "../gpu/adapter.ts";
+import type { Gpu, Op } from "../gpu/gpu.ts";
+import type { Precision } from "../gpu/kernels.ts";
 import {
   checkShape,
   type ConvOpOptions,

@@ -3,7 +3,8 @@
 // transpose for the input gradient, the bias gradients, the fixed-order reduction of split-K partial sums).
 // NHWC activations, HWIO f32 weights: see kernels/conv.wgsl for the layouts.
 
-import { dispatch, type Gpu, grid2d, type Op, type Precision } from "../gpu/gpu.ts";
+import { dispatch, type Gpu, grid2d, type Op } from "../gpu/gpu.ts";
+import { type Precision } from "../gpu/kernels.ts";
 
 export interface ConvShape {
   N: number; // batch

@@ -4,7 +4,8 @@
 // pixels x 4*TN4 channels; weight gradient: TM input channels, a multiple of 4, x 4*TN4 output channels); WG
 // invocations per workgroup. The input gradient is the forward kernel on dy with the weights transposed.
 
-import { dispatch, type Gpu, type Op, type Precision } from "../gpu/gpu.ts";
+import { dispatch, type Gpu, type Op } from "../gpu/gpu.ts";
+import { type Precision } from "../gpu/kernels.ts";
 import {
   type ConvKind,
   type ConvPass,

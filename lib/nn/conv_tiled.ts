@@ -4,7 +4,8 @@
 // gradient is the forward kernel on dy with the weights transposed; the weight gradient's bias is summed per
 // workgroup (subgroupAdd where the device has subgroups).
 
-import { dispatch, type Gpu, grid2d, type Op, type Precision } from "../gpu/gpu.ts";
+import { dispatch, type Gpu, grid2d, type Op } from "../gpu/gpu.ts";
+import { type Precision } from "../gpu/kernels.ts";
 import {
   type Binding,
   type ConvKind,

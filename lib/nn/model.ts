@@ -9,7 +9,8 @@
 // Activations are NHWC `act` buffers (f32 or f16), logits f32.
 
 import { type ConvTiles, DEFAULT_TILES } from "./conv.ts";
-import { ACT_BYTES, type Gpu, type Op, type Precision } from "../gpu/gpu.ts";
+import { ACT_BYTES, type Gpu, type Op } from "../gpu/gpu.ts";
+import { type Precision } from "../gpu/kernels.ts";
 import {
   type Graph,
   type LayerCtx,

@@ -11,7 +11,8 @@
 // one where a fused kernel exists (max-pool 2 -> GELU, linear -> scale): the state-dict names do not change.
 
 import type { ConvTiles } from "./conv.ts";
-import type { Gpu, Op, Precision } from "../gpu/gpu.ts";
+import type { Gpu, Op } from "../gpu/gpu.ts";
+import type { Precision } from "../gpu/kernels.ts";
 
 /** Shape of one image's activation, NHWC without the batch; C is the stored channel count (a multiple of 4). */
 export interface Shape {

@@ -6,7 +6,8 @@
 // gradients, momentum and EMA in flat f32 buffers (sub-ranges bound via GPUBufferBinding); logits and dlogits
 // f32 [N][10]; labels u32 [N]. All reductions are deterministic (fixed order, no atomics).
 
-import { type ConstValue, dispatch, type Gpu, grid2d, type Op, type Precision } from "../gpu/gpu.ts";
+import { type ConstValue, type Precision } from "../gpu/kernels.ts";
+import { dispatch, type Gpu, grid2d, type Op } from "../gpu/gpu.ts";
 import { STEP_SLOTS } from "../gpu/steps.ts";
 
 type Binding = GPUBuffer | GPUBufferBinding;

@@ -34,7 +34,9 @@ import {
   variantProblem,
 } from "./conv_variants.ts";
 import { winogradShape } from "./winograd.ts";
-import { type AdapterReport, type Gpu, includesOf, type Op, type Precision, warmUp } from "../gpu/gpu.ts";
+import { type AdapterReport } from "../gpu/adapter.ts";
+import { type Gpu, type Op, warmUp } from "../gpu/gpu.ts";
+import { includesOf, type Precision } from "../gpu/kernels.ts";
 import type { Graph } from "./module.ts";
 import { median } from "../gpu/probe.ts";
 import { GpuTimer } from "../gpu/timer.ts";

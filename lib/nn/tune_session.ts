@@ -3,7 +3,8 @@
 // page the defaults (no cache, no timing).
 
 import { type ConvTiles, tilesFor } from "./conv.ts";
-import type { Gpu, Precision } from "../gpu/gpu.ts";
+import type { Gpu } from "../gpu/gpu.ts";
+import type { Precision } from "../gpu/kernels.ts";
 import type { Graph } from "./module.ts";
 import {
   cpuDefaultOf,

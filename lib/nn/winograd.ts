@@ -5,7 +5,8 @@
 // "winograd" kind of convolution variant (lib/nn/conv_variants.ts): on other shapes it runs the direct
 // register kernel.
 
-import { dispatch, type Gpu, grid2d, type Op, type Precision } from "../gpu/gpu.ts";
+import { dispatch, type Gpu, grid2d, type Op } from "../gpu/gpu.ts";
+import { type Precision } from "../gpu/kernels.ts";
 import {
   biasGrad,
   type Binding,

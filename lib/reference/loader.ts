@@ -2,7 +2,7 @@
 // normalise, mirror once, reflect-pad, crop, mirror the epoch. Outputs are in the storage precision
 // (Float32Array or Float16Array), NHWC [count][32][32][4] with channel 3 = 0, so tests compare bits.
 
-import type { Precision } from "../gpu/gpu.ts";
+import type { Precision } from "../gpu/kernels.ts";
 import { CIFAR_MEAN, CIFAR_STD, type EpochPlan, INPUT_ELEMS, SIDE, type View } from "../data/loader.ts";
 
 type Planes = Float64Array[]; // 3 planes [h][w] of side s, row-major

@@ -6,8 +6,9 @@
 // The recipe evaluates in batches of 2000; every image is independent, so we use the largest batch whose
 // activations fit the adapter's storage-binding limit (same result).
 
-import type { CifarSplit } from "../data/cifar.ts";
-import { type Gpu, type Op, type Precision, warmUp } from "../gpu/gpu.ts";
+import type { CifarSplit } from "../data/cifar_batches.ts";
+import { type Gpu, type Op, warmUp } from "../gpu/gpu.ts";
+import { type Precision } from "../gpu/kernels.ts";
 import { EvalLoader, type View } from "../data/loader.ts";
 import { type Net } from "../nn/model.ts";
 import { countCorrect, scaleAdd } from "../nn/ops.ts";

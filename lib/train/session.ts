@@ -3,13 +3,15 @@
 // `Run` an experiment's loop is written with (init, loader, plan, train, evaluate, log). lib/cli/experiment.ts
 // adds the command line, the checks, the data, the log file, signals and weights for Deno.
 
-import type { Cifar10, CifarSplit } from "../data/cifar.ts";
+import type { Cifar10, CifarSplit } from "../data/cifar_batches.ts";
 import { type RunOptions, UsageError } from "../io/flags.ts";
 import type { BaseHyp, Hyperparameters } from "../io/hyp.ts";
 import { type ConvTiles, tilesFor } from "../nn/conv.ts";
 import type { TuneMode, VariantRecord } from "../nn/tune.ts";
 import { Evaluator } from "./evaluate.ts";
-import { type AdapterReport, Gpu, type Op, type Precision, warmUp } from "../gpu/gpu.ts";
+import { type AdapterReport } from "../gpu/adapter.ts";
+import { Gpu, type Op, warmUp } from "../gpu/gpu.ts";
+import { type Precision } from "../gpu/kernels.ts";
 import { TrainLoader } from "../data/loader.ts";
 import { initParams, Net, NetState } from "../nn/model.ts";
 import { Graph, type Module } from "../nn/module.ts";

@@ -2,7 +2,8 @@
 // batch, the per-step table and the training step (loss, backward, the optimizers), and evaluation networks
 // sharing the parameters. Used by the session (lib/train/session.ts), `deno task bench` and the tests.
 
-import type { Gpu, Precision } from "../gpu/gpu.ts";
+import type { Gpu } from "../gpu/gpu.ts";
+import type { Precision } from "../gpu/kernels.ts";
 import { StepTable } from "../gpu/steps.ts";
 import { type ConvTiles, DEFAULT_TILES } from "../nn/conv.ts";
 import { Net, NetState, ParamLayout } from "../nn/model.ts";
