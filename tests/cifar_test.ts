@@ -707,9 +707,9 @@ Deno.test("two processes filling one empty cache at once: one download, both cor
     const srv = serveArchive(gzipSync(fakeTar()));
     const dataDir = join(dir, "data");
     const load = { dataDir, officialUrl: srv.url, npmDir: null, expectedSha: FAKE_SHA, quiet: false };
-    const code = `import { loadCifar10, sha256Hex } from ${
-      JSON.stringify(new URL("../lib/data/cifar.ts", import.meta.url).href)
-    };
+    const lib = (f: string) => JSON.stringify(new URL(`../lib/data/${f}`, import.meta.url).href);
+    const code = `import { loadCifar10 } from ${lib("cifar.ts")};
+import { sha256Hex } from ${lib("cifar_batches.ts")};
 const d = await loadCifar10(${JSON.stringify(load)});
 const h = (s) => [s.n, sha256Hex(s.images), sha256Hex(s.labels)];
 console.log(JSON.stringify({ source: d.source, train: h(d.train), test: h(d.test) }));`;

@@ -1,6 +1,7 @@
 // A small PNG encoder for tests (the project only decodes PNG): 8-bit gray/RGB/RGBA, any of the five row
 // filters, IDAT split into several chunks, and a few deliberate header faults.
 
+import { concatBytes } from "../lib/io/bytes.ts";
 import { zlibSync } from "fflate";
 import { crc32 } from "../lib/data/png.ts";
 
@@ -13,16 +14,6 @@ function chunk(type: string, body: Uint8Array): Uint8Array {
   out.set(enc.encode(type), 4);
   out.set(body, 8);
   dv.setUint32(8 + body.length, crc32(out.subarray(4, 8 + body.length)));
-  return out;
-}
-
-function concat(parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((a, p) => a + p.length, 0));
-  let o = 0;
-  for (const p of parts) {
-    out.set(p, o);
-    o += p.length;
-  }
   return out;
 }
 
@@ -56,7 +47,7 @@ export function encodePng(
     const up = y ? px.subarray((y - 1) * stride, y * stride) : null;
     rows.push(filterRow(filters[y % filters.length], px.subarray(y * stride, (y + 1) * stride), up, ch));
   }
-  const z = zlibSync(concat(rows));
+  const z = zlibSync(concatBytes(rows));
   const ihdr = new Uint8Array(13);
   const dv = new DataView(ihdr.buffer);
   dv.setUint32(0, w);
@@ -65,7 +56,7 @@ export function encodePng(
   const n = opts.parts ?? 1, step = Math.ceil(z.length / n);
   const idats = [];
   for (let p = 0; p < z.length; p += step) idats.push(chunk("IDAT", z.subarray(p, p + step)));
-  return concat([
+  return concatBytes([
     Uint8Array.from([137, 80, 78, 71, 13, 10, 26, 10]),
     chunk("IHDR", ihdr),
     ...idats,

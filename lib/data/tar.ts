@@ -1,6 +1,8 @@
 // Minimal streaming tar (ustar / GNU) reader, plus a tiny writer for tests.
 // Only regular files are reported; directories, links and pax metadata are skipped.
 
+import { concatBytes } from "../io/bytes.ts";
+
 export interface TarEntry {
   name: string;
   size: number;
@@ -186,11 +188,5 @@ export function writeTar(files: { name: string; data: Uint8Array }[]): Uint8Arra
     parts.push(h, f.data, new Uint8Array((BLOCK - (f.data.length % BLOCK)) % BLOCK));
   }
   parts.push(new Uint8Array(BLOCK * 2));
-  const out = new Uint8Array(parts.reduce((a, p) => a + p.length, 0));
-  let o = 0;
-  for (const p of parts) {
-    out.set(p, o);
-    o += p.length;
-  }
-  return out;
+  return concatBytes(parts);
 }
