@@ -3,8 +3,8 @@
 // cache, the ops, the bench's multiplies, the kernels the cache key hashes) goes through it.
 //
 // Adding a kind: its record (variant type, kernel files, id and parse, checks, candidates, ops) in its own
-// file, one line in CONV_KINDS and KernelVariant below, its kernels, and its tests (tests/conv_test.ts checks
-// every record's consistency; test the ops against the float64 reference as tests/conv_test.ts and
+// file, one line in CONV_KINDS and KernelVariant below, its kernels, and its tests (tests/conv_variants_test.ts
+// checks every record's consistency; test the ops against the float64 reference as tests/conv_test.ts and
 // tests/winograd_test.ts do).
 
 import type { ConvKind, ConvPass, ConvShape } from "./conv_base.ts";
