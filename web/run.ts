@@ -116,7 +116,7 @@ export class BrowserTraining {
       throw new Error(`the network of ${o.experimentPath} (widths ${widths}): ${(e as Error).message}`);
     }
     const trainN = Math.min(opts.trainN ?? data.train.n, data.train.n);
-    checkedStepsPerRun(hyp, trainN, "train_n");
+    checkedStepsPerRun(hyp, trainN);
 
     const gpu = await this.pageGpu(hooks);
     const a = gpu.adapter;
