@@ -1,6 +1,6 @@
 // The conv kernel variants of a session's network, chosen once before its runs (lib/nn/tune.ts chooses): in
-// Deno from the tuning cache, by tuning now, from the defaults, or as a run log recorded them (--variants); in a
-// page the defaults (no cache, no timing).
+// Deno from the tuning cache, by tuning now, from the defaults, or as a run log recorded them (--variants);
+// in a page the defaults (no cache, no timing).
 
 import { type ConvTiles, tilesFor } from "./conv.ts";
 import type { Gpu } from "../gpu/gpu.ts";
@@ -11,7 +11,6 @@ import {
   fallbackOf,
   gpuTimeFn,
   kernelsHash,
-  type TuneKey,
   tuneKey,
   type TuneMode,
   tuneNetwork,
@@ -21,8 +20,9 @@ import {
 } from "./tune.ts";
 
 /**
- * The conv kernel variant of every layer and pass (lib/nn/tune.ts): cached, tuned now (GPUs, or --tune force), or
- * the defaults; or, with `pinned` (--variants LOG), the ones a run log recorded. The training batch's shapes are tuned; the evaluation nets use the same per-layer choices.
+ * The conv kernel variant of every layer and pass (lib/nn/tune.ts): cached, tuned now (GPUs, or --tune
+ * force), or the defaults; or, with `pinned` (--variants LOG), the ones a run log recorded. The training
+ * batch's shapes are tuned; the evaluation nets use the same per-layer choices.
  */
 export async function tuneSession(
   gpu: Gpu,
@@ -54,17 +54,9 @@ export async function tuneSession(
 /** The kernel variants of a page: the defaults (no tuning cache in a page; --tune off). */
 export function pageVariants(gpu: Gpu, graph: Graph, batch: number, precision: Precision) {
   const a = gpu.adapter;
-  const key: TuneKey = {
-    adapter: a.name,
-    vendor: a.vendor,
-    architecture: a.architecture,
-    driver: a.driver ?? "",
-    deno: "browser",
-    kernels: "",
-  };
   const base = tilesFor(a);
   const tuner = new Tuner({
-    key,
+    key: tuneKey(a, "", "browser"), // never stored: no cache in a page
     mode: "off",
     isCpu: a.isCpu,
     time: () => Promise.reject(new Error("no tuning in a page")),
