@@ -1,8 +1,8 @@
 // airbench94, BatchNorm-free variant, trained end to end on WebGPU: CIFAR-10 to ~90.6% test accuracy.
 // This file is the experiment: the hyperparameters, the network, the optimizers and their per-step plan, and
-// the training loop. Copy it, change it, run it: `deno run -A main.ts --help` lists the flags; each invocation
-// writes one JSON log under logs/ that holds this file's text, the command line and the fingerprint of every
-// library and kernel file.
+// the training loop. Copy it, change it, run it: `deno run -A main.ts --help` lists the flags; each
+// invocation writes one JSON log under logs/ that holds this file's text, the command line and the
+// fingerprint of every library and kernel file.
 
 import { type Experiment, main, type Run } from "./lib/cli/experiment.ts";
 import { hyperparameters, param } from "./lib/io/hyp.ts";
@@ -15,8 +15,8 @@ import type { PlanStep } from "./lib/gpu/steps.ts";
 import { WHITEN_WIDTH, whiteningWeights } from "./lib/data/whiten.ts";
 
 // ---------------------------------------------------------------------------------------------------------
-// Hyperparameters (the reference's defaults): each key is a flag (--key-name, or its `flag`), with its help and
-// bounds next to the value
+// Hyperparameters (the reference's defaults): each key is a flag (--key-name, or its `flag`), with its help
+// and bounds next to the value
 
 export const hyp = hyperparameters({
   opt: {

@@ -1,6 +1,6 @@
-// airbench94 with BatchNorm (KellerJordan/cifar10-airbench legacy/airbench94.py, 94.01% in 3.83 s on an A100),
-// trained end to end on WebGPU with the same layer API, data, log and weights as main.ts. This file is the
-// experiment: the hyperparameters, the network, the optimizers and their plan, and the training loop.
+// airbench94 with BatchNorm (KellerJordan/cifar10-airbench legacy/airbench94.py, 94.01% in 3.83 s on an
+// A100), trained end to end on WebGPU with the same layer API, data, log and weights as main.ts. This file is
+// the experiment: the hyperparameters, the network, the optimizers and their plan, and the training loop.
 // `deno run -A experiments/airbench94.ts --help` lists the flags.
 
 import { BatchNorm2d } from "../lib/nn/batchnorm.ts";
@@ -15,8 +15,8 @@ import type { PlanStep } from "../lib/gpu/steps.ts";
 import { WHITEN_WIDTH, whiteningWeights } from "../lib/data/whiten.ts";
 
 // ---------------------------------------------------------------------------------------------------------
-// Hyperparameters (the reference's defaults): each key is a flag (--key-name, or its `flag`), with its help and
-// bounds next to the value
+// Hyperparameters (the reference's defaults): each key is a flag (--key-name, or its `flag`), with its help
+// and bounds next to the value
 
 export const hyp = hyperparameters({
   opt: {
@@ -60,7 +60,8 @@ const WHITEN_EPS = 5e-4;
 const BN_EPS = 1e-12;
 
 // ---------------------------------------------------------------------------------------------------------
-// Network (state-dict names as PyTorch's nn.Sequential: 0.weight, 2.conv1.weight, 2.norm1.bias, ..., 7.weight)
+// Network (state-dict names as PyTorch's nn.Sequential: 0.weight, 2.conv1.weight, 2.norm1.bias, ...,
+// 7.weight)
 
 const conv = (cin: number, cout: number) => Conv2d(cin, cout, 3, { padding: "same", bias: false });
 

@@ -1,5 +1,5 @@
-// airbench94_muon (KellerJordan/cifar10-airbench airbench94_muon.py: 94.01% in 2.59 s on an A100), trained end
-// to end on WebGPU with the same layer API, data, log and weights as main.ts: the BatchNorm net with the
+// airbench94_muon (KellerJordan/cifar10-airbench airbench94_muon.py: 94.01% in 2.59 s on an A100), trained
+// end to end on WebGPU with the same layer API, data, log and weights as main.ts: the BatchNorm net with the
 // recipe's module names, Muon for the block filters and Nesterov SGD for the rest. This file is the
 // experiment: the hyperparameters, the network, the optimizers and their plan, and the training loop.
 // `deno run -A experiments/airbench94_muon.ts --help` lists the flags.
@@ -19,8 +19,8 @@ import type { PlanStep } from "../lib/gpu/steps.ts";
 import { WHITEN_WIDTH, whiteningWeights } from "../lib/data/whiten.ts";
 
 // ---------------------------------------------------------------------------------------------------------
-// Hyperparameters (the reference's defaults): each key is a flag (--key-name, or its `flag`), with its help and
-// bounds next to the value
+// Hyperparameters (the reference's defaults): each key is a flag (--key-name, or its `flag`), with its help
+// and bounds next to the value
 
 export const hyp = hyperparameters({
   opt: {
@@ -72,7 +72,8 @@ const BN_EPS = 1e-12;
 // Network (airbench94_muon.py's CifarNet: state-dict names whiten.weight, layers.1.conv1.weight,
 // layers.1.norm1.bias, ..., head.weight)
 
-// nn.Conv2d's default init, then dirac_ on the first in_channels filters (the recipe's Conv.reset_parameters).
+// nn.Conv2d's default init, then dirac_ on the first in_channels filters (the recipe's
+// Conv.reset_parameters).
 const conv = (cin: number, cout: number) => Conv2d(cin, cout, 3, { padding: "same", bias: false });
 
 function ConvGroup(cin: number, cout: number, h: MuonHyp) {

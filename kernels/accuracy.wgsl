@@ -1,7 +1,7 @@
 // The evaluation accuracy count: out[slot] = number of rows of the logits whose argmax is the label.
 //
-// Layouts: logits [N][CLASSES] f32 row-major; labels [N] u32; out [slots] u32. Constants injected by lib/nn/ops.ts
-// countCorrect: N (rows), CLASSES.
+// Layouts: logits [N][CLASSES] f32 row-major; labels [N] u32; out [slots] u32. Constants injected by
+// lib/nn/ops.ts countCorrect: N (rows), CLASSES.
 
 // #include "shared/logits.wgsl"
 

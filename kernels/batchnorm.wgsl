@@ -1,5 +1,6 @@
-// BatchNorm2d (PyTorch semantics) over NHWC activations seen as [M][C] rows, M = N*H*W, in `act` storage (math
-// in f32); per-channel values (weight, bias, mean, invstd, running stats, gradients) are f32 [C], read as vec4s.
+// BatchNorm2d (PyTorch semantics) over NHWC activations seen as [M][C] rows, M = N*H*W, in `act` storage
+// (math in f32); per-channel values (weight, bias, mean, invstd, running stats, gradients) are f32 [C], read
+// as vec4s.
 //
 // Training forward:  bn_stats (split) -> bn_finalize (per channel) -> bn_apply (elementwise)
 // Eval forward:      bn_eval (elementwise, running statistics)
@@ -13,8 +14,8 @@
 // Statistics are (count, mean, M2) triples: Welford within a lane, Chan et al.'s pairwise merge across lanes
 // and chunks, so the variance does not cancel when |mean| >> std (and a constant channel gives exactly 0).
 //
-// Constants (lib/nn/batchnorm.ts defines all of them for every entry point): M, C4 (= C/4), KSPLIT, KCHUNK, C4B,
-// LANES (LANES * C4B <= WG), LP2 (power of two >= LANES), CBLOCKS (= ceil(C4 / C4B)), WG, EPS, MOMENTUM.
+// Constants (lib/nn/batchnorm.ts defines all of them for every entry point): M, C4 (= C/4), KSPLIT, KCHUNK,
+// C4B, LANES (LANES * C4B <= WG), LP2 (power of two >= LANES), CBLOCKS (= ceil(C4 / C4B)), WG, EPS, MOMENTUM.
 
 // #include "shared/grid.wgsl"
 

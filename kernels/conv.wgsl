@@ -6,9 +6,10 @@
 //   bias         [CO]                                        (f32)
 // CI and CO are multiples of 4, so every load and store is a vec4 along channels.
 //
-// Constants injected by lib/nn/conv.ts: N H W CI CO KH KW PAD HO WO (shape), TM TN4 (register block), WG (workgroup size).
-// The input gradient of a convolution is this kernel applied to dy with the weights flipped in space and
-// transposed in channels (conv_transpose.wgsl) and padding KH-1-PAD, so it shares the forward's blocking.
+// Constants injected by lib/nn/conv.ts: N H W CI CO KH KW PAD HO WO (shape), TM TN4 (register block), WG
+// (workgroup size). The input gradient of a convolution is this kernel applied to dy with the weights flipped
+// in space and transposed in channels (conv_transpose.wgsl) and padding KH-1-PAD, so it shares the forward's
+// blocking.
 
 // #include "shared/grid.wgsl"
 

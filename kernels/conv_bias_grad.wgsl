@@ -1,6 +1,6 @@
 // Bias gradient of a convolution: db[co] = sum over all M output pixels of dy[p][co].
-// Split into KSPLIT fixed chunks of pixels, partial sums to part [KSPLIT][CO] f32, summed afterwards in a fixed
-// order by reduce_splits.wgsl (deterministic, no atomics). One invocation per (chunk, 4 channels).
+// Split into KSPLIT fixed chunks of pixels, partial sums to part [KSPLIT][CO] f32, summed afterwards in a
+// fixed order by reduce_splits.wgsl (deterministic, no atomics). One invocation per (chunk, 4 channels).
 // Layouts: dy NHWC flattened to [M][CO] act. Constants: M CO KSPLIT WG.
 
 // #include "shared/grid.wgsl"

@@ -4,15 +4,15 @@
 // Same semantics, layouts and bindings as conv_forward in conv.wgsl:
 //   x NHWC [N][H][W][CI] act, w HWIO [KH][KW][CI][CO] f32, b [CO] f32, y NHWC [N][HO][WO][CO] act,
 //   zero padding PAD, stride 1, CI and CO multiples of 4.
-// As a GEMM: y[M][CO] = A[M][K] * w[K][CO] + b with M = N*HO*WO output pixels and K = KH*KW*CI, where A is the
-// im2col'd input, A[p][(ky*KW + kx)*CI + ci] = x[n][oy+ky-PAD][ox+kx-PAD][ci] (0 outside the image). The HWIO
-// weights are already w[K][CO] row-major with the same K order.
+// As a GEMM: y[M][CO] = A[M][K] * w[K][CO] + b with M = N*HO*WO output pixels and K = KH*KW*CI, where A is
+// the im2col'd input, A[p][(ky*KW + kx)*CI + ci] = x[n][oy+ky-PAD][ox+kx-PAD][ci] (0 outside the image). The
+// HWIO weights are already w[K][CO] row-major with the same K order.
 //
 // A workgroup computes a BM x BN output tile (BM pixels x BN channels). It walks K in chunks of BK: the
-// invocations cooperatively load the A tile [BM][BK] and the weight tile [BK][BN] into workgroup memory (f32),
-// barrier, accumulate from workgroup memory into registers, barrier. Each invocation owns TM pixels (TM/4
-// groups of 4 consecutive pixels, strided by 4*WGY) x TN4 vec4 channels (strided by WGX): the workgroup is
-// WGX = BN/(4*TN4) by WGY = BM/TM invocations.
+// invocations cooperatively load the A tile [BM][BK] and the weight tile [BK][BN] into workgroup memory
+// (f32), barrier, accumulate from workgroup memory into registers, barrier. Each invocation owns TM pixels
+// (TM/4 groups of 4 consecutive pixels, strided by 4*WGY) x TN4 vec4 channels (strided by WGX): the workgroup
+// is WGX = BN/(4*TN4) by WGY = BM/TM invocations.
 // Global loads are vec4 along channels: in the A tile consecutive invocations read consecutive channel vec4s
 // of one pixel (NHWC), in the weight tile consecutive output-channel vec4s of one row (HWIO); output stores
 // are consecutive channel vec4s. Because CI and BK are multiples of 4, a vec4 of K never straddles two taps.

@@ -1,5 +1,5 @@
-// Weights for the input gradient: wt[ky][kx][co][ci] = w[KH-1-ky][KW-1-kx][ci][co], i.e. the kernel flipped in
-// space with input and output channels swapped (HWIO of the transposed convolution). f32 in and out.
+// Weights for the input gradient: wt[ky][kx][co][ci] = w[KH-1-ky][KW-1-kx][ci][co], i.e. the kernel flipped
+// in space with input and output channels swapped (HWIO of the transposed convolution). f32 in and out.
 // Constants: CI CO KH KW WG (shape of w).
 
 // #include "shared/grid.wgsl"

@@ -1,13 +1,13 @@
 // General f32 matrix product: C = ALPHA * op(A) @ op(B)            (entry gemm)
 //                              C = ALPHA * op(A) @ op(B) + BETA * D (entry gemm_add)
 // op(A) is M x K, op(B) is K x N, C and D are M x N, all row-major f32 with no padding and no alignment
-// assumption (any M, N, K >= 1). op(A) = A stored [M][K], or with TA its transpose (A stored [K][M]); op(B) = B
-// stored [K][N], or with TB its transpose (B stored [N][K]).
+// assumption (any M, N, K >= 1). op(A) = A stored [M][K], or with TA its transpose (A stored [K][M]); op(B) =
+// B stored [K][N], or with TB its transpose (B stored [N][K]).
 //
 // Register blocking: each invocation computes a TM x TN block of C, walking k upwards and updating all
 // TM * TN accumulators with one fma per product, so every element has the same fixed summation order (no
-// atomics, no split: the same inputs give the same bits). Blocks at the lower and right edges clamp their load
-// indices into the matrix and skip the stores outside it, so the inner loop has no branches.
+// atomics, no split: the same inputs give the same bits). Blocks at the lower and right edges clamp their
+// load indices into the matrix and skip the stores outside it, so the inner loop has no branches.
 // Constants: M N K (u32), TA TB (bool), ALPHA BETA (f32; BETA unused by gemm), TM TN (block), WG.
 // C must not alias A, B or D.
 //
@@ -133,8 +133,8 @@ fn elem_b(row: u32, col: u32, cols: u32) -> f32 {
 }
 
 // The TM x TN block (rb, cb) of op(A) @ op(B); acc[r][t] holds columns cb * TN + 4t .. 4t + 3 of row r.
-// Per k, the column of op(A) and the row of op(B) are vec4 loads where they are contiguous in memory (A stored
-// [K][M], B stored [K][N]), else element loads.
+// Per k, the column of op(A) and the row of op(B) are vec4 loads where they are contiguous in memory (A
+// stored [K][M], B stored [K][N]), else element loads.
 fn block_product_v4(rb: u32, cb: u32) -> array<array<vec4<f32>, TN4>, TM> {
   var acc: array<array<vec4<f32>, TN4>, TM>;
   for (var k = 0u; k < K; k++) {

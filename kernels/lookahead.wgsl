@@ -1,8 +1,8 @@
 // The lookahead EMA over a flat f32 vector.
 //
 // Layouts: params, ema: one range of the flat f32 parameter buffers [COUNT] (elementwise). Constants injected
-// by lib/nn/ops.ts emaUpdate: COUNT (elements), WG (workgroup size), DECAY_SLOT (u32: the Step slot of the decay),
-// EVENT_BIT (u32: the flag of the steps that update).
+// by lib/nn/ops.ts emaUpdate: COUNT (elements), WG (workgroup size), DECAY_SLOT (u32: the Step slot of the
+// decay), EVENT_BIT (u32: the flag of the steps that update).
 
 // #include "shared/grid.wgsl"
 // #include "shared/step.wgsl"

@@ -1,9 +1,9 @@
-// The elementwise and reduction steps of the Muon optimizer for one convolution weight (lib/train/muon.ts); the
-// Newton-Schulz products between them are kernels/gemm.wgsl.
+// The elementwise and reduction steps of the Muon optimizer for one convolution weight (lib/train/muon.ts);
+// the Newton-Schulz products between them are kernels/gemm.wgsl.
 //
-// Layouts: the weight, its gradient and momentum buffer are the tensor's range of the flat f32 buffers, stored
-// HWIO [KH * KW * CIPAD][COLS] (COUNT = rows * COLS floats; COLS = output channels; input channels CI <= CIPAD,
-// the padded ones zero). x, gp: [COUNT] f32 scratch. part: [2 * PARTS] f32. stats: [4] f32 =
+// Layouts: the weight, its gradient and momentum buffer are the tensor's range of the flat f32 buffers,
+// stored HWIO [KH * KW * CIPAD][COLS] (COUNT = rows * COLS floats; COLS = output channels; input channels CI
+// <= CIPAD, the padded ones zero). x, gp: [COUNT] f32 scratch. part: [2 * PARTS] f32. stats: [4] f32 =
 // (sum x^2, sum y^2, 1 / (sqrt(sum x^2) + NS_EPS), TARGET_NORM / sqrt(sum y^2)).
 // Constants (every pipeline of this file defines all): COUNT COLS CI CIPAD WG (a power of two) PARTS
 // (= ceil(COUNT / WG)) LR_SLOT (u32), MOMENTUM NS_EPS TARGET_NORM (f32), NESTEROV (bool).
@@ -38,7 +38,8 @@ fn muon_momentum(ids: GridIds) {
 }
 
 // ---- sums of squares, stage 1: binding 0 x [COUNT], binding 1 y [COUNT], binding 2 part [2 * PARTS] (out).
-// Workgroup w writes part[w] = sum of x^2 and part[PARTS + w] = sum of y^2 over elements [w * WG, w * WG + WG).
+// Workgroup w writes part[w] = sum of x^2 and part[PARTS + w] = sum of y^2 over elements [w * WG, w * WG +
+// WG).
 @group(0) @binding(0) var<storage, read> sq_x: array<f32>;
 @group(0) @binding(1) var<storage, read> sq_y: array<f32>;
 @group(0) @binding(2) var<storage, read_write> sq_part: array<f32>;

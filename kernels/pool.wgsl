@@ -5,8 +5,9 @@
 //   x, dx     [N][H][W][C]
 //   y/pre, g  [N][HO][WO][C]   with HO = H / K, WO = W / K (floor)
 //   dy        [N][HO][WO][C]
-// Constants injected by lib/nn/ops.ts: N H W K HO WO (shape), WY = ceil(H / K), WX = ceil(W / K) (windows that
-// touch x, including the partial ones cut off by the floor), CV (vec4 per pixel: C / 4), WG (workgroup size).
+// Constants injected by lib/nn/ops.ts: N H W K HO WO (shape), WY = ceil(H / K), WX = ceil(W / K) (windows
+// that touch x, including the partial ones cut off by the floor), CV (vec4 per pixel: C / 4), WG (workgroup
+// size).
 //
 // Forward: one invocation per output element (consecutive invocations along channels: coalesced).
 // Backward (gather, no atomics): one invocation per window and channel writes every dx element of its

@@ -1,11 +1,11 @@
-// The SGD step over a flat f32 vector (torch.optim.SGD: momentum, Nesterov or not, dampening 0, coupled weight
-// decay).
+// The SGD step over a flat f32 vector (torch.optim.SGD: momentum, Nesterov or not, dampening 0, coupled
+// weight decay).
 //
 // Layouts: params, grads, mom: one range of the flat f32 parameter buffers [COUNT] (elementwise: the layout
-// does not matter). Constants injected by lib/nn/ops.ts sgdStep: COUNT (elements), WG (workgroup size); LR_SLOT
-// (u32: the Step slot holding this range's lr), MOMENTUM, WEIGHT_DECAY (f32, constant over the run), NESTEROV
-// (bool), GATE_START, GATE_END, GATE_BIT (the range [GATE_START, GATE_END) stays untouched unless the step's
-// flags have GATE_BIT; an empty range when there is no gate).
+// does not matter). Constants injected by lib/nn/ops.ts sgdStep: COUNT (elements), WG (workgroup size);
+// LR_SLOT (u32: the Step slot holding this range's lr), MOMENTUM, WEIGHT_DECAY (f32, constant over the run),
+// NESTEROV (bool), GATE_START, GATE_END, GATE_BIT (the range [GATE_START, GATE_END) stays untouched unless
+// the step's flags have GATE_BIT; an empty range when there is no gate).
 
 // #include "shared/grid.wgsl"
 // #include "shared/step.wgsl"

@@ -8,18 +8,18 @@
 //   wino_filter  w  HWIO [3][3][CI][CO] f32         -> U  [T*T][CI][CO] f32   (FLIP: the input gradient's
 //                                                                               weights, see below)
 //   wino_input   x  NHWC [N][H][W][CI] act          -> V  [T*T][PC][CI] f32
-//   wino_gemm    V, U                               -> Mo [T*T][PC][CO] f32   (register-blocked, as conv.wgsl)
-//   wino_output  Mo, b [CO] f32                     -> y  NHWC [N][H][W][CO] act (+ bias)
+//   wino_gemm    V, U                               -> Mo [T*T][PC][CO] f32   (register-blocked, as
+//   conv.wgsl) wino_output  Mo, b [CO] f32                     -> y  NHWC [N][H][W][CO] act (+ bias)
 //
 // The P = N * TH * TW tiles go through the last three in chunks of PC tiles (the first tile of a chunk in the
 // uniform `chunk`), so the transformed tensors stay within the binding limit and near the cache. In the last
 // chunk, rows past P hold the previous chunk's values: computed, never stored. The transformed tensors stay
 // f32 whatever `act` is. Every sum has a fixed order: deterministic.
-// Constants injected by lib/nn/winograd.ts: N H W CI CO (shape of the convolution computed), MT (2 or 4), T, TH TW
-// (tiles per column and row), P, PC (tiles per chunk), FLIP (wino_filter: 1 reads w as the forward layer's
-// HWIO [3][3][CO][CI], flipped in space and transposed in channels: the input gradient), TM TN4 (GEMM block),
-// TMV TMV4 (wino_wgemm's block of input channels), WG (workgroup size). The transforms are written out for both
-// tile sizes; arrays have room for T = 6.
+// Constants injected by lib/nn/winograd.ts: N H W CI CO (shape of the convolution computed), MT (2 or 4), T,
+// TH TW (tiles per column and row), P, PC (tiles per chunk), FLIP (wino_filter: 1 reads w as the forward
+// layer's HWIO [3][3][CO][CI], flipped in space and transposed in channels: the input gradient), TM TN4 (GEMM
+// block), TMV TMV4 (wino_wgemm's block of input channels), WG (workgroup size). The transforms are written
+// out for both tile sizes; arrays have room for T = 6.
 
 // #include "shared/grid.wgsl"
 
@@ -116,8 +116,8 @@ fn wino_filter(ids: GridIds) {
   }
 }
 
-// The lane of invocation `tid` of a per-(tile, 4 channels) transform over the chunk that starts at tile `first`,
-// `c4s` vec4 channels per tile: the tile in the chunk (`pl`), its image and tile coordinates,
+// The lane of invocation `tid` of a per-(tile, 4 channels) transform over the chunk that starts at tile
+// `first`, `c4s` vec4 channels per tile: the tile in the chunk (`pl`), its image and tile coordinates,
 // the channel vec4, and whether the lane has a tile (`ok`).
 struct TileLane {
   pl: u32,
@@ -264,7 +264,8 @@ fn wino_output(ids: GridIds) {
 // ---------------------------------------------------------------------------------------------------------
 // Weight gradient: the forward is y = A^T [U .* V] A per tile, so dU[t] = sum over tiles V[t]^T dMo[t] with
 // dMo = A dY A^T (wino_dy), and dw = G^T dU G (wino_dfilter). The tiles' sum runs chunk by chunk: the first
-// chunk's wino_wgemm writes dU, the next ones add to it (fixed order: deterministic). V comes from wino_input.
+// chunk's wino_wgemm writes dU, the next ones add to it (fixed order: deterministic). V comes from
+// wino_input.
 
 // A d (MT values of dY down a column or along a row) -> T values.
 fn a_(d: array<vec4f, 4>) -> array<vec4f, 6> {
@@ -340,7 +341,8 @@ fn wino_dy(ids: GridIds) {
 @group(0) @binding(2) var<storage, read_write> wdu: array<vec4f>;   // dU [T*T][CI][CO]
 @group(0) @binding(3) var<uniform> wchunk: vec4u;                    // x: first tile, y: 1 = first chunk
 
-// dU[t] (+)= V[t]^T dMo[t] over the chunk's tiles; each invocation 4*TMV input x 4*TN4 output channels of one t.
+// dU[t] (+)= V[t]^T dMo[t] over the chunk's tiles; each invocation 4*TMV input x 4*TN4 output channels of one
+// t.
 @compute @workgroup_size(WG)
 fn wino_wgemm(ids: GridIds) {
   const CB: u32 = CO4 / TN4;

@@ -1,8 +1,8 @@
-// experiments/airbench94_muon.ts: its network, optimizers (SGD + Muon through lib/train/optim.ts's seam) and plan
-// against the PyTorch fixture tests/fixtures/net_muon.safetensors (made by `tests/torch_muon_train.py fixture`):
-// training-mode logits, loss, every gradient, parameters and running statistics after two steps (the second
-// with the whitening bias detached), eval-mode logits; Muon on a Linear weight against the float64 reference;
-// then a tiny end-to-end run on generated data.
+// experiments/airbench94_muon.ts: its network, optimizers (SGD + Muon through lib/train/optim.ts's seam) and
+// plan against the PyTorch fixture tests/fixtures/net_muon.safetensors (made by `tests/torch_muon_train.py
+// fixture`): training-mode logits, loss, every gradient, parameters and running statistics after two steps
+// (the second with the whitening bias detached), eval-mode logits; Muon on a Linear weight against the
+// float64 reference; then a tiny end-to-end run on generated data.
 
 import assert from "node:assert/strict";
 import { join } from "node:path";
@@ -104,7 +104,8 @@ Deno.test("airbench94_muon net, SGD + Muon and plan match PyTorch: logits, loss,
 });
 
 Deno.test("Muon through the seam: a Linear weight ([out][in] storage) matches the float64 reference", async () => {
-  // A head on a 1x1 map: the only trained parameter is the Linear weight, which Muon takes as torch's [10, C].
+  // A head on a 1x1 map: the only trained parameter is the Linear weight, which Muon takes as torch's [10,
+  // C].
   const gpu = await testGpu();
   const C = 24, seed = freshSeed("muon linear");
   const graph = new Graph(Named({ pool: GlobalMaxPool(), flat: Flatten(), head: Linear(C, 10) }), {

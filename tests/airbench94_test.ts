@@ -1,7 +1,7 @@
 // experiments/airbench94.ts (airbench94 with BatchNorm): the network from its makeNet against the PyTorch
-// fixture tests/fixtures/net_bn.safetensors (made by `tests/torch_bn.py fixture`): training-mode logits, loss,
-// every gradient, parameters and running statistics after two Nesterov SGD steps with the recipe's groups
-// (norm biases at lr x bias_scaler), eval-mode logits; then a tiny end-to-end run on generated data.
+// fixture tests/fixtures/net_bn.safetensors (made by `tests/torch_bn.py fixture`): training-mode logits,
+// loss, every gradient, parameters and running statistics after two Nesterov SGD steps with the recipe's
+// groups (norm biases at lr x bias_scaler), eval-mode logits; then a tiny end-to-end run on generated data.
 
 import assert from "node:assert/strict";
 import { join } from "node:path";

@@ -1,7 +1,7 @@
-// BatchNorm2d kernels (lib/nn/batchnorm.ts) against the float64 references, on fresh random inputs, with every
-// output poisoned with NaN first; per-channel parameters bound as 256-byte aligned sub-ranges of flat buffers
-// (and checked to stay inside them); both precisions; bit-for-bit determinism; and the backward reference
-// checked against the forward's directional derivative (no finite differences).
+// BatchNorm2d kernels (lib/nn/batchnorm.ts) against the float64 references, on fresh random inputs, with
+// every output poisoned with NaN first; per-channel parameters bound as 256-byte aligned sub-ranges of flat
+// buffers (and checked to stay inside them); both precisions; bit-for-bit determinism; and the backward
+// reference checked against the forward's directional derivative (no finite differences).
 
 import assert from "node:assert/strict";
 import {
@@ -151,7 +151,8 @@ interface Outputs {
 
 /**
  * One submit: eval forward (original running statistics), training forward, backward with and without
- * dweight; every output poisoned first (with NaN `poison`). Returns everything read back (weight and bias checked unchanged).
+ * dweight; every output poisoned first (with NaN `poison`). Returns everything read back (weight and bias
+ * checked unchanged).
  */
 async function runAll(gpu: Gpu, p: Precision, inp: Inputs, poison = POISON): Promise<Outputs> {
   const { s, eps } = inp;

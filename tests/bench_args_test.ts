@@ -1,5 +1,6 @@
-// deno task bench's flags: --report-args takes flags as its value (with or without "="), and a bad flag is one
-// line naming it, exit 2, before any GPU work (the same converters and checks as main.ts, lib/io/flags.ts).
+// deno task bench's flags: --report-args takes flags as its value (with or without "="), and a bad flag is
+// one line naming it, exit 2, before any GPU work (the same converters and checks as main.ts,
+// lib/io/flags.ts).
 
 import assert from "node:assert/strict";
 import { join } from "node:path";

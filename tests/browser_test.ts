@@ -1,10 +1,11 @@
-// The training page in a real browser: lib/cli/serve.ts (in this process, a free port on 127.0.0.1) with a small
-// synthetic dataset (tests/synthetic.ts, verification off) and an experiment file named as on the command line
-// (tests/fixtures/my_experiment.ts), headless Chromium opens the page with that file, a tiny configuration
-// and a test subset (test_n) in the URL and autostart, and the test waits for window.airbenchLog.status to be "done" (no
-// timing: an overall limit only). It checks the net learned above chance, the log has main.ts's keys, the
-// subset is said next to the accuracies, the status never showed a rate before a timed step, the
-// page logged no console errors, and saves a screenshot in a temporary folder (printed).
+// The training page in a real browser: lib/cli/serve.ts (in this process, a free port on 127.0.0.1) with a
+// small synthetic dataset (tests/synthetic.ts, verification off) and an experiment file named as on the
+// command line (tests/fixtures/my_experiment.ts), headless Chromium opens the page with that file, a tiny
+// configuration and a test subset (test_n) in the URL and autostart, and the test waits for
+// window.airbenchLog.status to be "done" (no timing: an overall limit only). It checks the net learned above
+// chance, the log has main.ts's keys, the subset is said next to the accuracies, the status never showed a
+// rate before a timed step, the page logged no console errors, and saves a screenshot in a temporary folder
+// (printed).
 
 import assert from "node:assert/strict";
 import type { Browser, Page } from "puppeteer-core";

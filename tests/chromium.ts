@@ -4,7 +4,8 @@
 import puppeteer, { type Browser } from "puppeteer-core";
 
 // ---- headless Chromium (puppeteer-core driving Debian's /usr/bin/chromium, WebGPU on SwiftShader); the test
-// skips with one line when none is installed, unless CI=true (then Chromium must be there: .ci/run installs it)
+// skips with one line when none is installed, unless CI=true (then Chromium must be there: .ci/run installs
+// it)
 
 const CANDIDATES = ["/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome"];
 

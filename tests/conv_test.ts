@@ -74,8 +74,8 @@ type ConvOps = (
 type CheckLabel = (pass: "forward" | "weight grad" | "bias grad" | "input grad", p: Precision) => string;
 
 /**
- * The convolution ops `build` makes, on fresh random inputs in each precision with poisoned outputs, against the
- * float64 reference: forward, weight and bias gradient, and (for "same" shapes) the input gradient.
+ * The convolution ops `build` makes, on fresh random inputs in each precision with poisoned outputs, against
+ * the float64 reference: forward, weight and bias gradient, and (for "same" shapes) the input gradient.
  */
 async function checkPasses(s: ConvShape, seedLabel: string, build: ConvOps, label: CheckLabel) {
   const gpu = await testGpu();
@@ -264,7 +264,8 @@ Deno.test("conv subgroups: Gpu.create has them exactly when the adapter grants t
     gpu.device.features.has("subgroups"),
     `the adapter report says subgroups ${gpu.adapter.subgroups}, the device disagrees`,
   );
-  // Ask a fresh adapter for a device with the feature, as Gpu.create does (adapter.features omits it in Deno).
+  // Ask a fresh adapter for a device with the feature, as Gpu.create does (adapter.features omits it in
+  // Deno).
   const adapter = await navigator.gpu.requestAdapter({ powerPreference: "high-performance" });
   let granted = false;
   try {

@@ -73,8 +73,8 @@ Deno.test("conv variant registry: every kind's kernel files exist and are in the
 });
 
 /**
- * The kernel files the ops of `v` compile (SHAPE is one every kind runs itself: the first test), in each pass (weight gradient with and without a bias, with and
- * without subgroups), on SHAPE.
+ * The kernel files the ops of `v` compile (SHAPE is one every kind runs itself: the first test), in each pass
+ * (weight gradient with and without a bias, with and without subgroups), on SHAPE.
  */
 async function filesCompiled(v: KernelVariant, pass: ConvPass): Promise<Set<string>> {
   const gpu = await testGpu();

@@ -1,7 +1,7 @@
-// The evaluator's two ways to submit (lib/train/evaluate.ts): one submit per batch (GPUs) and one awaited submit per
-// TTA view of a batch (CPU adapters, so an interrupt waits for one view), at different batch sizes, count the
-// same correct images of a random network on random images, at every TTA level; the predicted classes (the
-// page's confusion matrix) are the same either way and are what the accuracy counts.
+// The evaluator's two ways to submit (lib/train/evaluate.ts): one submit per batch (GPUs) and one awaited
+// submit per TTA view of a batch (CPU adapters, so an interrupt waits for one view), at different batch
+// sizes, count the same correct images of a random network on random images, at every TTA level; the
+// predicted classes (the page's confusion matrix) are the same either way and are what the accuracy counts.
 
 import assert from "node:assert/strict";
 import { IMAGE_BYTES } from "../lib/data/cifar_batches.ts";

@@ -1,5 +1,5 @@
-// kernels/gemm.wgsl against the float64 reference: every transpose combination, odd shapes, both entry points,
-// several register blocks, NaN-poisoned outputs; bit-identical reruns.
+// kernels/gemm.wgsl against the float64 reference: every transpose combination, odd shapes, both entry
+// points, several register blocks, NaN-poisoned outputs; bit-identical reruns.
 
 import assert from "node:assert/strict";
 import { gemm, GEMM_BLOCK, type GemmBlock, type GemmShape, vec4Block } from "../lib/nn/gemm.ts";

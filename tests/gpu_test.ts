@@ -10,7 +10,8 @@ Deno.test("gpu: the adapter is reported and its own limits are requested", async
   assert.ok(a.name.length > 0);
   assert.equal(typeof a.isCpu, "boolean");
   assert.equal(a.limits.maxStorageBufferBindingSize, gpu.device.limits.maxStorageBufferBindingSize);
-  // WebGPU's default is 128 MiB for storage bindings and 16 KiB of workgroup storage; we asked for the adapter's.
+  // WebGPU's default is 128 MiB for storage bindings and 16 KiB of workgroup storage; we asked for the
+  // adapter's.
   assert.ok(gpu.device.limits.maxStorageBufferBindingSize >= 134217728);
   assert.ok(gpu.device.limits.maxComputeWorkgroupStorageSize >= 16384);
 });

@@ -1,5 +1,5 @@
-// Hyperparameters as data (lib/io/hyp.ts, lib/io/flags.ts): every leaf an experiment declares is a flag with its help
-// and bounds, with no edit of the library; bad values are one line naming the flag.
+// Hyperparameters as data (lib/io/hyp.ts, lib/io/flags.ts): every leaf an experiment declares is a flag with
+// its help and bounds, with no edit of the library; bad values are one line naming the flag.
 
 import assert from "node:assert/strict";
 import { parseCommandLine, type RunOptions, UsageError } from "../lib/io/flags.ts";

@@ -1,6 +1,6 @@
-// End to end, as a user runs it: main.ts on a small generated dataset in the CIFAR-10 binary layout, twice with
-// the same seed. The run must learn, its log must hold the documented keys, the same seed must reproduce the
-// accuracies and weights bit for bit, and --save-weights must write PyTorch-named safetensors.
+// End to end, as a user runs it: main.ts on a small generated dataset in the CIFAR-10 binary layout, twice
+// with the same seed. The run must learn, its log must hold the documented keys, the same seed must reproduce
+// the accuracies and weights bit for bit, and --save-weights must write PyTorch-named safetensors.
 
 import assert from "node:assert/strict";
 import { join } from "node:path";

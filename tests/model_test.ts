@@ -126,13 +126,14 @@ async function finiteDifferences(model: Module, label: string): Promise<string[]
     submitSteps(gpu, h.table, 0, 1, ops);
     return (await gpu.readF32(step.stats, 0, 1))[0];
   };
-  // The loss is an f32 sum whose last bits move with any perturbation: measured over 30 seeds (1,900 samples),
-  // a difference of two losses is off by up to ~8 ulps of the loss, so a central difference over +-eps
-  // estimates g to about NOISE_ULPS * ulp(loss) / eps, whatever eps. Max-pooling makes the loss piecewise
-  // smooth: a perturbation can move a window's argmax (a kink), which forward and backward differences that
-  // disagree reveal; such a sample is replaced by another index of the same tensor. eps = 3e-3 balances the
-  // noise (which favours a large eps) against kinks and curvature (which favour a small one). Only entries
-  // whose |g| is well above the noise are informative: test the largest-gradient entries of a random sample.
+  // The loss is an f32 sum whose last bits move with any perturbation: measured over 30 seeds (1,900
+  // samples), a difference of two losses is off by up to ~8 ulps of the loss, so a central difference over
+  // +-eps estimates g to about NOISE_ULPS * ulp(loss) / eps, whatever eps. Max-pooling makes the loss
+  // piecewise smooth: a perturbation can move a window's argmax (a kink), which forward and backward
+  // differences that disagree reveal; such a sample is replaced by another index of the same tensor. eps =
+  // 3e-3 balances the noise (which favours a large eps) against kinks and curvature (which favour a small
+  // one). Only entries whose |g| is well above the noise are informative: test the largest-gradient entries
+  // of a random sample.
   const EPS = 3e-3, NOISE_ULPS = 8;
   const base = await loss(flat);
   const noise = (NOISE_ULPS * f32Spacing(base)) / EPS;

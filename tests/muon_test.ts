@@ -1,7 +1,7 @@
-// The Muon optimizer on the GPU (lib/train/muon.ts) against float64 PyTorch (tests/fixtures/muon.safetensors, from
-// tests/torch_muon_fixtures.py) and the float64 TS references (lib/reference/muon.ts) on fresh inputs. The GPU
-// works on HWIO weights with padded input channels; the references on PyTorch's OIHW view: agreement shows that
-// Newton-Schulz on the stored (transposed, permuted, padded) layout is torch's.
+// The Muon optimizer on the GPU (lib/train/muon.ts) against float64 PyTorch (tests/fixtures/muon.safetensors,
+// from tests/torch_muon_fixtures.py) and the float64 TS references (lib/reference/muon.ts) on fresh inputs.
+// The GPU works on HWIO weights with padded input channels; the references on PyTorch's OIHW view: agreement
+// shows that Newton-Schulz on the stored (transposed, permuted, padded) layout is torch's.
 
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
@@ -79,7 +79,8 @@ Deno.test("muon: Newton-Schulz on HWIO weights matches float64 torch (fixture) a
 Deno.test("muon: Newton-Schulz and the Frobenius norm on fresh inputs vs float64", async () => {
   const gpu = await testGpu();
   const rand = testRng(freshSeed("newton-schulz"));
-  // (64, 64, 3, 3): a recipe layer (K = 576, 147,456 floats: 576 partial sums, more than one workgroup's worth)
+  // (64, 64, 3, 3): a recipe layer (K = 576, 147,456 floats: 576 partial sums, more than one workgroup's
+  // worth)
   const shapes = [[64, 64, 3, 3], [40, 4, 3, 3], [13, 5, 3, 3], [9, 2, 2, 2], [1, 3, 1, 1], [6, 1, 1, 1]];
   for (const s of shapes) {
     const shape = stored(s);

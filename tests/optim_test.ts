@@ -1,6 +1,6 @@
-// The optimizer seam (lib/train/optim.ts): every trained parameter claimed by exactly one optimizer group, one SGD
-// dispatch per run of neighbouring parameters with the same settings, and per-group lr slots, momentum, weight
-// decay and Nesterov against the float64 reference on a real layout.
+// The optimizer seam (lib/train/optim.ts): every trained parameter claimed by exactly one optimizer group,
+// one SGD dispatch per run of neighbouring parameters with the same settings, and per-group lr slots,
+// momentum, weight decay and Nesterov against the float64 reference on a real layout.
 
 import assert from "node:assert/strict";
 import { INPUT_SHAPE, NetState, ParamLayout } from "../lib/nn/model.ts";

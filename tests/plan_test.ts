@@ -1,7 +1,7 @@
 // The per-step plan of main.ts against the recipe's formulas: lr = lr_sgd * triangle[step], the whitening
-// bias trains for whiten_bias_epochs epochs, lookahead every 5 steps with decay alpha[current_steps], and at the
-// last step net = ema (decay 1.0, or the regular update when the last step is a multiple of 5). And how a plan
-// becomes the GPU step table (lib/gpu/steps.ts StepSlots).
+// bias trains for whiten_bias_epochs epochs, lookahead every 5 steps with decay alpha[current_steps], and at
+// the last step net = ema (decay 1.0, or the regular update when the last step is a multiple of 5). And how a
+// plan becomes the GPU step table (lib/gpu/steps.ts StepSlots).
 
 import assert from "node:assert/strict";
 import { join } from "node:path";

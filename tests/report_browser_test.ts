@@ -1,7 +1,7 @@
-// The HTML report (lib/report/html.ts, what `deno task report` writes) rendered by a real browser: two fixture
-// logs (tests/fixtures/logs/) make one page, headless Chromium opens it from a file, and the test checks that
-// every chart has drawn data (series paths with points, dots with a size on screen) and the page raised no
-// errors. The page and a screenshot go to a temporary folder (printed).
+// The HTML report (lib/report/html.ts, what `deno task report` writes) rendered by a real browser: two
+// fixture logs (tests/fixtures/logs/) make one page, headless Chromium opens it from a file, and the test
+// checks that every chart has drawn data (series paths with points, dots with a size on screen) and the page
+// raised no errors. The page and a screenshot go to a temporary folder (printed).
 
 import assert from "node:assert/strict";
 import { join } from "node:path";

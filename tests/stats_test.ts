@@ -1,6 +1,6 @@
-// lib/sweep/stats.ts against hand-computed values and SciPy's figures on fixed data. The SciPy numbers below were
-// printed by `/usr/bin/python3 tests/stats_scipy.py` (Debian bookworm's python3-scipy 1.10.1); this test does not
-// need SciPy.
+// lib/sweep/stats.ts against hand-computed values and SciPy's figures on fixed data. The SciPy numbers below
+// were printed by `/usr/bin/python3 tests/stats_scipy.py` (Debian bookworm's python3-scipy 1.10.1); this test
+// does not need SciPy.
 
 import assert from "node:assert/strict";
 import {

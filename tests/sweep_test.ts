@@ -1,8 +1,8 @@
-// `deno task sweep` end to end on a tiny sweep (widths 8,16,16, one epoch, 400 synthetic images, 2 configurations
-// x 3 seeds): bad specs are one line and exit 2 before any run; the sweep killed (SIGKILL of its process group,
-// then SIGTERM) and resumed finishes with no run done twice; the same sweep through a one-node SLURM
-// (tools/slurm/start.sh) gives the same runs bit for bit and the same table. Nothing depends on clocks: the test
-// waits for the sweep's own lines and for the next run's log file to exist.
+// `deno task sweep` end to end on a tiny sweep (widths 8,16,16, one epoch, 400 synthetic images, 2
+// configurations x 3 seeds): bad specs are one line and exit 2 before any run; the sweep killed (SIGKILL of
+// its process group, then SIGTERM) and resumed finishes with no run done twice; the same sweep through a
+// one-node SLURM (tools/slurm/start.sh) gives the same runs bit for bit and the same table. Nothing depends
+// on clocks: the test waits for the sweep's own lines and for the next run's log file to exist.
 
 import assert from "node:assert/strict";
 import { join } from "node:path";

@@ -1,7 +1,7 @@
-// The committed PyTorch fixtures (tests/fixtures/*.safetensors, schedule.json) are what tests/torch_fixtures.py
-// writes: `torch_fixtures.py --check` regenerates every one into a temporary folder and compares the bytes
-// (a few seconds). It needs Debian's PyTorch (/usr/bin/python3 with python3-torch); without it the test is
-// reported as ignored, with the reason in its name.
+// The committed PyTorch fixtures (tests/fixtures/*.safetensors, schedule.json) are what
+// tests/torch_fixtures.py writes: `torch_fixtures.py --check` regenerates every one into a temporary folder
+// and compares the bytes (a few seconds). It needs Debian's PyTorch (/usr/bin/python3 with python3-torch);
+// without it the test is reported as ignored, with the reason in its name.
 
 import assert from "node:assert/strict";
 

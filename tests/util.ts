@@ -76,7 +76,8 @@ export async function download(
 export const POISON = POISON_WORD;
 /**
  * A second poison for the "same bits twice" checks: NaN in f32 and in both f16 halves, and unlike POISON in
- * some byte of every f32 and every f16 element, so an output left unwritten by both runs differs between them.
+ * some byte of every f32 and every f16 element, so an output left unwritten by both runs differs between
+ * them.
  */
 export const POISON_2 = 0x7fd57e5b;
 

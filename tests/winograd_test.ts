@@ -1,8 +1,9 @@
-// Winograd F(2x2,3x3) and F(4x4,3x3) (kernels/winograd.wgsl, lib/nn/winograd.ts): the float64 algorithm against the
-// direct float64 convolution, and the kernels (forward and input gradient, through lib/nn/conv.ts's variant
-// dispatch) against the float64 reference on fresh random inputs with poisoned outputs, on the map sizes the
-// network has (31, 15, 7, 3 after the 2x2 whitening conv and the pools) and even ones (32, 16, 8, 4), f32 and
-// f16 storage. ERROR_REPORT=1 prints each variant's largest error beside the direct kernel's.
+// Winograd F(2x2,3x3) and F(4x4,3x3) (kernels/winograd.wgsl, lib/nn/winograd.ts): the float64 algorithm
+// against the direct float64 convolution, and the kernels (forward and input gradient, through
+// lib/nn/conv.ts's variant dispatch) against the float64 reference on fresh random inputs with poisoned
+// outputs, on the map sizes the network has (31, 15, 7, 3 after the 2x2 whitening conv and the pools) and
+// even ones (32, 16, 8, 4), f32 and f16 storage. ERROR_REPORT=1 prints each variant's largest error beside
+// the direct kernel's.
 
 import assert from "node:assert/strict";
 import { convForwardWith, convInputGradWith, convWeightGradWith } from "../lib/nn/conv.ts";
@@ -75,13 +76,15 @@ Deno.test("winograd float64 reference: F(2,3) and F(4,3) equal the direct convol
 });
 
 const DIRECT: KernelVariant = { kind: "register", TM: 8, TN4: 2, WG: 64 };
-// The registry's Winograd candidates of the forward (F(2,3) 8x8, F(4,3) 8x8, F(4,3) 4x16), used in every pass.
+// The registry's Winograd candidates of the forward (F(2,3) 8x8, F(4,3) 8x8, F(4,3) 4x16), used in every
+// pass.
 const WINO: KernelVariant[] = WINOGRAD_KIND.candidates("forward");
 
 /**
- * The tolerance of a variant: F(4,3)'s transforms (entries up to 8 and down to 1/24) amplify f32 rounding about
- * tenfold over the direct sum (measured up to 7e-6 relative to max-abs at 64 input channels, ERROR_REPORT=1),
- * so its f32 checks allow 5e-5; F(2,3) and f16 storage (transformed tensors in f32) keep the usual tolerance.
+ * The tolerance of a variant: F(4,3)'s transforms (entries up to 8 and down to 1/24) amplify f32 rounding
+ * about tenfold over the direct sum (measured up to 7e-6 relative to max-abs at 64 input channels,
+ * ERROR_REPORT=1), so its f32 checks allow 5e-5; F(2,3) and f16 storage (transformed tensors in f32) keep the
+ * usual tolerance.
  */
 function tolOf(v: KernelVariant, p: Precision): number {
   return v.kind === "winograd" && v.MT === 4 && p === "f32" ? 5 * TOL.f32 : TOL[p];
@@ -134,8 +137,8 @@ async function checkVariant(v: KernelVariant, s: ConvShape, seedLabel: string) {
   }
 }
 
-// Every shape for F(2,3) and F(4,3) (the tuner's usual picks); the other GEMM block and the direct kernel (for
-// the error report) on three.
+// Every shape for F(2,3) and F(4,3) (the tuner's usual picks); the other GEMM block and the direct kernel
+// (for the error report) on three.
 for (const v of [...WINO, DIRECT]) {
   for (const s of v.kind === "winograd" && v.TM === 8 ? SHAPES : [SHAPES[0], SHAPES[2], SHAPES[7]]) {
     Deno.test(`winograd ${variantId(v)} forward + input grad ${s.N}x${s.H}x${s.W}x${s.CI}->${s.CO}`, async () => {
@@ -176,7 +179,8 @@ Deno.test("winograd variants: ids parse back, offered for every pass, direct on 
   for (const v of WINO) {
     assert.equal(fitVariant(v, "forward", whiten).kind, "register", "2x2 conv must run direct");
   }
-  // multiplies: F(2,3) on 8x8 does 16 per 2x2 tile and channel pair, F(4,3) 36 per 4x4 tile, direct 9 per pixel
+  // multiplies: F(2,3) on 8x8 does 16 per 2x2 tile and channel pair, F(4,3) 36 per 4x4 tile, direct 9 per
+  // pixel
   const s = same(1, 8, 8, 4, 4);
   const got = [
     convMultiplies(s, "forward", "winograd-f2-8x8"),

@@ -1,8 +1,9 @@
 /// <reference lib="dom" />
 // The training page (web/index.html): the experiment files' own network and loop (main.ts's `experiment`,
-// experiments/*.ts's, the files named to `deno task serve`: lib/cli/serve.ts bundles them with startPage) trained in this tab by web/run.ts with the project's kernels; live
-// loss, accuracy, img/s and ETA drawn with lib/report/charts.ts; at the end the airbench table, a confusion matrix,
-// test images with their predictions, and downloads of the JSON log (main.ts's keys) and the safetensors.
+// experiments/*.ts's, the files named to `deno task serve`: lib/cli/serve.ts bundles them with startPage)
+// trained in this tab by web/run.ts with the project's kernels; live loss, accuracy, img/s and ETA drawn with
+// lib/report/charts.ts; at the end the airbench table, a confusion matrix, test images with their
+// predictions, and downloads of the JSON log (main.ts's keys) and the safetensors.
 //
 // Configuration in the URL: ?experiment=main.ts&widths=8,16,16&train_n=1000&epochs=1&batch_size=100&tta=0
 // &seed=1&runs=1&autostart=1. The log is `window.airbenchLog` (status "running", "done" or "failed").

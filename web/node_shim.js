@@ -1,6 +1,6 @@
 // The few node: built-ins the library imports, for a browser page (web/index.html maps node:path, node:url,
-// node:crypto and node:util here with an import map; lib/cli/serve.ts bundles this file for the browser, the app
-// bundle keeps `node:` imports external). Each comes from a well-kept package with Node's semantics:
+// node:crypto and node:util here with an import map; lib/cli/serve.ts bundles this file for the browser, the
+// app bundle keeps `node:` imports external). Each comes from a well-kept package with Node's semantics:
 // node:path from pathe (POSIX paths), createHash("sha256") from @noble/hashes, parseArgs from
 // @pkgjs/parseargs (the Node project's own polyfill of util.parseArgs). tests/node_shim_test.ts checks them
 // against Deno's node: modules for what the library uses. Anything that needs a file system (Deno.*) is never
@@ -29,7 +29,8 @@ export function pathToFileURL(p) {
   return url;
 }
 
-// ---- node:crypto: createHash("sha256") only; update takes bytes or a UTF-8 string, digest() or digest("hex")
+// ---- node:crypto: createHash("sha256") only; update takes bytes or a UTF-8 string, digest() or
+// digest("hex")
 export function createHash(alg) {
   if (String(alg).toLowerCase() !== "sha256") throw new Error(`createHash(${alg}): only sha256 in a browser`);
   const h = sha256.create();

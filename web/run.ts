@@ -2,7 +2,8 @@
 // experiment (main.ts's `experiment`), a command line (the page's configuration as main.ts flags), the
 // CIFAR-10 arrays and the kernel texts; this builds what lib/cli/experiment.ts's runExperiment builds (the
 // Session, minus the file system, the terminal and the tuner's cache) and runs the experiment's trainRun
-// with lib/train/session.ts's `Run` class, as Deno does. Same parser, same kernels, same schedule, same log keys.
+// with lib/train/session.ts's `Run` class, as Deno does. Same parser, same kernels, same schedule, same log
+// keys.
 //
 // No Deno APIs here: the node: built-ins the library imports come from web/node_shim.js in a page.
 
@@ -247,8 +248,9 @@ export const PAGE_FLAGS: Record<string, string> = {
 };
 
 /**
- * The page's default settings: a quick run that clearly learns in about two minutes on a CPU adapter (measured
- * in the README's "quick run"); the form's "recipe" button fills the experiment's own defaults instead.
+ * The page's default settings: a quick run that clearly learns in about two minutes on a CPU adapter
+ * (measured in the README's "quick run"); the form's "recipe" button fills the experiment's own defaults
+ * instead.
  */
 export const QUICK_RUN: Record<string, string> = {
   widths: "16,32,32",

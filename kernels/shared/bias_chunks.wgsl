@@ -1,6 +1,6 @@
 // The bias gradient's chunks (conv_bias_grad.wgsl, conv_bias_grad_sg.wgsl): db[co] = sum over the M output
-// pixels of dy[p][co], the pixels split into KSPLIT fixed chunks whose partial sums go to part [KSPLIT][CO] f32.
-// Layouts: dy NHWC flattened to [M][CO] act. Constants: M CO KSPLIT.
+// pixels of dy[p][co], the pixels split into KSPLIT fixed chunks whose partial sums go to part [KSPLIT][CO]
+// f32. Layouts: dy NHWC flattened to [M][CO] act. Constants: M CO KSPLIT.
 
 const CO4: u32 = CO / 4u;
 const KCHUNK: u32 = (M + KSPLIT - 1u) / KSPLIT;

@@ -3,8 +3,8 @@
 const GELU_INV_SQRT2: f32 = 0.70710678118654752;
 const GELU_INV_SQRT_2PI: f32 = 0.39894228040143268;
 
-// erf(x) for f32 to about 1 ulp-scale absolute error (< 2e-7): Abramowitz & Stegun 7.1.26 is too coarse near 0
-// for relative checks, so use the Numerical Recipes erfc Chebyshev fit (fractional error < 1.2e-7).
+// erf(x) for f32 to about 1 ulp-scale absolute error (< 2e-7): Abramowitz & Stegun 7.1.26 is too coarse near
+// 0 for relative checks, so use the Numerical Recipes erfc Chebyshev fit (fractional error < 1.2e-7).
 fn erf_f32(x: f32) -> f32 {
   let z = abs(x);
   let t = 1.0 / (1.0 + 0.5 * z);

@@ -4,8 +4,8 @@
 // num_workgroups.x workgroups, the last row possibly partial. Kernels flatten it row-major.
 
 // The builtins of one invocation of a 1-D workgroup: an entry point without barriers takes them as one
-// parameter, `fn k(ids: GridIds)`. (A kernel with barriers takes workgroup_id and num_workgroups as parameters
-// of their own, so the uniformity analysis sees that group_index is uniform over the workgroup.)
+// parameter, `fn k(ids: GridIds)`. (A kernel with barriers takes workgroup_id and num_workgroups as
+// parameters of their own, so the uniformity analysis sees that group_index is uniform over the workgroup.)
 struct GridIds {
   @builtin(workgroup_id) wid: vec3u,
   @builtin(num_workgroups) nwg: vec3u,

@@ -9,8 +9,9 @@ struct Step {
   batch_start: u32,  // offset of this batch in the epoch's permutation
   flags: u32,        // the gates and events of this step, one bit each (the experiment's plan sets them; each
                      // optimizer kernel gets its bit as a pipeline constant)
-  // Per-step scalars the experiment's plan fills by slot (each optimizer group's lr, the lookahead decay, ...):
-  // slot i is vals[i / 4][i % 4]; kernels get their slot as a pipeline constant and read it with step_value.
+  // Per-step scalars the experiment's plan fills by slot (each optimizer group's lr, the lookahead decay,
+  // ...): slot i is vals[i / 4][i % 4]; kernels get their slot as a pipeline constant and read it with
+  // step_value.
   vals: array<vec4f, STEP_SLOTS / 4u>,
 }
 const STEP_SLOTS: u32 = 16u;

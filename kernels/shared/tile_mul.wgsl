@@ -1,8 +1,8 @@
 // The register-blocked multiply of the workgroup-tiled convolution GEMMs (conv_tiled.wgsl: forward and input
 // gradient; conv_wgrad_tiled.wgsl: weight gradient): `// #include "shared/tile_mul.wgsl"`.
 //
-// The including kernel defines the constants BM BN BK TM TN4 DB (tile shape, double buffering) and AS_ROW (the
-// vec4 stride of one K row of the A tile, >= BM/4), and declares the staged tiles
+// The including kernel defines the constants BM BN BK TM TN4 DB (tile shape, double buffering) and AS_ROW
+// (the vec4 stride of one K row of the A tile, >= BM/4), and declares the staged tiles
 //   var<workgroup> As: array<vec4<f32>, DB * BK * AS_ROW>;  // As[buf][k][m/4][m%4]: A[m0 + m][k0 + k]
 //   var<workgroup> Bs: array<vec4<f32>, DB * BK * BN4>;     // Bs[buf][k][n4]: B[k0 + k][n0/4 + n4]
 // An invocation (tx, ty) owns the TM rows ty*4 + 4*WGY*i + j (i < TM/4, j < 4) and the TN4 vec4 columns

@@ -4,11 +4,11 @@
 //                   [--tiles TM,TN4,TMV,TN4W] [--variant register|tiled] [--log-dir DIR]
 //                   [--tune auto|off|force] [--report [--report-args="..."]]
 //
-// The network is the experiment's own declaration (main.ts by default): every layer of it is measured by name.
-// Prints (and writes under logs/) the adapter, a ceiling probe (register-blocked matmul and a buffer copy),
-// every op of a profiled training step (each op in its own timed pass) by layer and pass, whole training
-// steps (dispatches, host encode time, GPU time) in f32 and f16, and evaluation throughput with TTA level 2.
-// Times come from GPU timestamp queries where the adapter has them, else from synced submits.
+// The network is the experiment's own declaration (main.ts by default): every layer of it is measured by
+// name. Prints (and writes under logs/) the adapter, a ceiling probe (register-blocked matmul and a buffer
+// copy), every op of a profiled training step (each op in its own timed pass) by layer and pass, whole
+// training steps (dispatches, host encode time, GPU time) in f32 and f16, and evaluation throughput with TTA
+// level 2. Times come from GPU timestamp queries where the adapter has them, else from synced submits.
 // Conv kernels: each layer and pass runs the variant lib/nn/tune.ts chose (--tune, as in main.ts); the table
 // shows every candidate's time and the choice. --report (implies --full): then a timed training run of the
 // experiment (its defaults, --runs 1, plus --report-args), summarised with the bench as one JSON under logs/.

@@ -1,7 +1,8 @@
 // What every experiment file shares (main.ts, experiments/*.ts) when run with Deno: the command line, the
 // checks made before any expensive work, the GPU, the data, the log file, signals, the runs and the weights.
 // The experiment file keeps its hyperparameters, its network and its training loop; the loop is written with
-// the steps of a `Run` (lib/train/session.ts, shared with the page: init, loader, plan, train, evaluate, log).
+// the steps of a `Run` (lib/train/session.ts, shared with the page: init, loader, plan, train, evaluate,
+// log).
 
 import { relative } from "node:path";
 import { fileURLToPath } from "node:url";

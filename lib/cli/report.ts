@@ -1,10 +1,11 @@
-// `deno run -A lib/cli/report.ts LOG... [--out FILE]`: one self-contained HTML page (inline SVG and CSS, nothing fetched)
-// from one or more JSON logs of main.ts: validation accuracy and training loss per epoch for every run, the
-// spread of the final TTA accuracies, time per run, and the config keys that differ between the logs.
+// `deno run -A lib/cli/report.ts LOG... [--out FILE]`: one self-contained HTML page (inline SVG and CSS,
+// nothing fetched) from one or more JSON logs of main.ts: validation accuracy and training loss per epoch for
+// every run, the spread of the final TTA accuracies, time per run, and the config keys that differ between
+// the logs.
 //
 // Every log is read and checked before anything is written; a bad one is named in a one-line error (exit 2).
-// The page is written atomically (temp file + rename), by default to logs/report-<timestamp>.html, and its path
-// is printed.
+// The page is written atomically (temp file + rename), by default to logs/report-<timestamp>.html, and its
+// path is printed.
 
 import { parseArgs } from "node:util";
 import { writeFileAtomic } from "../io/atomic.ts";

@@ -1,10 +1,11 @@
-// `deno task serve [--port N] [--data PATH] [--verify false] [FILE.ts ...]`: the training page on http://127.0.0.1:PORT/
-// (this machine only: every request must name 127.0.0.1:PORT or localhost:PORT as its Host, so a page of
-// another site whose name resolves to 127.0.0.1 (DNS rebinding) can read nothing here and start nothing). It serves web/index.html, the library bundled for the browser (web/app.ts, built with
-// `deno bundle` on each request so an edit shows on reload), the kernels (kernels/*.wgsl, registered in the
-// page with Gpu.defineSource: one copy of each kernel), the experiment files (main.ts, experiments/*.ts and the
-// files named on the command line, inside the project: bundled into the page, their text the log's `code`), the
-// fingerprint of lib/ and kernels/, and CIFAR-10 loaded exactly as main.ts loads it (lib/data/cifar.ts's
+// `deno task serve [--port N] [--data PATH] [--verify false] [FILE.ts ...]`: the training page on
+// http://127.0.0.1:PORT/ (this machine only: every request must name 127.0.0.1:PORT or localhost:PORT as its
+// Host, so a page of another site whose name resolves to 127.0.0.1 (DNS rebinding) can read nothing here and
+// start nothing). It serves web/index.html, the library bundled for the browser (web/app.ts, built with `deno
+// bundle` on each request so an edit shows on reload), the kernels (kernels/*.wgsl, registered in the page
+// with Gpu.defineSource: one copy of each kernel), the experiment files (main.ts, experiments/*.ts and the
+// files named on the command line, inside the project: bundled into the page, their text the log's `code`),
+// the fingerprint of lib/ and kernels/, and CIFAR-10 loaded exactly as main.ts loads it (lib/data/cifar.ts's
 // loadCifar10: the verified cache, else the official archive; --data PATH with --verify false for data of
 // your own, e.g. the tests' synthetic set).
 //

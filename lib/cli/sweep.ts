@@ -1,9 +1,9 @@
 // `deno task sweep SPEC [--out DIR] [--collect] [--slurm ...]`: a grid of experiment configurations x seeds,
 // one ordinary run per (configuration, seed) with its own --log-dir inside the sweep's folder, and a summary
-// with statistics (lib/sweep/summary.ts). Resumable: a run whose log says `done` is never run again; a failed,
-// interrupted or never-finished one (a log left `running` by a killed process) is. With --slurm the pending runs
-// go to SLURM as one job array (SLURM schedules, places and requeues), and a dependent job collects the summary.
-// The spec and its checks: lib/sweep/plan.ts.
+// with statistics (lib/sweep/summary.ts). Resumable: a run whose log says `done` is never run again; a
+// failed, interrupted or never-finished one (a log left `running` by a killed process) is. With --slurm the
+// pending runs go to SLURM as one job array (SLURM schedules, places and requeues), and a dependent job
+// collects the summary. The spec and its checks: lib/sweep/plan.ts.
 
 import { join, resolve } from "node:path";
 import { parseArgs } from "node:util";

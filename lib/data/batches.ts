@@ -1,5 +1,6 @@
-// How many optimizer steps a run takes: the one place the count is computed from the images, the batch size and
-// the epochs (the loader's batches, the session's step table, the log, the checks before training, the page).
+// How many optimizer steps a run takes: the one place the count is computed from the images, the batch size
+// and the epochs (the loader's batches, the session's step table, the log, the checks before training, the
+// page).
 
 /** Number of full batches per epoch (the train loader drops the last partial batch). */
 export function stepsPerEpoch(n: number, batchSize: number): number {

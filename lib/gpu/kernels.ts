@@ -4,11 +4,12 @@
 //   - `enable f16;` when the activation precision is f16,
 //   - `alias act = f16;` / `alias act4 = vec4<f16>;` (or the f32 versions): the storage type of activations
 //     and activation gradients. Parameters, their gradients and optimizer state are always f32.
-//   - one `const NAME: TYPE = VALUE;` line for each compile-time constant the caller passes (shapes, tile sizes).
+//   - one `const NAME: TYPE = VALUE;` line for each compile-time constant the caller passes (shapes, tile
+//   sizes).
 // Then the kernel file itself, its `// #include "name.wgsl"` lines replaced by those files (paths relative to
-// kernels/, each file at most once per kernel, nested includes resolved the same way): shared WGSL pieces such
-// as grid.wgsl (the 2-D grid index) or step.wgsl (the Step struct). Compile errors name the file and the line
-// inside it, an included file's own when the error is there.
+// kernels/, each file at most once per kernel, nested includes resolved the same way): shared WGSL pieces
+// such as grid.wgsl (the 2-D grid index) or step.wgsl (the Step struct). Compile errors name the file and the
+// line inside it, an included file's own when the error is there.
 
 import { join } from "node:path";
 import { ROOT } from "../root.ts";
@@ -35,8 +36,9 @@ export function includesOf(text: string): string[] {
 }
 
 /**
- * kernels/`file` with its include lines replaced by the included files' text (each file once: a second include
- * of the same file, or a cycle, is an empty line), and the origin of every line. `read` gives a file's text.
+ * kernels/`file` with its include lines replaced by the included files' text (each file once: a second
+ * include of the same file, or a cycle, is an empty line), and the origin of every line. `read` gives a
+ * file's text.
  */
 export function expandIncludes(
   file: string,
@@ -158,8 +160,8 @@ export class KernelCache {
 }
 
 function remapError(file: string, entry: string, message: string, origins: LineOrigin[]): string {
-  // wgpu/naga messages quote locations as ":LINE:COL", "line LINE" or a "LINE │" gutter, counted in the compiled
-  // text; name the kernel file (the kernel's own or an included one) and the line inside it instead.
+  // wgpu/naga messages quote locations as ":LINE:COL", "line LINE" or a "LINE │" gutter, counted in the
+  // compiled text; name the kernel file (the kernel's own or an included one) and the line inside it instead.
   const at = (l: string) => {
     const o = origins[Number(l) - 1];
     return o ? `${o.file}:${o.line}` : `${file}:?`;

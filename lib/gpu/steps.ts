@@ -1,8 +1,9 @@
 // Per-step values on the GPU, and encoding many training steps into one submit.
 //
-// Every step's `Step` struct (kernels/shared/step.wgsl) is written once into a table; before each step's compute
-// pass the encoder copies that entry into the small uniform buffer the kernels bind. The host therefore never
-// waits inside an epoch: it only reads the per-step loss/accuracy stats at the end of a chunk.
+// Every step's `Step` struct (kernels/shared/step.wgsl) is written once into a table; before each step's
+// compute pass the encoder copies that entry into the small uniform buffer the kernels bind. The host
+// therefore never waits inside an epoch: it only reads the per-step loss/accuracy stats at the end of a
+// chunk.
 
 import type { Gpu, Op, Pass } from "./gpu.ts";
 import type { GpuTimer } from "./timer.ts";

@@ -1,6 +1,6 @@
 // Command line of the experiment files (main.ts, experiments/*.ts): the run options below, and one flag per
-// hyperparameter the experiment declares (lib/io/hyp.ts). Invalid flags or values fail with one line that names
-// the flag and the accepted values.
+// hyperparameter the experiment declares (lib/io/hyp.ts). Invalid flags or values fail with one line that
+// names the flag and the accepted values.
 
 import { parseArgs } from "node:util";
 import { getAt, type Hyperparameters, parseLeaf, setAt } from "./hyp.ts";
@@ -25,8 +25,8 @@ export interface RunOptions {
 
 export type Kind = "int" | "posint" | "bool" | "widths" | "string" | "choice";
 /**
- * A run option (the library's, the same for every experiment): its flag, the RunOptions field it sets, its help,
- * and what the help table shows when the field is absent.
+ * A run option (the library's, the same for every experiment): its flag, the RunOptions field it sets, its
+ * help, and what the help table shows when the field is absent.
  */
 interface Flag {
   name: string;

@@ -1,8 +1,8 @@
 // Hyperparameters as data. An experiment file declares its `hyp` as a tree (nested sections) whose leaves are
 // `param(value, help, bounds)`: the default, its help text and its checks next to each other. Every leaf is a
 // command-line flag without any edit of the library: `--key-name` (the key with "_" as "-"), or the name the
-// leaf gives (`flag: "epochs"`). Numbers, booleans, strings and lists of numbers; a bad value is one line that
-// names the flag and what it accepts.
+// leaf gives (`flag: "epochs"`). Numbers, booleans, strings and lists of numbers; a bad value is one line
+// that names the flag and what it accepts.
 
 /** Checks of a number (or of each number of a list); a string leaf may only have `choices`. */
 export interface Bounds {

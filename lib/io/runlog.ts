@@ -118,8 +118,8 @@ export class LogFile<T> implements SavedLog<T> {
 
 /**
  * Checks before any expensive work that an output path can be written: a folder for --log-dir (created if
- * missing), a file path for --save-weights (its folder must exist or be creatable, and it must not be a folder).
- * Throws naming the flag.
+ * missing), a file path for --save-weights (its folder must exist or be creatable, and it must not be a
+ * folder). Throws naming the flag.
  */
 export function checkWritable(flag: string, path: string, kind: "dir" | "file"): void {
   const fail = (why: string) => {

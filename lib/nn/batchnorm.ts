@@ -1,10 +1,10 @@
 // BatchNorm2d with PyTorch semantics (kernels/batchnorm.wgsl): training forward with batch statistics and the
 // running-statistics update, eval forward with the running statistics, and the training-mode backward.
 //
-// Layouts: x, y, dy, dx NHWC [N][H][W][C] in `act` storage (f32 or f16, math and accumulation in f32); weight,
-// bias, mean, invstd, running statistics and the gradients f32 [C], bound as given (GPUBufferBinding sub-ranges
-// of flat buffers are fine). C must be a multiple of 4. Outputs must not alias inputs (WebGPU forbids a
-// writable binding overlapping another binding of the same dispatch).
+// Layouts: x, y, dy, dx NHWC [N][H][W][C] in `act` storage (f32 or f16, math and accumulation in f32);
+// weight, bias, mean, invstd, running statistics and the gradients f32 [C], bound as given (GPUBufferBinding
+// sub-ranges of flat buffers are fine). C must be a multiple of 4. Outputs must not alias inputs (WebGPU
+// forbids a writable binding overlapping another binding of the same dispatch).
 //
 // The reductions over the M = N*H*W rows are split into chunks (one workgroup per chunk and channel block,
 // row lanes combined by a fixed tree), then combined per channel in a fixed order: the same inputs give the
@@ -190,7 +190,8 @@ export function batchNormEvalForward(
 /**
  * Training-mode backward through the batch statistics, with xhat = (x - mean) * invstd (mean, invstd saved
  * by the forward): dbias = sum dy, dweight = sum dy * xhat (only when dweight is given), and
- * dx = weight * invstd / M * (M * dy - dbias - xhat * sum(dy * xhat)). Gradients are written, not accumulated.
+ * dx = weight * invstd / M * (M * dy - dbias - xhat * sum(dy * xhat)). Gradients are written, not
+ * accumulated.
  */
 export function batchNormBackward(
   gpu: Gpu,

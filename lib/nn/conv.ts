@@ -1,7 +1,7 @@
 // Convolution ops of a network's layers: forward, input gradient and weight/bias gradient (NHWC activations,
-// HWIO f32 weights). Each layer's pass runs a kernel variant (lib/nn/conv_variants.ts: register blocks, tiles,
-// Winograd): the session's default (ConvTiles) or the layer's choice (ConvTiles.choices, filled by the tuner,
-// lib/nn/tune.ts, or by --variants LOG).
+// HWIO f32 weights). Each layer's pass runs a kernel variant (lib/nn/conv_variants.ts: register blocks,
+// tiles, Winograd): the session's default (ConvTiles) or the layer's choice (ConvTiles.choices, filled by the
+// tuner, lib/nn/tune.ts, or by --variants LOG).
 
 import type { AdapterReport } from "../gpu/adapter.ts";
 import type { Gpu, Op } from "../gpu/gpu.ts";
@@ -130,9 +130,9 @@ export function convInputGradWith(
 }
 
 /**
- * dw (HWIO f32, written) and optionally db ([CO] f32, written) of layer `label` (ops `${label}.wgrad`...) from
- * x (NHWC act, the conv input) and dy (NHWC act, the gradient of the conv output), in the variant the tiles
- * give it. Split partial sums are reduced in a fixed order: deterministic.
+ * dw (HWIO f32, written) and optionally db ([CO] f32, written) of layer `label` (ops `${label}.wgrad`...)
+ * from x (NHWC act, the conv input) and dy (NHWC act, the gradient of the conv output), in the variant the
+ * tiles give it. Split partial sums are reduced in a fixed order: deterministic.
  */
 export function convWeightGrad(
   gpu: Gpu,
@@ -154,8 +154,8 @@ export function convWeightGrad(
 
 /**
  * convWeightGrad with an explicit variant (the tuner, the tests). Direct kinds: the weight gradient, the bias
- * gradient's partial sums (register: bias_grad's; tiled: the workgroup-summed bias kernel, subgroup sums where
- * `o.subgroups`) and one reduce for both sets: a layer with a bias takes 3 dispatches.
+ * gradient's partial sums (register: bias_grad's; tiled: the workgroup-summed bias kernel, subgroup sums
+ * where `o.subgroups`) and one reduce for both sets: a layer with a bias takes 3 dispatches.
  */
 export function convWeightGradWith(
   gpu: Gpu,

@@ -65,9 +65,9 @@ export interface TileDefaults {
 
 /**
  * One kind of kernel variant (register blocks, workgroup tiles, Winograd, ...): everything the tuner, the run
- * log, the bench and the ops need of it. A variant is a plain value `{ kind: name, ...sizes }` with a stable id.
- * The shape handed to `fit`, `forward` and to the checks is the one of the kernel that runs (for the input
- * gradient: transposedShape); `inputGrad` and `weightGrad` take the layer's shape.
+ * log, the bench and the ops need of it. A variant is a plain value `{ kind: name, ...sizes }` with a stable
+ * id. The shape handed to `fit`, `forward` and to the checks is the one of the kernel that runs (for the
+ * input gradient: transposedShape); `inputGrad` and `weightGrad` take the layer's shape.
  */
 export interface ConvKind<V extends { kind: string }> {
   readonly name: V["kind"];
@@ -251,8 +251,8 @@ export interface SplitPlan {
 
 /**
  * dw (HWIO f32, written) and optionally db ([CO] f32, written) of a direct kind: its weight and bias partial
- * sums (`plan`, given the K = N*HO*WO pixels summed over), then one dispatch that sums the partials of both in
- * a fixed order (reduce_splits2; sets with one split are written in place): a layer with a bias takes 3
+ * sums (`plan`, given the K = N*HO*WO pixels summed over), then one dispatch that sums the partials of both
+ * in a fixed order (reduce_splits2; sets with one split are written in place): a layer with a bias takes 3
  * dispatches, deterministic. The bias is split as biasGrad splits it (same chunks, same bits).
  */
 export function splitWeightGrad(

@@ -52,8 +52,8 @@ export function tiledBlock(CO: number): TiledBlock {
 }
 
 /**
- * Bytes of workgroup memory conv_tiled.wgsl declares for a block (f32; its A tile has one vec4 of row padding,
- * so this also bounds conv_wgrad_tiled.wgsl's 4*BK*(BM+BN)), times DB when double-buffered.
+ * Bytes of workgroup memory conv_tiled.wgsl declares for a block (f32; its A tile has one vec4 of row
+ * padding, so this also bounds conv_wgrad_tiled.wgsl's 4*BK*(BM+BN)), times DB when double-buffered.
  */
 export function tiledWorkgroupBytes(t: TiledBlock): number {
   return 4 * t.BK * (t.BM + 4 + t.BN) * (t.DB ?? 1);
@@ -107,8 +107,8 @@ const BIAS_WG = 256;
 
 /**
  * The bias gradient's KSPLIT partial sums into `part` ([KSPLIT][C] f32, or db itself when KSPLIT = 1), one
- * workgroup of BIAS_WG invocations per (chunk, 4 channels), summed with subgroupAdd where `subgroups` (kernels/
- * conv_bias_grad_sg.wgsl) or by a tree in workgroup memory (bias_grad_wg in conv_bias_grad.wgsl).
+ * workgroup of BIAS_WG invocations per (chunk, 4 channels), summed with subgroupAdd where `subgroups`
+ * (kernels/ conv_bias_grad_sg.wgsl) or by a tree in workgroup memory (bias_grad_wg in conv_bias_grad.wgsl).
  */
 function biasGradWg(
   gpu: Gpu,

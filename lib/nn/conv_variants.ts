@@ -3,9 +3,9 @@
 // cache, the ops, the bench's multiplies, the kernels the cache key hashes) goes through it.
 //
 // Adding a kind: its record (variant type, kernel files, id and parse, checks, candidates, ops) in its own
-// file, one line in CONV_KINDS and KernelVariant below, its kernels, and its tests (tests/conv_variants_test.ts
-// checks every record's consistency; test the ops against the float64 reference as tests/conv_test.ts and
-// tests/winograd_test.ts do).
+// file, one line in CONV_KINDS and KernelVariant below, its kernels, and its tests
+// (tests/conv_variants_test.ts checks every record's consistency; test the ops against the float64 reference
+// as tests/conv_test.ts and tests/winograd_test.ts do).
 
 import type { ConvKind, ConvPass, ConvShape } from "./conv_base.ts";
 import { directMultiplies, shapeProblem } from "./conv_base.ts";
@@ -64,9 +64,10 @@ export function variantUnfit(v: KernelVariant, limits: Record<string, number>): 
 }
 
 /**
- * Why a variant cannot run as `pass` of a convolution of shape `s` on a device with `limits` (the shape of the
- * kernel that runs: for the input gradient, the transposed conv), or undefined when it can. Catches ids that
- * parse but would compile to nonsense (zero or fractional sizes, over-large blocks) before any WGSL is built.
+ * Why a variant cannot run as `pass` of a convolution of shape `s` on a device with `limits` (the shape of
+ * the kernel that runs: for the input gradient, the transposed conv), or undefined when it can. Catches ids
+ * that parse but would compile to nonsense (zero or fractional sizes, over-large blocks) before any WGSL is
+ * built.
  */
 export function variantProblem(
   v: KernelVariant,

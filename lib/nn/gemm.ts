@@ -21,8 +21,9 @@ export interface GemmBlock {
 export const GEMM_BLOCK: GemmBlock = { TM: 8, TN: 16 };
 
 /**
- * The block of the vec4 path for this shape: `block` when it tiles C exactly (TM, TN multiples of 4 dividing M,
- * N), else 4 x 4 when that does; undefined when the shape needs the scalar path (M or N not a multiple of 4).
+ * The block of the vec4 path for this shape: `block` when it tiles C exactly (TM, TN multiples of 4 dividing
+ * M, N), else 4 x 4 when that does; undefined when the shape needs the scalar path (M or N not a multiple of
+ * 4).
  */
 export function vec4Block(s: { M: number; N: number }, block: GemmBlock): GemmBlock | undefined {
   for (const b of [block, { TM: 4, TN: 4 }]) {

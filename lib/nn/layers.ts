@@ -1,11 +1,11 @@
-// The layers an experiment builds its network from (see lib/nn/module.ts for the API). Each one names its PyTorch
-// counterpart, owns its state-dict entries, infers its output shape, counts its FLOPs and builds its forward
-// and backward ops from the kernels in lib/nn/conv.ts and lib/nn/ops.ts.
+// The layers an experiment builds its network from (see lib/nn/module.ts for the API). Each one names its
+// PyTorch counterpart, owns its state-dict entries, infers its output shape, counts its FLOPs and builds its
+// forward and backward ops from the kernels in lib/nn/conv.ts and lib/nn/ops.ts.
 //
 //   Conv2d(cin, cout, k, { padding, bias, frozenWeight, weightInit, biasGroup })   nn.Conv2d (stride 1)
 //   GELU()                                      nn.GELU() (exact erf form)
-//   MaxPool2d(k)                                nn.MaxPool2d(k); followed by GELU with k = 2: one fused kernel
-//   GlobalMaxPool()                             nn.MaxPool2d(H) on an H x H map: 1 x 1 out
+//   MaxPool2d(k)                                nn.MaxPool2d(k); followed by GELU with k = 2: one fused
+//   kernel GlobalMaxPool()                             nn.MaxPool2d(H) on an H x H map: 1 x 1 out
 //   Flatten()                                   x.view(N, -1) of a 1 x 1 map
 //   Linear(cin, 10, { bias: false })            nn.Linear; followed by Mul(s): one kernel, logits in f32
 //   Mul(s)                                      x * s (the recipe's Mul), fused into the Linear before it

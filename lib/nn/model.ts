@@ -1,5 +1,6 @@
-// A traced network (lib/nn/module.ts) on the GPU: where every state-dict entry lives, the parameter / gradient /
-// optimizer buffers, and the activations and ops of the forward and backward passes for one batch size.
+// A traced network (lib/nn/module.ts) on the GPU: where every state-dict entry lives, the parameter /
+// gradient / optimizer buffers, and the activations and ops of the forward and backward passes for one batch
+// size.
 //
 // Storage: trained parameters in one flat f32 buffer (`params`, with `grads`, `mom`, `ema` of the same
 // layout), grouped by optimizer group so that each group is one contiguous range; frozen parameters (the
@@ -153,8 +154,9 @@ export function unpackParams(layout: ParamLayout, stores: Partial<Record<Store, 
 }
 
 /**
- * Every state-dict entry initialised as its layer asks (PyTorch's defaults as the recipe uses them). `uniform`
- * draws are taken in state-dict order, `count` per randomly initialised entry; "external" entries are zeros.
+ * Every state-dict entry initialised as its layer asks (PyTorch's defaults as the recipe uses them).
+ * `uniform` draws are taken in state-dict order, `count` per randomly initialised entry; "external" entries
+ * are zeros.
  */
 export function initParams(layout: ParamLayout, uniform: () => number): Record<string, Float32Array> {
   const t: Record<string, Float32Array> = {};

@@ -3,8 +3,8 @@
 //   - the parameters with PyTorch state-dict names from their position (`0.weight`, `2.conv1.bias`, ...),
 //   - every tensor's shape (per image, NHWC) and whether it needs a gradient,
 //   - the FLOPs, the largest batch the adapter's binding limit allows, the bench's per-layer table.
-// lib/nn/model.ts then turns the traced graph into GPU buffers and ops (forward in trace order, backward in the
-// reverse order; where a tensor feeds two consumers, their gradients are summed).
+// lib/nn/model.ts then turns the traced graph into GPU buffers and ops (forward in trace order, backward in
+// the reverse order; where a tensor feeds two consumers, their gradients are summed).
 //
 // A module is either a Layer (a leaf: knows its parameters, output shape, FLOPs, forward and backward ops) or
 // a container (Sequential, Named, Residual) that traces its children. Containers fuse a layer with the next
@@ -40,8 +40,8 @@ export interface ParamSpec {
   init: Init;
   /**
    * "param": trained by the optimizer; "frozen": a parameter that never trains (no gradient); "buffer": state
-   * updated by the layer itself (BatchNorm running statistics). Frozen parameters and buffers are in the state
-   * dict; buffers are also averaged by the lookahead EMA.
+   * updated by the layer itself (BatchNorm running statistics). Frozen parameters and buffers are in the
+   * state dict; buffers are also averaged by the lookahead EMA.
    */
   role: "param" | "frozen" | "buffer";
   /** Optimizer group of a trained parameter (lr multiplier, gate): see lib/train/train_step.ts. Default "default". */

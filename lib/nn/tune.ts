@@ -1,7 +1,7 @@
 // The convolution autotuner: for each (layer shape, pass, precision) of a network, time the candidate kernel
-// variants (lib/nn/conv_variants.ts candidateVariants) on the adapter at hand, keep the fastest, and cache the choice in a
-// JSON file keyed by the adapter (name, vendor, architecture, driver description), the Deno version and the
-// SHA-256 of the kernel files, so a later run on the same machine reuses it.
+// variants (lib/nn/conv_variants.ts candidateVariants) on the adapter at hand, keep the fastest, and cache
+// the choice in a JSON file keyed by the adapter (name, vendor, architecture, driver description), the Deno
+// version and the SHA-256 of the kernel files, so a later run on the same machine reuses it.
 //
 //   --tune auto   (default) reuse the cache; on a GPU, tune what it lacks and save it; on a CPU adapter (each
 //                 trial costs seconds there) use the cached or default choice
@@ -377,7 +377,8 @@ export async function tuneNetwork(
  * The variants a run log recorded (its `conv_variants`) as the choices of `tiles` for the same network: what
  * `--variants LOG` (and so `deno task reproduce`) runs, whatever the tuning cache holds now. Throws naming
  * the layer and pass when the record lacks one of the network's convolutions, names an unknown variant, or,
- * given the device's `limits`, one that cannot run on that layer's shape there (lib/nn/conv_variants.ts variantProblem).
+ * given the device's `limits`, one that cannot run on that layer's shape there (lib/nn/conv_variants.ts
+ * variantProblem).
  */
 export function variantsFromRecord(
   logged: VariantRecord,
@@ -418,7 +419,8 @@ export function fallbackOf(tiles: ConvTiles): (job: TuneJob) => KernelVariant {
 }
 
 /**
- * What lavapipe measured fastest for the 3x3 "same" convolutions (README, "Winograd"): F(4x4,3x3) in every pass.
+ * What lavapipe measured fastest for the 3x3 "same" convolutions (README, "Winograd"): F(4x4,3x3) in every
+ * pass.
  */
 const CPU_WINOGRAD: Record<ConvPass, KernelVariant> = {
   forward: { kind: "winograd", MT: 4, TM: 8, TN4: 2 },

@@ -1,8 +1,8 @@
 // Winograd F(2x2,3x3) and F(4x4,3x3) convolutions (kernels/winograd.wgsl) for the stride-1 "same" 3x3 layers:
 // the forward pass and the input gradient (the same convolution on dy with the weights flipped and
 // transposed, which the filter transform reads in place). Four dispatches each: filter transform (the weights
-// change every step), input-tile transform, T*T batched GEMMs, output transform (+ bias). WINOGRAD_KIND is the
-// "winograd" kind of convolution variant (lib/nn/conv_variants.ts): on other shapes it runs the direct
+// change every step), input-tile transform, T*T batched GEMMs, output transform (+ bias). WINOGRAD_KIND is
+// the "winograd" kind of convolution variant (lib/nn/conv_variants.ts): on other shapes it runs the direct
 // register kernel.
 
 import { dispatch, type Gpu, grid2d, type Op } from "../gpu/gpu.ts";
@@ -138,9 +138,9 @@ export function winogradConv(
 
 /**
  * The ops of dw = the 3x3 "same" convolution's weight gradient (HWIO f32, written) from x and dy (act) with
- * F(MT x MT, 3 x 3): per chunk of tiles the input transform of x (V), the transform of dy (dMo = A dY A^T) and
- * dU (+)= V^T dMo per position (the first chunk writes, the next add); then dw = G^T dU G. The GEMM block:
- * v.TM input channels (a multiple of 4) x 4*v.TN4 output channels per invocation.
+ * F(MT x MT, 3 x 3): per chunk of tiles the input transform of x (V), the transform of dy (dMo = A dY A^T)
+ * and dU (+)= V^T dMo per position (the first chunk writes, the next add); then dw = G^T dU G. The GEMM
+ * block: v.TM input channels (a multiple of 4) x 4*v.TN4 output channels per invocation.
  */
 export function winogradWeightGrad(
   gpu: Gpu,

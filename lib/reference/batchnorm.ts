@@ -1,5 +1,5 @@
-// Plain float64 references for lib/nn/batchnorm.ts (BatchNorm2d, PyTorch semantics). Activations NHWC, seen as
-// [M][C] rows with M = N*H*W; per-channel values [C].
+// Plain float64 references for lib/nn/batchnorm.ts (BatchNorm2d, PyTorch semantics). Activations NHWC, seen
+// as [M][C] rows with M = N*H*W; per-channel values [C].
 
 export interface BatchNormShape {
   N: number;

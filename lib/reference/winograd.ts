@@ -1,5 +1,5 @@
-// Float64 Winograd F(m x m, 3 x 3) for the stride-1 "same" 3x3 convolution (NHWC activations, HWIO weights), with
-// the transform matrices of Lavin & Gray (2015): the algorithm kernels/winograd.wgsl runs, in exact-ish
+// Float64 Winograd F(m x m, 3 x 3) for the stride-1 "same" 3x3 convolution (NHWC activations, HWIO weights),
+// with the transform matrices of Lavin & Gray (2015): the algorithm kernels/winograd.wgsl runs, in exact-ish
 // arithmetic. Tests check it against the direct float64 convolution (the matrices) and use it to tell the
 // algorithm's error from the kernel's.
 

@@ -163,8 +163,8 @@ function niceStep(raw: number, integer: boolean): number {
 }
 
 /**
- * Round ticks covering [lo, hi]: about `target` intervals of 1, 2, 2.5 or 5 times a power of ten; the axis runs
- * from the tick at or below lo to the tick at or above hi. An empty or one-value range is widened.
+ * Round ticks covering [lo, hi]: about `target` intervals of 1, 2, 2.5 or 5 times a power of ten; the axis
+ * runs from the tick at or below lo to the tick at or above hi. An empty or one-value range is widened.
  */
 export function niceAxis(lo: number, hi: number, target = 5, integer = false): Axis {
   if (!Number.isFinite(lo) || !Number.isFinite(hi)) [lo, hi] = [0, 1];
@@ -210,9 +210,9 @@ export const MAX_DRAWN_DOTS = 500;
 
 /**
  * At most about `max` of `points` for drawing, in order: the first and the last point, and in each of max/2
- * equal runs of consecutive points the lowest and the highest (finite) y, so spikes stay visible; a run with a
- * non-finite y keeps its first one (the line breaks there). Series of at most `max` points are returned as they
- * are. Only what is drawn is thinned: axes, tables and summaries use every point.
+ * equal runs of consecutive points the lowest and the highest (finite) y, so spikes stay visible; a run with
+ * a non-finite y keeps its first one (the line breaks there). Series of at most `max` points are returned as
+ * they are. Only what is drawn is thinned: axes, tables and summaries use every point.
  */
 export function thinPoints<P extends readonly [number, number]>(
   points: readonly P[],

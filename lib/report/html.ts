@@ -1,6 +1,6 @@
 // The HTML report of one or more training logs: one self-contained page (inline SVG and CSS, no scripts, no
-// fonts, nothing fetched). Pure: it takes parsed logs and returns a string (no Deno APIs, no DOM), so a browser
-// page can build the same report. `lib/cli/report.ts` at the root is the command line around it.
+// fonts, nothing fetched). Pure: it takes parsed logs and returns a string (no Deno APIs, no DOM), so a
+// browser page can build the same report. `lib/cli/report.ts` at the root is the command line around it.
 
 import {
   dotChart,
@@ -229,7 +229,8 @@ export function argvFlags(argv: readonly string[]): string[] {
 
 /**
  * Names for legends and rows that lead with what ran: the experiment file, then the flags not given alike to
- * every log (a single log: all its flags), then `names[i]` (the log's file, for telling runs apart): "main.ts --lr 6 · logs/2026-...".
+ * every log (a single log: all its flags), then `names[i]` (the log's file, for telling runs apart): "main.ts
+ * --lr 6 · logs/2026-...".
  */
 export function describeLogs(logs: readonly TrainingLog[], names: readonly string[]): string[] {
   const flags = logs.map((l) => argvFlags(Array.isArray(l.argv) ? l.argv : []));

@@ -1,5 +1,6 @@
-// A sweep's folder (lib/cli/sweep.ts): its plan (sweep.json), one log folder per run, and the summary collected from
-// the runs' logs (summary.json, summary.html, report.html). Shared by the local runner and the SLURM submission.
+// A sweep's folder (lib/cli/sweep.ts): its plan (sweep.json), one log folder per run, and the summary
+// collected from the runs' logs (summary.json, summary.html, report.html). Shared by the local runner and the
+// SLURM submission.
 
 import { join } from "node:path";
 import { writeFileAtomic } from "../io/atomic.ts";

@@ -1,12 +1,13 @@
-// A sweep's spec (a small JSON or TS file) and the plan it expands to: one run per (configuration, seed), each an
-// ordinary invocation of an experiment file with its flags, `--runs 1 --seed S` and its own --log-dir inside the
-// sweep's folder. Every flag and value is checked with the experiment's own command-line parser before any run.
+// A sweep's spec (a small JSON or TS file) and the plan it expands to: one run per (configuration, seed),
+// each an ordinary invocation of an experiment file with its flags, `--runs 1 --seed S` and its own --log-dir
+// inside the sweep's folder. Every flag and value is checked with the experiment's own command-line parser
+// before any run.
 //
 // Spec keys: experiment (a file, or a list of files: one more grid dimension; paths relative to the project
 // root, as the logs' `experiment`), flags (fixed for every run), grid (flag -> list of values: every
-// combination) or list (a list of flag sets), seeds (a count: seeds 0..N-1, or a list of seeds), baseline (flag
-// values naming one configuration, optional), resolve (a difference in the metric whose runs-for-power the
-// summary states, optional).
+// combination) or list (a list of flag sets), seeds (a count: seeds 0..N-1, or a list of seeds), baseline
+// (flag values naming one configuration, optional), resolve (a difference in the metric whose runs-for-power
+// the summary states, optional).
 
 import { isAbsolute, join, relative, resolve } from "node:path";
 import { pathToFileURL } from "node:url";

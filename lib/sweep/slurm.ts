@@ -1,8 +1,8 @@
-// `deno task sweep SPEC --slurm`: the sweep's pending runs as one SLURM job array (`sbatch --array`, one task per
-// chunk of --chunk runs), each task running its runs' experiment commands (`lib/cli/sweep.ts --task I`, which skips
-// runs already done: a requeued task does not run them twice), and a job that depends on the array
-// (`--dependency=afterany`) and collects the summary. Scheduling, placement, retries (`--requeue`) and time
-// limits are SLURM's; nothing here waits or polls, except `--wait` (sbatch's own).
+// `deno task sweep SPEC --slurm`: the sweep's pending runs as one SLURM job array (`sbatch --array`, one task
+// per chunk of --chunk runs), each task running its runs' experiment commands (`lib/cli/sweep.ts --task I`,
+// which skips runs already done: a requeued task does not run them twice), and a job that depends on the
+// array (`--dependency=afterany`) and collects the summary. Scheduling, placement, retries (`--requeue`) and
+// time limits are SLURM's; nothing here waits or polls, except `--wait` (sbatch's own).
 
 import { join, resolve } from "node:path";
 import { writeFileAtomic } from "../io/atomic.ts";

@@ -1,8 +1,9 @@
-// Statistics of a sweep (lib/cli/sweep.ts): per configuration the mean with its Student-t 95% confidence interval,
-// against a baseline Welch's difference, interval and two-sided p-value, and the runs per configuration that a
-// two-sample t-test needs to resolve a difference (power analysis with the exact noncentral t distribution).
-// Student's t comes from stdlib's distribution packages (tested against SciPy there and in tests/stats_test.ts);
-// the noncentral t CDF is a quadrature over the chi distribution (tests/stats_test.ts checks it against SciPy).
+// Statistics of a sweep (lib/cli/sweep.ts): per configuration the mean with its Student-t 95% confidence
+// interval, against a baseline Welch's difference, interval and two-sided p-value, and the runs per
+// configuration that a two-sample t-test needs to resolve a difference (power analysis with the exact
+// noncentral t distribution). Student's t comes from stdlib's distribution packages (tested against SciPy
+// there and in tests/stats_test.ts); the noncentral t CDF is a quadrature over the chi distribution
+// (tests/stats_test.ts checks it against SciPy).
 
 import gammaln from "@stdlib/math-base-special-gammaln";
 import normalCdf from "@stdlib/stats-base-dists-normal-cdf";
@@ -89,8 +90,8 @@ export function tTestPower(n: number, delta: number, std: number, alpha = 0.05):
 }
 
 /**
- * The fewest runs per group (>= 2) for which that test reaches `power` (Infinity when delta is 0 or the std is
- * not finite; capped at `max`, returning Infinity past it).
+ * The fewest runs per group (>= 2) for which that test reaches `power` (Infinity when delta is 0 or the std
+ * is not finite; capped at `max`, returning Infinity past it).
  */
 export function runsForPower(
   delta: number,

@@ -1,7 +1,7 @@
-// A sweep's summary from its runs' logs: per configuration n, mean, std and the 95% confidence interval of the
-// mean of the final accuracy (tta_val_acc); against the baseline the difference, its 95% interval (Welch) and
-// Welch's two-sided p-value; and the runs per configuration needed for 80% power (lib/sweep/stats.ts). Pure: the
-// console table and the HTML page are strings (lib/cli/sweep.ts writes them).
+// A sweep's summary from its runs' logs: per configuration n, mean, std and the 95% confidence interval of
+// the mean of the final accuracy (tta_val_acc); against the baseline the difference, its 95% interval (Welch)
+// and Welch's two-sided p-value; and the runs per configuration needed for 80% power (lib/sweep/stats.ts).
+// Pure: the console table and the HTML page are strings (lib/cli/sweep.ts writes them).
 
 import { dotChart, escapeXml, PALETTE, percentFormat } from "../report/charts.ts";
 import type { Config, Plan } from "./plan.ts";

@@ -126,7 +126,8 @@ export class Evaluator {
 
   /**
    * Compile every pipeline of this level (see warmUp) by running its first batch: every batch uses the same
-   * pipelines (cached by kernel and constants), so the rest would only cost time. Does not change the parameters.
+   * pipelines (cached by kernel and constants), so the rest would only cost time. Does not change the
+   * parameters.
    */
   warm(level: number): Promise<void> {
     return warmUp(this.gpu, this.ops(level)[0].flat());

@@ -1,12 +1,12 @@
 // The Muon optimizer step of airbench94_muon.py for one convolution weight, on the GPU (kernels/muon.wgsl for
-// the elementwise and reduction steps, kernels/gemm.wgsl for the Newton-Schulz products). Per step, as torch's
-// Muon.step: buf = m * buf + g; g' = g + m * buf (Nesterov) or buf; p *= sqrt(O) / ||p||; X = g' viewed as
-// O x (I*KH*KW), X /= ||X|| + 1e-7, three quintic Newton-Schulz iterations (X^T when O > I*KH*KW); p -= lr * X.
-// No weight decay. Everything in f32 (torch runs Newton-Schulz in bfloat16; WGSL has no bf16).
+// the elementwise and reduction steps, kernels/gemm.wgsl for the Newton-Schulz products). Per step, as
+// torch's Muon.step: buf = m * buf + g; g' = g + m * buf (Nesterov) or buf; p *= sqrt(O) / ||p||; X = g'
+// viewed as O x (I*KH*KW), X /= ||X|| + 1e-7, three quintic Newton-Schulz iterations (X^T when O > I*KH*KW);
+// p -= lr * X. No weight decay. Everything in f32 (torch runs Newton-Schulz in bfloat16; WGSL has no bf16).
 //
 // The weight is stored HWIO, [KH*KW*ciPad][O] row-major: the matrix M = G^T of torch's O x (I*KH*KW) view G,
-// up to a permutation of G's columns plus zero rows for padded input channels. Newton-Schulz commutes with that
-// permutation and keeps zero rows zero, so it runs on M directly:
+// up to a permutation of G's columns plus zero rows for padded input channels. Newton-Schulz commutes with
+// that permutation and keeps zero rows zero, so it runs on M directly:
 //   O <= I*KH*KW (torch: X = G):   A = M^T M (O x O), B = b*A + c*A@A, M <- a*M + M@B   (B^T = B bit for bit:
 //                                  the gemm sums A[i][j] and A[j][i] in the same order, and so for A@A)
 //   O >  I*KH*KW (torch: X = G^T): A = M M^T (rows x rows), B as above, M <- a*M + B@M
@@ -173,7 +173,8 @@ export interface MuonOps {
 
 /**
  * torch's zeropower_via_newtonschulz5 (in f32) of one stored weight-shaped matrix: `output` = the
- * Newton-Schulz orthogonalisation of `input` ([rows][O], HWIO layout), both f32 [rows * O]; they must not alias.
+ * Newton-Schulz orthogonalisation of `input` ([rows][O], HWIO layout), both f32 [rows * O]; they must not
+ * alias.
  */
 export function newtonSchulzOps(
   gpu: Gpu,
@@ -272,7 +273,8 @@ export interface MuonGroup extends ParamGroup, Partial<MuonOptions> {
 /**
  * The Muon optimizer over parameter groups: `Muon([{ params: ofRank(4), lr: "lr_muon" }], { momentum: 0.6,
  * nesterov: true })`. Per claimed tensor, in storage order, its muonOps (momentum, rescale, Newton-Schulz,
- * step); the momentum buffer is the tensor's range of the shared `mom` store. No weight decay, as the recipe's.
+ * step); the momentum buffer is the tensor's range of the shared `mom` store. No weight decay, as the
+ * recipe's.
  */
 export function Muon(groups: MuonGroup[], defaults: MuonOptions): Optimizer {
   return {

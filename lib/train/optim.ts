@@ -1,8 +1,8 @@
 // The optimizer seam. An experiment file declares its optimizers the way airbench declares `param_configs`
 // and `torch.optim.SGD(...)`: which trained parameters each one updates (by state-dict name, shape or layer
 // group), with which settings, and the names of the per-step values it reads (each group's lr, the lookahead
-// decay) and of the gates it obeys. The experiment's plan sets those names per step (lib/gpu/steps.ts PlanStep);
-// the library gives each name a slot or flag bit of the GPU Step and builds every optimizer's ops.
+// decay) and of the gates it obeys. The experiment's plan sets those names per step (lib/gpu/steps.ts
+// PlanStep); the library gives each name a slot or flag bit of the GPU Step and builds every optimizer's ops.
 //
 // An optimizer is anything with this interface: SGD and Lookahead here; another (Muon) lives in its own file.
 
@@ -54,8 +54,8 @@ export function stepSlotsOf(optimizers: readonly Optimizer[]): StepSlots {
 
 /**
  * The trained entries each optimizer's groups claim (`[optimizer][group]`, storage order). Every trained
- * parameter must be claimed by exactly one group, and every group must claim at least one: otherwise one error
- * names the parameter (or the group).
+ * parameter must be claimed by exactly one group, and every group must claim at least one: otherwise one
+ * error names the parameter (or the group).
  */
 export function claimParams(layout: ParamLayout, optimizers: readonly Optimizer[]): Slot[][][] {
   const groups = optimizers.flatMap((o, i) =>

@@ -1,7 +1,8 @@
 // The parts of a training run that every experiment shares, in Deno and in a page (no Deno APIs here): the
 // session (network, parameters, evaluator, step table, training step derived from the declared net) and the
-// `Run` an experiment's loop is written with (init, loader, plan, train, evaluate, log). lib/cli/experiment.ts
-// adds the command line, the checks, the data, the log file, signals and weights for Deno.
+// `Run` an experiment's loop is written with (init, loader, plan, train, evaluate, log).
+// lib/cli/experiment.ts adds the command line, the checks, the data, the log file, signals and weights for
+// Deno.
 
 import type { Cifar10, CifarSplit } from "../data/cifar_batches.ts";
 import { type RunOptions, UsageError } from "../io/flags.ts";
@@ -131,7 +132,8 @@ export class Session<H extends BaseHyp> extends Trainer {
     });
     this.stepsPerRun = steps;
     const test = this.test;
-    // CPU adapters: smaller batches, one submit per view (each takes seconds there; an interrupt waits for one)
+    // CPU adapters: smaller batches, one submit per view (each takes seconds there; an interrupt waits for
+    // one)
     const cpu = gpu.adapter.isCpu;
     const evalBatch = Net.maxBatch(gpu, precision, graph, Math.min(cpu ? CPU_EVAL_BATCH : 2000, test.n));
     this.evaluator = new Evaluator(gpu, precision, this.evalNet(evalBatch), test, cpu);

@@ -1,6 +1,6 @@
-// A `deno lint` plugin (deno.json "lint.plugins"): no function over 80 lines and no class body over 200 lines,
-// so a room that grows past what one screen explains is flagged where it grows. Lines are counted from the
-// first to the last line of the node, both included.
+// A `deno lint` plugin (deno.json "lint.plugins"): no function over 80 lines and no class body over 200
+// lines, so a room that grows past what one screen explains is flagged where it grows. Lines are counted from
+// the first to the last line of the node, both included.
 const MAX_FUNCTION_LINES = 80;
 const MAX_CLASS_LINES = 200;
 
