@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# A one-node SLURM cluster on this machine, for tests/sweep_slurm_test.ts (and trying `deno task sweep --slurm`
+# A one-node SLURM cluster on this machine, for tests/sweep_test.ts (and trying `deno task sweep --slurm`
 # without a cluster). Needs root and Debian's `slurm-wlm` and `munge` (.ci/run installs them):
 #   munged (as user munge, the package's key), then slurmctld and slurmd as root, from a slurm.conf written for
 #   this host into $AIRBENCH_SLURM_DIR (default /var/tmp/airbench-slurm): proctrack/linuxproc, task/none,
