@@ -33,7 +33,7 @@ const CPU_EVAL_BATCH = 500;
 export const MAX_STEPS = 1_000_000;
 
 /**
- * A run's optimizer steps (lib/train/schedule.ts stepsPerRun), checked: at least one batch of the `flag`'s
+ * A run's optimizer steps (lib/data/batches.ts stepsPerRun), checked: at least one batch of the `flag`'s
  * images, and within what the plan, the step table and the stats buffer hold (MAX_STEPS). Every consumer of
  * the step count (the checks before work, the log, the session's step table, the page) goes through here.
  */
@@ -101,8 +101,6 @@ export interface ExperimentLog {
 /** Everything built once per invocation and shared by its runs: the trainer (lib/train/trainer.ts) and more. */
 export class Session<H extends BaseHyp> extends Trainer {
   readonly evaluator: Evaluator;
-  /** Optimizer steps of each run (lib/train/schedule.ts stepsPerRun: trainN, the batch size, the epochs). */
-  readonly stepsPerRun: number;
   readonly progress: Progress;
   /** Where the current run is (for an interruption's report). */
   where = { run: 0, epochsCompleted: 0, step: 0 };
@@ -113,24 +111,22 @@ export class Session<H extends BaseHyp> extends Trainer {
     readonly hyp: H,
     readonly opts: RunOptions,
     gpu: Gpu,
-    readonly precision: Precision,
+    precision: Precision,
     readonly data: Cifar10,
     readonly trainN: number,
     readonly log: SavedLog<ExperimentLog>,
     graph: Graph,
     tiles?: ConvTiles,
   ) {
-    const steps = checkedStepsPerRun(hyp, trainN);
     super(gpu, graph, {
       precision,
       batch: hyp.opt.batch_size,
-      steps,
+      steps: checkedStepsPerRun(hyp, trainN),
       loss: exp.loss(hyp),
       optimizers: exp.optimizers(hyp),
       // register blocking on CPU adapters, workgroup-memory tiles on GPUs; per-layer choices from the tuner
       tiles: tiles ?? tilesFor(gpu.adapter),
     });
-    this.stepsPerRun = steps;
     const test = this.test;
     // CPU adapters: smaller batches, one submit per view (each takes seconds there; an interrupt waits for
     // one)
@@ -138,6 +134,11 @@ export class Session<H extends BaseHyp> extends Trainer {
     const evalBatch = Net.maxBatch(gpu, precision, graph, Math.min(cpu ? CPU_EVAL_BATCH : 2000, test.n));
     this.evaluator = new Evaluator(gpu, precision, this.evalNet(evalBatch), test, cpu);
     this.progress = new Progress(opts.quiet);
+  }
+
+  /** Optimizer steps of each run (checkedStepsPerRun: trainN, the batch size, the epochs): the table's. */
+  get stepsPerRun(): number {
+    return this.config.steps;
   }
 
   /** The test images evaluated: the first --test-n of the test set (all by default). */

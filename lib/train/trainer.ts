@@ -44,8 +44,12 @@ export class Trainer {
     });
   }
 
+  get precision(): Precision {
+    return this.config.precision;
+  }
+
   /** The network in evaluation mode at `batch` images, on the same parameters and kernel variants. */
   evalNet(batch: number): Net {
-    return new Net(this.gpu, this.config.precision, this.graph, this.state, batch, this.tiles, false);
+    return new Net(this.gpu, this.precision, this.graph, this.state, batch, this.tiles, false);
   }
 }
